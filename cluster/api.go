@@ -1,11 +1,9 @@
 package cluster
 
-// API SKELETON — the cluster helper replaces the bodies; the signatures are
-// the contract httpapi/ and cmd/ build against. Change a signature only
-// together with its callers.
+// The exported contract other packages build against: errors and Config.
+// The Node type and its methods live in node.go and the files beside it.
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -45,8 +43,14 @@ type Config struct {
 	BootstrapExpect int
 	// GossipKey encrypts gossip (16, 24 or 32 bytes), nil for none.
 	GossipKey []byte
-	// RaftTLS, when set, is used for mutual TLS on the Raft transport.
+	// RaftTLS, when set, is used for mutual TLS on the Raft transport. It must
+	// hold this node's certificate, the CA pool of peers as both RootCAs and
+	// ClientCAs, and ClientAuth = tls.RequireAndVerifyClientCert.
 	RaftTLS *tls.Config
+	// InternalTLS, when set, is the client TLS configuration used to call
+	// other nodes' internal HTTP endpoints (read index, status). Nil uses the
+	// default HTTP client transport settings.
+	InternalTLS *tls.Config
 	// FSM is the state machine, already open.
 	FSM *fsm.FSM
 	// Now is the clock used to stamp entries (default time.Now). Tests and the
@@ -63,40 +67,3 @@ type Config struct {
 	// NoSync disables fsync (tests only).
 	NoSync bool
 }
-
-// Node is one ExactOnce cluster member: Raft, membership and read barriers.
-type Node struct{}
-
-// Open starts a node: opens Raft storage, bootstraps once when the
-// configuration calls for it, joins gossip and begins serving.
-func Open(ctx context.Context, cfg Config) (*Node, error) { return nil, errors.New("TODO") }
-
-// Apply stamps cmd.Time with this leader's clock (never going back), proposes
-// it and waits for the FSM's result. Returns ErrNotLeader on a follower,
-// ErrUnavailable when nothing was proposed and ErrOutcomeUnknown when the
-// outcome cannot be known.
-func (n *Node) Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
-	return nil, ErrUnavailable
-}
-
-// ReadBarrier returns once the local FSM reflects every write committed
-// before the call (linearizable read): on the leader commit index, then
-// VerifyLeader, then wait for the local FSM; on a follower the read index
-// comes from the leader. Concurrent callers share one confirmation round.
-func (n *Node) ReadBarrier(ctx context.Context) error { return ErrUnavailable }
-
-// FSM returns the local state machine.
-func (n *Node) FSM() *fsm.FSM { return nil }
-
-// IsLeader reports whether this node is the leader and has applied a
-// barrier in its term (ready to serve).
-func (n *Node) IsLeader() bool { return false }
-
-// LeaderHTTP returns the leader's API base URL, "" when unknown.
-func (n *Node) LeaderHTTP() string { return "" }
-
-// Ready reports whether the node knows a leader and has caught up.
-func (n *Node) Ready() bool { return false }
-
-// Close shuts the node down (leadership transferred first when leader).
-func (n *Node) Close(ctx context.Context) error { return nil }

@@ -1,17 +1,20 @@
 package fsm
 
-// API SKELETON — the fsm helper replaces the bodies; the signatures are the
-// contract that cluster/ and httpapi/ build against. Change a signature only
-// together with its callers.
-
 import (
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
 )
 
-var errTODO = errors.New("fsm: not implemented yet")
+// ErrClosed is returned by reads after Close.
+var ErrClosed = errors.New("fsm: closed")
 
 // Options configures an FSM.
 type Options struct {
@@ -19,118 +22,252 @@ type Options struct {
 	Path string
 	// NoSync disables fsync of state commits (tests only).
 	NoSync bool
+	// Logger receives structured logs (default slog.Default()).
+	Logger *slog.Logger
+	// InitialMmapSize overrides the bbolt initial mmap size (default 1 GiB);
+	// see DESIGN.md for why it is large.
+	InitialMmapSize int
 }
+
+// defaultMmapSize is large so that a long-running snapshot read transaction
+// rarely forces a remap (a remap waits for every open read transaction).
+const defaultMmapSize = 1 << 30
+
+// purgePerBatch bounds the expired idempotency records deleted after each batch.
+const purgePerBatch = 256
 
 // FSM is the replicated state machine: raft.BatchingFSM over a bbolt file.
 // It is safe for concurrent readers while Raft applies.
-type FSM struct{}
+type FSM struct {
+	opts Options
+	log  *slog.Logger
+
+	// mu guards db: readers (View, StateHash, ApplyBatch) hold it shared
+	// for their whole transaction; Restore and Close hold it exclusively to
+	// swap or close the file.
+	mu     sync.RWMutex
+	db     *bolt.DB
+	closed bool
+
+	applied  atomic.Uint64
+	lastTime atomic.Int64
+
+	// advMu guards advCh, a channel closed (and replaced) every time the
+	// applied index advances, which wakes WaitApplied callers.
+	advMu sync.Mutex
+	advCh chan struct{}
+}
 
 var _ raft.BatchingFSM = (*FSM)(nil)
 
 // Open opens (or creates) the state file.
-func Open(opts Options) (*FSM, error) { return nil, errTODO }
+func Open(opts Options) (*FSM, error) {
+	if opts.Path == "" {
+		return nil, errors.New("fsm: open: empty path")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.InitialMmapSize == 0 {
+		opts.InitialMmapSize = defaultMmapSize
+	}
+	db, err := openDB(opts.Path, opts)
+	if err != nil {
+		return nil, err
+	}
+	f := &FSM{opts: opts, log: opts.Logger, db: db, advCh: make(chan struct{})}
+	if err := f.loadMeta(db); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return f, nil
+}
 
-// Close closes the state file.
-func (f *FSM) Close() error { return errTODO }
+// openDB opens a bbolt file and makes sure every bucket exists.
+func openDB(path string, opts Options) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         5 * time.Second,
+		NoSync:          opts.NoSync,
+		InitialMmapSize: opts.InitialMmapSize,
+		FreelistType:    bolt.FreelistMapType,
+		// As etcd does: the freelist is rebuilt on open instead of being
+		// written by every commit, which keeps commits small as the file grows.
+		NoFreelistSync: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fsm: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("fsm: init %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// loadMeta reads the applied index and FSM time from db into memory.
+func (f *FSM) loadMeta(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		applied, last, err := readMeta(tx)
+		if err != nil {
+			return fmt.Errorf("fsm: read meta: %w", err)
+		}
+		f.applied.Store(applied)
+		f.lastTime.Store(last)
+		return nil
+	})
+}
+
+// Close closes the state file. It waits for open snapshots to be released.
+func (f *FSM) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil
+	}
+	f.closed = true
+	if err := f.db.Close(); err != nil {
+		return fmt.Errorf("fsm: close: %w", err)
+	}
+	return nil
+}
 
 // Apply applies one log entry (raft.FSM).
 func (f *FSM) Apply(l *raft.Log) interface{} { return f.ApplyBatch([]*raft.Log{l})[0] }
 
 // ApplyBatch applies committed entries in one storage transaction. Each
 // response is a *Result, or an error for an entry that could not be decoded.
-// Entries at or below AppliedIndex (already in the state file) are skipped.
-func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} { return make([]interface{}, len(logs)) }
+// Entries at or below AppliedIndex (already in the state file) are skipped
+// (their response is nil).
+//
+// A failure to commit the transaction panics: the state file can no longer
+// follow the log, and crashing lets the node restart from its last durable
+// applied index instead of silently diverging from the other replicas.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		for i := range out {
+			out[i] = ErrClosed
+		}
+		return out
+	}
+	if n := len(logs); n == 0 || (logs[n-1] != nil && logs[n-1].Index <= f.applied.Load()) {
+		return out // all already applied (Raft replaying after a restart): no commit
+	}
+	var applied uint64
+	var last int64
+	err := f.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		applied, last, err = readMeta(tx)
+		if err != nil {
+			return err
+		}
+		st := newStore(tx)
+		changed := false
+		for i, l := range logs {
+			if l == nil || l.Index <= applied {
+				continue
+			}
+			applied = l.Index
+			changed = true
+			if l.Type != raft.LogCommand {
+				continue
+			}
+			cmd, err := DecodeCommand(l.Data)
+			if err != nil {
+				out[i] = fmt.Errorf("fsm: entry %d: %w", l.Index, err)
+				continue
+			}
+			if cmd.Time > last {
+				last = cmd.Time
+			}
+			res, err := st.apply(cmd, last)
+			if errors.Is(err, errFatal) {
+				return err
+			}
+			if err != nil {
+				// A read or decode failure inside one command, before it
+				// wrote anything: report it for that entry. Every replica
+				// holds the same bytes, so every replica answers alike.
+				f.log.Error("fsm: apply command", "index", l.Index, "err", err)
+				res = &Result{Code: CodeInternal, Message: "internal error", Time: last}
+			}
+			out[i] = res
+		}
+		if !changed {
+			return nil
+		}
+		if err := st.purgeIdempotency(last, purgePerBatch); err != nil {
+			return err
+		}
+		return writeMeta(tx, applied, last)
+	})
+	if err != nil {
+		f.log.Error("fsm: apply batch failed", "err", err)
+		panic(fmt.Sprintf("fsm: apply batch: %v", err))
+	}
+	if applied > f.applied.Load() {
+		f.lastTime.Store(last)
+		f.applied.Store(applied)
+		f.wake()
+	}
+	return out
+}
 
-// Snapshot returns a consistent point-in-time copy of the state (raft.FSM).
-func (f *FSM) Snapshot() (raft.FSMSnapshot, error) { return nil, errTODO }
-
-// Restore replaces the whole state with a snapshot, atomically for readers.
-func (f *FSM) Restore(rc io.ReadCloser) error { return errTODO }
+// wake releases every WaitApplied caller so it rechecks the applied index.
+func (f *FSM) wake() {
+	f.advMu.Lock()
+	close(f.advCh)
+	f.advCh = make(chan struct{})
+	f.advMu.Unlock()
+}
 
 // AppliedIndex is the index of the last log entry in the state file.
-func (f *FSM) AppliedIndex() uint64 { return 0 }
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 
 // LastTime is the FSM clock: the largest leader stamp applied (Unix ms).
-func (f *FSM) LastTime() int64 { return 0 }
+func (f *FSM) LastTime() int64 { return f.lastTime.Load() }
 
 // WaitApplied blocks until AppliedIndex >= index or done is closed.
 // It returns false when done closed first.
-func (f *FSM) WaitApplied(index uint64, done <-chan struct{}) bool { return false }
-
-// StateHash is a SHA-256 over the whole replicated state (not the applied
-// index), equal on nodes that applied the same log.
-func (f *FSM) StateHash() ([]byte, error) { return nil, errTODO }
+func (f *FSM) WaitApplied(index uint64, done <-chan struct{}) bool {
+	for {
+		f.advMu.Lock()
+		ch := f.advCh
+		f.advMu.Unlock()
+		// Checked after taking the channel: an advance after this check
+		// closes ch, so no wake-up is lost.
+		if f.applied.Load() >= index {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-done:
+			return f.applied.Load() >= index
+		}
+	}
+}
 
 // View runs fn against a consistent read-only view of the state.
-func (f *FSM) View(fn func(v *View) error) error { return errTODO }
-
-// View is a read-only, consistent view of the state.
-type View struct{}
-
-// Action returns the client's action, or nil when there is none (an action
-// of another client is reported as absent).
-func (v *View) Action(clientID, actionID string) (*Action, error) { return nil, errTODO }
-
-// Client returns a client, or nil when unknown.
-func (v *View) Client(clientID string) (*Client, error) { return nil, errTODO }
-
-// Clients lists all clients, ordered by id.
-func (v *View) Clients() ([]*Client, error) { return nil, errTODO }
-
-// OrderBy is a list ordering field.
-type OrderBy string
-
-// The list orderings.
-const (
-	OrderCreatedAt OrderBy = "createdAt"
-	OrderActiveAt  OrderBy = "activeAt"
-	OrderExpiresAt OrderBy = "expiresAt"
-)
-
-// ListQuery selects a client's actions. Zero values mean "no filter".
-// Time bounds are Unix ms: From is inclusive, To is exclusive.
-type ListQuery struct {
-	ClientID       string
-	State          State
-	ConsumedReason string
-	CreatedFrom    int64
-	CreatedTo      int64
-	ActiveFrom     int64
-	ActiveTo       int64
-	OrderBy        OrderBy
-	Desc           bool
-	Limit          int
-	// After is the opaque position returned as ListPage.Next; nil starts at
-	// the beginning. Paging by position returns every match exactly once.
-	After []byte
-	// Now is the time states are derived at (Unix ms).
-	Now int64
+func (f *FSM) View(fn func(v *View) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return ErrClosed
+	}
+	return f.db.View(func(tx *bolt.Tx) error {
+		return fn(&View{tx: tx})
+	})
 }
 
-// ListPage is one page of a list.
-type ListPage struct {
-	Actions []*Action
-	// Next is the position after the last returned action, nil at the end.
-	Next []byte
-}
-
-// List returns one page of the client's actions.
-func (v *View) List(q ListQuery) (ListPage, error) { return ListPage{}, errTODO }
-
-// Stats are a client's counts at a time.
-type Stats struct {
-	Total           int64
-	ByState         map[State]int64
-	Burned          int64
-	CreatedLast24h  int64
-	ConsumedLast24h int64
-}
-
-// Stats counts the client's actions at time now (Unix ms).
-func (v *View) Stats(clientID string, now int64) (Stats, error) { return Stats{}, errTODO }
-
-// EncodeCommand encodes a command for the log.
-func EncodeCommand(c *Command) ([]byte, error) { return nil, errTODO }
-
-// DecodeCommand decodes a log entry's data.
-func DecodeCommand(b []byte) (*Command, error) { return nil, errTODO }
+// Close-safe helper for snapshot/restore code paths.
+func closeQuietly(c io.Closer) { _ = c.Close() }

@@ -1,0 +1,214 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// start opens storage and transport, guards the FSM against a newer
+// snapshot, starts Raft, bootstraps when called for, then starts the
+// background goroutines (leadership observer, gossip).
+func (n *Node) start(ctx context.Context, trans raft.Transport) error {
+	cfg := n.cfg
+	dir := filepath.Join(cfg.DataDir, "raft")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("cluster: create raft dir: %w", err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), NoSync: cfg.NoSync})
+	if err != nil {
+		return fmt.Errorf("cluster: open raft log store: %w", err)
+	}
+	n.store = store
+	hlog := newHCLogger(n.log)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, snapshotRetain, hlog.Named("snapshot"))
+	if err != nil {
+		return fmt.Errorf("cluster: open snapshot store: %w", err)
+	}
+	n.snaps = snaps
+
+	if trans == nil {
+		trans, err = n.newTransport(hlog)
+		if err != nil {
+			return err
+		}
+	}
+	n.transport = trans
+
+	rc := n.raftConfig(hlog)
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("cluster: raft config: %w", err)
+	}
+
+	existing, err := raft.HasExistingState(store, store, snaps)
+	if err != nil {
+		return fmt.Errorf("cluster: check existing raft state: %w", err)
+	}
+	if !existing && n.sm.AppliedIndex() > 0 {
+		// The FSM would skip the new log's first entries as "already
+		// applied": refuse rather than silently diverge.
+		return fmt.Errorf("cluster: state machine has applied index %d but the raft log in %s is empty; remove the state file or restore the raft directory", n.sm.AppliedIndex(), dir)
+	}
+	if err := n.restoreNewerSnapshot(); err != nil {
+		return err
+	}
+	n.hasState.Store(existing)
+
+	r, err := raft.NewRaft(rc, n.sm, store, store, snaps, trans)
+	if err != nil {
+		return fmt.Errorf("cluster: start raft: %w", err)
+	}
+	n.raft = r
+
+	n.wg.Add(1)
+	go n.observeLeadership()
+
+	if !existing && cfg.BootstrapExpect <= 1 && len(cfg.Join) == 0 {
+		if err := n.bootstrap([]raft.Server{{Suffrage: raft.Voter, ID: n.nodeID, Address: trans.LocalAddr()}}); err != nil {
+			n.raft.Shutdown()
+			n.wg.Wait()
+			return err
+		}
+	}
+
+	if cfg.GossipAddr != "" {
+		if err := n.startGossip(); err != nil {
+			n.cancel()
+			n.raft.Shutdown()
+			n.wg.Wait()
+			return err
+		}
+	}
+	_ = ctx // Open does not block on the network; WaitLeader does.
+	return nil
+}
+
+// raftConfig builds the Raft configuration from the node config.
+func (n *Node) raftConfig(hlog *hcLogger) *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = n.nodeID
+	rc.Logger = hlog.Named("raft")
+	rc.NotifyCh = n.notifyCh
+	// The FSM is persistent: its state file already holds everything up to
+	// its applied index (>= the newest snapshot's index, see
+	// restoreNewerSnapshot), and it skips entries it already has.
+	rc.NoSnapshotRestoreOnStart = true
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = maxAppendEntries
+	if d := n.cfg.HeartbeatTimeout; d > 0 {
+		rc.HeartbeatTimeout = d
+	}
+	if d := n.cfg.ElectionTimeout; d > 0 {
+		rc.ElectionTimeout = d
+	}
+	if rc.ElectionTimeout < rc.HeartbeatTimeout {
+		rc.ElectionTimeout = rc.HeartbeatTimeout
+	}
+	if rc.LeaderLeaseTimeout > rc.HeartbeatTimeout {
+		rc.LeaderLeaseTimeout = rc.HeartbeatTimeout
+	}
+	if n.cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	}
+	if n.cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = n.cfg.SnapshotInterval
+	}
+	if n.cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = n.cfg.TrailingLogs
+	}
+	return rc
+}
+
+// newTransport creates the TCP (or mutual-TLS) Raft transport.
+func (n *Node) newTransport(hlog *hcLogger) (raft.Transport, error) {
+	if n.cfg.RaftAddr == "" {
+		return nil, errors.New("cluster: RaftAddr is empty")
+	}
+	adv, err := net.ResolveTCPAddr("tcp", n.cfg.RaftAdvertise)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: resolve raft advertise address %q: %w", n.cfg.RaftAdvertise, err)
+	}
+	if adv.IP == nil || adv.IP.IsUnspecified() {
+		return nil, fmt.Errorf("cluster: raft advertise address %q is not dialable; set RaftAdvertise", n.cfg.RaftAdvertise)
+	}
+	timeout := 10 * time.Second
+	if n.cfg.RaftTLS != nil {
+		stream, err := newTLSStreamLayer(n.cfg.RaftAddr, adv, n.cfg.RaftTLS)
+		if err != nil {
+			return nil, err
+		}
+		return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream:  stream,
+			MaxPool: 3,
+			Timeout: timeout,
+			Logger:  hlog.Named("raft-net"),
+		}), nil
+	}
+	t, err := raft.NewTCPTransportWithLogger(n.cfg.RaftAddr, adv, 3, timeout, hlog.Named("raft-net"))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: raft transport on %s: %w", n.cfg.RaftAddr, err)
+	}
+	return t, nil
+}
+
+// restoreNewerSnapshot guards NoSnapshotRestoreOnStart: when the FSM's
+// applied index is below the newest snapshot's (its state file was lost or
+// replaced), Raft would never replay the entries the snapshot covers, so
+// the snapshot is restored into the FSM before Raft starts.
+func (n *Node) restoreNewerSnapshot() error {
+	list, err := n.snaps.List()
+	if err != nil {
+		return fmt.Errorf("cluster: list snapshots: %w", err)
+	}
+	if len(list) == 0 || list[0].Index <= n.sm.AppliedIndex() {
+		return nil
+	}
+	meta := list[0]
+	n.log.Warn("state machine is behind the newest snapshot; restoring it",
+		"applied", n.sm.AppliedIndex(), "snapshot", meta.ID, "snapshotIndex", meta.Index)
+	_, rc, err := n.snaps.Open(meta.ID)
+	if err != nil {
+		return fmt.Errorf("cluster: open snapshot %s: %w", meta.ID, err)
+	}
+	if err := n.sm.Restore(rc); err != nil {
+		return fmt.Errorf("cluster: restore snapshot %s into the state machine: %w", meta.ID, err)
+	}
+	if got := n.sm.AppliedIndex(); got < meta.Index {
+		return fmt.Errorf("cluster: state machine applied index %d after restoring snapshot at %d", got, meta.Index)
+	}
+	return nil
+}
+
+// bootstrap writes the initial configuration. servers is sorted by id so
+// every node that bootstraps the same member set writes identical bytes.
+func (n *Node) bootstrap(servers []raft.Server) error {
+	servers = slices.Clone(servers)
+	slices.SortFunc(servers, func(a, b raft.Server) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	n.log.Info("bootstrapping cluster", "servers", len(servers))
+	if err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
+		if errors.Is(err, raft.ErrCantBootstrap) {
+			// Raft found state after all: never bootstrap twice.
+			n.hasState.Store(true)
+			return nil
+		}
+		return fmt.Errorf("cluster: bootstrap: %w", err)
+	}
+	n.hasState.Store(true)
+	return nil
+}

@@ -1,0 +1,138 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/exactonce/exactonce/fsm"
+)
+
+// setReady changes the leader-readiness flag and wakes waiters.
+func (n *Node) setReady(ready bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.ready = ready
+	close(n.changed)
+	n.changed = make(chan struct{})
+}
+
+// readiness returns the flag and the channel closed at its next change.
+func (n *Node) readiness() (bool, <-chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ready, n.changed
+}
+
+// observeLeadership is the single goroutine that follows Raft's leadership
+// notifications. It drains NotifyCh at once (Raft blocks on it), unmarks
+// readiness immediately on any transition and runs at most one leader loop
+// at a time: the previous one is cancelled and awaited before the next
+// starts.
+func (n *Node) observeLeadership() {
+	defer n.wg.Done()
+	// run is the current leader loop, nil when there is none.
+	type loopRun struct {
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	var run *loopRun
+	stop := func() {
+		if run != nil {
+			run.cancel()
+			<-run.done
+			run = nil
+		}
+	}
+	defer stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case leader := <-n.notifyCh:
+			// Any transition ends the previous term's readiness.
+			n.setReady(false)
+			stop()
+			if !leader {
+				n.log.Info("lost leadership")
+				continue
+			}
+			n.log.Info("became leader; waiting for term barrier", "term", n.raft.CurrentTerm())
+			ctx, cancel := context.WithCancel(n.ctx)
+			run = &loopRun{cancel: cancel, done: make(chan struct{})}
+			go func(ctx context.Context, done chan struct{}) {
+				defer close(done)
+				n.leaderLoop(ctx)
+			}(ctx, run.done)
+		}
+	}
+}
+
+// leaderLoop runs while this node leads one term: it commits a term
+// barrier so that every entry of earlier terms is committed and applied
+// locally, and only then marks the node ready (IsLeader). It then
+// reconciles gossip membership into the Raft configuration until the term
+// ends.
+//
+// The term barrier is an fsm CmdNoop command, not raft.Barrier: Raft never
+// hands LogBarrier (nor its own election LogNoop) entries to the FSM, so
+// after a raft.Barrier the commit index would point at an entry the FSM
+// never records, and a read barrier waiting for the FSM to reach the
+// commit index would wait for the next write. After the noop command,
+// every entry this term commits is a command or a configuration change,
+// both of which advance the FSM's applied index, so "FSM applied index >=
+// commit index" is reachable at every moment of the term.
+func (n *Node) leaderLoop(ctx context.Context) {
+	backoff := 50 * time.Millisecond
+	for {
+		err := n.termBarrier(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("term barrier failed", "err", err)
+		if n.raft.State() != raft.Leader {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+	n.mu.Lock()
+	if ctx.Err() == nil && n.raft.State() == raft.Leader {
+		n.ready = true
+		close(n.changed)
+		n.changed = make(chan struct{})
+	}
+	n.mu.Unlock()
+	n.hasState.Store(true)
+	n.log.Info("leader ready", "term", n.raft.CurrentTerm(), "commitIndex", n.raft.CommitIndex())
+
+	if n.ml == nil {
+		<-ctx.Done()
+		return
+	}
+	n.reconcileLoop(ctx)
+}
+
+// termBarrier proposes a stamped CmdNoop and waits until it is applied.
+func (n *Node) termBarrier(ctx context.Context) error {
+	f, err := n.propose(&fsm.Command{Type: fsm.CmdNoop})
+	if err != nil {
+		return err
+	}
+	if err := waitFuture(ctx, f); err != nil {
+		return fmt.Errorf("term barrier: %w", err)
+	}
+	if rerr, ok := f.Response().(error); ok {
+		return fmt.Errorf("term barrier: state machine: %w", rerr)
+	}
+	return nil
+}

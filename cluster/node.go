@@ -1,0 +1,318 @@
+// Package cluster runs one ExactOnce cluster member: the Raft node that
+// replicates fsm commands, leadership tracking with a per-term barrier,
+// linearizable read barriers, gossip membership (hashicorp/memberlist) and
+// the reconciliation of gossip into the Raft configuration.
+//
+// See DESIGN.md in this directory for the invariants and why they hold.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/exactonce/exactonce/fsm"
+)
+
+// stateMachine is what the node needs from the replicated state machine.
+// *fsm.FSM implements it; tests may substitute a small fake.
+type stateMachine interface {
+	raft.BatchingFSM
+	AppliedIndex() uint64
+	LastTime() int64
+	WaitApplied(index uint64, done <-chan struct{}) bool
+}
+
+// Timing constants not worth a Config field.
+const (
+	// enqueueTimeout bounds how long Apply waits to hand an entry to Raft.
+	enqueueTimeout = 2 * time.Second
+	// maxAppendEntries caps entries per AppendEntries RPC and the size of
+	// the batched apply channel.
+	maxAppendEntries = 256
+	// snapshotRetain is how many snapshots stay on disk.
+	snapshotRetain = 2
+)
+
+// Node is one ExactOnce cluster member: Raft, membership and read barriers.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	sm     stateMachine
+	fsm    *fsm.FSM
+	now    func() time.Time
+	nodeID raft.ServerID
+
+	raft      *raft.Raft
+	transport raft.Transport
+	store     *raftboltdb.BoltStore
+	snaps     raft.SnapshotStore
+
+	ml      *memberlist.Memberlist
+	members *memberTable
+	// memberEvents is a coalescing "gossip membership changed" signal.
+	memberEvents chan struct{}
+
+	// ctx lives as long as the node; cancel ends every background goroutine.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	notifyCh chan bool
+
+	// mu guards the leadership readiness fields below.
+	mu sync.Mutex
+	// ready is true while this node is leader and its term barrier applied.
+	ready bool
+	// changed is closed and replaced whenever ready or the leadership
+	// changes, so waiters can re-check.
+	changed chan struct{}
+	// hasState records that this node holds Raft state (bootstrapped or
+	// received entries); advertised in gossip to stop others bootstrapping.
+	hasState atomic.Bool
+
+	// stampMu serialises stamping and enqueueing so log order is stamp order.
+	stampMu   sync.Mutex
+	lastStamp int64
+
+	verifier *verifier
+	client   *http.Client
+
+	closeOnce sync.Once
+	closeErr  error
+	closed    atomic.Bool
+}
+
+// Open starts a node: opens Raft storage, bootstraps once when the
+// configuration calls for it, joins gossip and begins serving.
+func Open(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.FSM == nil {
+		return nil, errors.New("cluster: open: Config.FSM is nil")
+	}
+	n, err := openNode(ctx, cfg, cfg.FSM)
+	if err != nil {
+		return nil, err
+	}
+	n.fsm = cfg.FSM
+	return n, nil
+}
+
+// openNode is Open over any stateMachine (tests use fakes and in-memory
+// transports through openWith).
+func openNode(ctx context.Context, cfg Config, sm stateMachine) (*Node, error) {
+	return openWith(ctx, cfg, sm, nil)
+}
+
+func openWith(ctx context.Context, cfg Config, sm stateMachine, trans raft.Transport) (*Node, error) {
+	if cfg.NodeID == "" {
+		return nil, errors.New("cluster: open: NodeID is empty")
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("cluster: open: DataDir is empty")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.BootstrapExpect <= 0 {
+		cfg.BootstrapExpect = 1
+	}
+	if cfg.RaftAdvertise == "" {
+		cfg.RaftAdvertise = cfg.RaftAddr
+	}
+	if cfg.GossipAdvertise == "" {
+		cfg.GossipAdvertise = cfg.GossipAddr
+	}
+	nctx, cancel := context.WithCancel(context.Background())
+	n := &Node{
+		cfg:          cfg,
+		log:          cfg.Logger.With("component", "cluster", "node", cfg.NodeID),
+		sm:           sm,
+		now:          cfg.Now,
+		nodeID:       raft.ServerID(cfg.NodeID),
+		ctx:          nctx,
+		cancel:       cancel,
+		changed:      make(chan struct{}),
+		notifyCh:     make(chan bool, 16),
+		members:      newMemberTable(),
+		memberEvents: make(chan struct{}, 1),
+		client:       newInternalClient(cfg.InternalTLS),
+	}
+	n.verifier = &verifier{n: n}
+	if err := n.start(ctx, trans); err != nil {
+		cancel()
+		n.closeStores()
+		return nil, err
+	}
+	return n, nil
+}
+
+// FSM returns the local state machine.
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// IsLeader reports whether this node is the leader and has applied a
+// barrier in its term (ready to serve).
+func (n *Node) IsLeader() bool {
+	if n.raft.State() != raft.Leader {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ready
+}
+
+// LeaderHTTP returns the leader's API base URL, "" when unknown.
+func (n *Node) LeaderHTTP() string {
+	_, id := n.raft.LeaderWithID()
+	if id == "" {
+		return ""
+	}
+	if id == n.nodeID {
+		return n.cfg.HTTPAdvertise
+	}
+	if m, ok := n.members.get(string(id)); ok {
+		return m.HTTP
+	}
+	return ""
+}
+
+// Ready reports whether the node knows a leader and has caught up: the
+// leader once its term barrier applied, a follower once its FSM reached
+// the commit index it last heard from the leader.
+func (n *Node) Ready() bool {
+	_, id := n.raft.LeaderWithID()
+	if id == "" {
+		return false
+	}
+	if id == n.nodeID {
+		return n.IsLeader()
+	}
+	return n.sm.AppliedIndex() >= n.raft.CommitIndex()
+}
+
+// WaitLeader blocks until some leader is known and this node is Ready.
+func (n *Node) WaitLeader(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if n.Ready() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: wait for leader: %w", errors.Join(ErrUnavailable, ctx.Err()))
+		case <-n.ctx.Done():
+			return fmt.Errorf("cluster: wait for leader: node closed: %w", ErrUnavailable)
+		case <-t.C:
+		}
+	}
+}
+
+// Close shuts the node down (leadership transferred first when leader).
+// It does not close the FSM: the caller owns it. Close is idempotent.
+func (n *Node) Close(ctx context.Context) error {
+	n.closeOnce.Do(func() {
+		n.closeErr = n.shutdown(ctx, true)
+	})
+	return n.closeErr
+}
+
+// shutdown stops the node; transfer=false skips the leadership handoff
+// (tests use it to simulate a crash).
+func (n *Node) shutdown(ctx context.Context, transfer bool) error {
+	var errs []error
+	if transfer && n.raft.State() == raft.Leader && n.otherVoters() {
+		f := n.raft.LeadershipTransfer()
+		if err := waitFuture(ctx, f); err != nil {
+			n.log.Warn("leadership transfer before shutdown failed", "err", err)
+		}
+	}
+	n.closed.Store(true)
+	if n.ml != nil {
+		if err := n.ml.Leave(time.Second); err != nil {
+			n.log.Debug("gossip leave", "err", err)
+		}
+	}
+	// Wake every waiter before stopping Raft so nothing blocks on it.
+	n.cancel()
+	n.setReady(false)
+	if err := n.raft.Shutdown().Error(); err != nil {
+		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+	}
+	if n.ml != nil {
+		if err := n.ml.Shutdown(); err != nil {
+			errs = append(errs, fmt.Errorf("memberlist shutdown: %w", err))
+		}
+	}
+	n.wg.Wait()
+	if err := n.closeStores(); err != nil {
+		errs = append(errs, err)
+	}
+	n.client.CloseIdleConnections()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("cluster: close: %w", err)
+	}
+	return nil
+}
+
+// closeStores closes the transport and the Raft log store.
+func (n *Node) closeStores() error {
+	var errs []error
+	if c, ok := n.transport.(raft.WithClose); ok {
+		if err := c.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close raft transport: %w", err))
+		}
+	}
+	if n.store != nil {
+		if err := n.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close raft store: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// otherVoters reports whether the Raft configuration has a voter besides us.
+func (n *Node) otherVoters() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID != n.nodeID && s.Suffrage == raft.Voter {
+			return true
+		}
+	}
+	return false
+}
+
+// waitFuture waits for a Raft future within ctx. The future's own Error is
+// awaited in a goroutine because some futures are never answered once Raft
+// shuts down.
+func waitFuture(ctx context.Context, f raft.Future) error {
+	ch := make(chan error, 1)
+	go func() { ch <- f.Error() }()
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// mergeCtx returns a context ended by either ctx or the node's lifetime.
+func (n *Node) mergeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(n.ctx, cancel)
+	return c, func() { stop(); cancel() }
+}

@@ -1,0 +1,311 @@
+// Command exactonce-bench benchmarks ExactOnce against etcd on one machine.
+//
+// It builds bin/exactonced, starts a three-node ExactOnce cluster and then a
+// three-member etcd cluster on loopback (fresh temporary data directories,
+// one at a time so each has the machine to itself), runs the workloads at
+// each concurrency, and prints a table, target verdicts and JSON lines.
+// Everything it starts is stopped and removed on exit (also on Ctrl-C).
+//
+//	go run ./cmd/exactonce-bench                 # the default sweep, ~5 minutes
+//	go run ./cmd/exactonce-bench -million        # plus one million stored actions
+//	go run ./cmd/exactonce-bench -d 30s -c 64    # longer, one concurrency
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/exactonce/exactonce/internal/bench"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the command-line settings beyond bench.Config.
+type options struct {
+	build   bool
+	outDir  string
+	timeout time.Duration
+	verbose bool
+	noEtcd  bool
+	million bool
+	conc    string
+	wl      string
+	etcdWl  string
+	seed    uint64
+	pprof   bool
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var o options
+	var cfg bench.Config
+	fs := flag.NewFlagSet("exactonce-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.ServerBin, "server-bin", "bin/exactonced", "exactonced binary (built from ./cmd/exactonced unless -build=false)")
+	fs.BoolVar(&o.build, "build", true, "build the server binary first")
+	fs.StringVar(&cfg.EtcdBin, "etcd-bin", "", "etcd binary (default: etcd from PATH)")
+	fs.BoolVar(&o.noEtcd, "no-etcd", false, "skip the etcd comparison")
+	fs.StringVar(&o.conc, "c", "1,16,64,256", "comma-separated concurrencies (clients)")
+	fs.DurationVar(&cfg.Duration, "d", 4*time.Second, "measured duration of each closed-loop run")
+	fs.DurationVar(&cfg.Warmup, "warmup", 500*time.Millisecond, "unmeasured warm-up before each run")
+	fs.DurationVar(&cfg.OpTimeout, "op-timeout", 10*time.Second, "timeout of one operation")
+	fs.StringVar(&o.wl, "workloads", "create,consume,verify,mix,csv,hot", "ExactOnce workloads")
+	fs.StringVar(&o.etcdWl, "etcd-workloads", "create,consume,verify,mix,hot", "etcd workloads (csv has no etcd equivalent)")
+	fs.IntVar(&cfg.HotRacers, "hot-racers", 10000, "concurrent consumers of the one hot action")
+	fs.IntVar(&cfg.HotConns, "hot-conns", 1500, "connections the hot racers share, over all nodes (ExactOnce)")
+	fs.IntVar(&cfg.CSVRows, "csv-rows", 10000, "rows per CSV batch create")
+	fs.IntVar(&cfg.CSVRepeats, "csv-repeats", 5, "CSV batch creates to time")
+	fs.IntVar(&cfg.MaxPrefill, "max-prefill", 400000, "most actions prepared for one consume run")
+	fs.BoolVar(&o.million, "million", false, "also load one million actions, then measure RSS and a restart")
+	fs.IntVar(&cfg.Million, "million-count", 1000000, "actions stored by -million")
+	fs.IntVar(&cfg.EtcdConns, "etcd-conns", 12, "etcd gRPC clients (connections), spread over the members")
+	fs.Uint64Var(&o.seed, "seed", 0, "random seed (0: from the clock; printed)")
+	fs.IntVar(&cfg.HTTPPort, "http-port", 18081, "first ExactOnce node's HTTP port (node i adds i)")
+	fs.IntVar(&cfg.RaftPort, "raft-port", 18301, "first ExactOnce node's Raft port")
+	fs.IntVar(&cfg.GossipPort, "gossip-port", 18401, "first ExactOnce node's gossip port")
+	fs.IntVar(&cfg.PprofPort, "pprof-port", 18601, "first ExactOnce node's pprof port (with -pprof)")
+	fs.IntVar(&cfg.EtcdClientPort, "etcd-client-port", 23791, "first etcd member's client port")
+	fs.IntVar(&cfg.EtcdPeerPort, "etcd-peer-port", 23801, "first etcd member's peer port")
+	fs.BoolVar(&o.pprof, "pprof", false, "build the server with a pprof listener and profile the leader during an extra consume run")
+	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", 8, "length of the CPU profile")
+	fs.IntVar(&cfg.ProfileConc, "profile-conc", 64, "concurrency of the profiled consume run")
+	fs.StringVar(&o.outDir, "out", "bench-out", "directory for results.jsonl, report.json, table.txt and profiles")
+	fs.StringVar(&cfg.TempBase, "tmp", "", "parent of the fresh data directories (default $TMPDIR)")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep data directories and node logs")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "abort the whole session after this long")
+	fs.BoolVar(&o.verbose, "v", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Log = log
+	if err := complete(&cfg, &o); err != nil {
+		fmt.Fprintln(stderr, "exactonce-bench:", err)
+		return 2
+	}
+	fmt.Fprintf(stdout, "exactonce-bench seed=%d concurrency=%v duration=%s warmup=%s\n", cfg.Seed, cfg.Concurrency, cfg.Duration, cfg.Warmup)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+
+	if o.build {
+		if err := buildServer(ctx, log, cfg.ServerBin, o.pprof); err != nil {
+			fmt.Fprintln(stderr, "exactonce-bench:", err)
+			return 1
+		}
+	}
+	rep, runErr := bench.Run(ctx, cfg)
+	if runErr != nil {
+		log.Error("session failed", "err", runErr)
+	}
+	if rep != nil {
+		if err := write(stdout, o.outDir, rep); err != nil {
+			log.Error("write report", "err", err)
+			return 1
+		}
+	}
+	if runErr != nil {
+		return 1
+	}
+	return 0
+}
+
+// complete fills in derived settings.
+func complete(cfg *bench.Config, o *options) error {
+	for _, f := range strings.Split(o.conc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return fmt.Errorf("bad concurrency %q", f)
+		}
+		cfg.Concurrency = append(cfg.Concurrency, n)
+	}
+	cfg.Workloads = splitList(o.wl)
+	cfg.EtcdWorkloads = splitList(o.etcdWl)
+	for _, w := range append(append([]string{}, cfg.Workloads...), cfg.EtcdWorkloads...) {
+		if !contains(bench.WorkloadOrder, w) {
+			return fmt.Errorf("unknown workload %q (have %v)", w, bench.WorkloadOrder)
+		}
+	}
+	if !o.million {
+		cfg.Million = 0
+	}
+	cfg.Seed = o.seed
+	if cfg.Seed == 0 {
+		cfg.Seed = uint64(time.Now().UnixNano())
+	}
+	if o.noEtcd {
+		cfg.EtcdBin = ""
+	} else if cfg.EtcdBin == "" {
+		p, err := exec.LookPath("etcd")
+		if err != nil {
+			return fmt.Errorf("etcd not found in PATH (apt-get install etcd-server, or -no-etcd): %w", err)
+		}
+		cfg.EtcdBin = p
+	}
+	if o.pprof {
+		cfg.ProfileDir = o.outDir
+		if !strings.HasSuffix(cfg.ServerBin, "-pprof") {
+			cfg.ServerBin += "-pprof"
+		}
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// pprofOverlay is added to package main of cmd/exactonced at build time
+// (go build -overlay) when profiling: it serves net/http/pprof on
+// BENCH_PPROF_ADDR. The source tree is not touched.
+const pprofOverlay = `package main
+
+import (
+	"net/http"
+	"net/http/pprof"
+	"os"
+)
+
+func init() {
+	addr := os.Getenv("BENCH_PPROF_ADDR")
+	if addr == "" {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go func() { _ = http.ListenAndServe(addr, mux) }()
+}
+`
+
+// buildServer builds ./cmd/exactonced into bin (with the pprof overlay when asked).
+func buildServer(ctx context.Context, log *slog.Logger, bin string, withPprof bool) error {
+	args := []string{"build", "-o", bin}
+	if withPprof {
+		dir, err := os.MkdirTemp("", "exactonce-bench-overlay-")
+		if err != nil {
+			return fmt.Errorf("overlay dir: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		src := filepath.Join(dir, "pprof.go")
+		if err := os.WriteFile(src, []byte(pprofOverlay), 0o644); err != nil {
+			return fmt.Errorf("write overlay: %w", err)
+		}
+		target, err := filepath.Abs(filepath.Join("cmd", "exactonced", "zz_bench_pprof.go"))
+		if err != nil {
+			return fmt.Errorf("overlay path: %w", err)
+		}
+		ov, _ := json.Marshal(map[string]map[string]string{"Replace": {target: src}})
+		ovPath := filepath.Join(dir, "overlay.json")
+		if err := os.WriteFile(ovPath, ov, 0o644); err != nil {
+			return fmt.Errorf("write overlay: %w", err)
+		}
+		args = append(args, "-overlay", ovPath)
+	}
+	args = append(args, "./cmd/exactonced")
+	log.Info("building server", "cmd", "go "+strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s: %w\n%s", bin, err, out)
+	}
+	return nil
+}
+
+// write prints the table, checks and JSON lines, and saves them in outDir.
+func write(stdout io.Writer, outDir string, rep *bench.Report) error {
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", outDir, err)
+	}
+	var table strings.Builder
+	fmt.Fprintf(&table, "seed %d\n\n", rep.Seed)
+	if err := bench.WriteTable(&table, rep.Rows); err != nil {
+		return err
+	}
+	table.WriteString("\n(* = the run ended early because its prepared actions ran out; figures cover the time it ran)\n\nmemory:\n")
+	for _, m := range rep.Memory {
+		l := ""
+		if m.Leader {
+			l = " (leader)"
+		}
+		fmt.Fprintf(&table, "  %-9s %-5s%-9s %-13s RSS %6.1f MiB  peak %6.1f MiB  data %7.1f MiB  actions %d\n",
+			m.System, m.Node, l, m.Stage, m.RSSMiB, m.PeakMiB, m.DataMiB, m.Actions)
+	}
+	for _, r := range rep.Restart {
+		fmt.Fprintf(&table, "restart: %s ready after %.2f s with %d actions stored %s\n", r.Node, r.Seconds, r.Actions, r.Err)
+	}
+	if rep.ProfilePath != "" {
+		fmt.Fprintf(&table, "leader CPU profile: %s (top: %s.top.txt)\n", rep.ProfilePath, rep.ProfilePath)
+	}
+	table.WriteString("\ntargets:\n")
+	if err := bench.WriteChecks(&table, rep.Checks); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(stdout, "\n"+table.String()); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(outDir, "table.txt"), []byte(table.String()), 0o644); err != nil {
+		return fmt.Errorf("save table: %w", err)
+	}
+	fmt.Fprintln(stdout, "\nJSON lines:")
+	var jl strings.Builder
+	if err := bench.WriteJSONLines(&jl, rep.Rows); err != nil {
+		return err
+	}
+	for _, c := range rep.Checks {
+		b, _ := json.Marshal(c)
+		jl.Write(b)
+		jl.WriteByte('\n')
+	}
+	if _, err := io.WriteString(stdout, jl.String()); err != nil {
+		return fmt.Errorf("write JSON lines: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(outDir, "results.jsonl"), []byte(jl.String()), 0o644); err != nil {
+		return fmt.Errorf("save JSON lines: %w", err)
+	}
+	full, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.WriteFile(filepath.Join(outDir, "report.json"), full, 0o644); err != nil {
+		return fmt.Errorf("save report: %w", err)
+	}
+	return nil
+}

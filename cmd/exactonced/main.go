@@ -1,0 +1,59 @@
+// Command exactonced is the ExactOnce server: one node of a Raft-replicated
+// service for one-time actions (see SPEC.md). Every flag is also an
+// environment variable EXACTONCE_<FLAG>; run with -h for the list.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/exactonce/exactonce/internal/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first signal starts a graceful shutdown, a second one
+		// gets the default behaviour: exit at once.
+		<-ctx.Done()
+		stop()
+	}()
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is the whole server; it returns the process exit status: 0 after a
+// graceful shutdown, 2 for bad flags, 1 for any other failure.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := config.Parse(args, getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "exactonced: %v\n", err)
+		return 2
+	}
+	logger, err := newLogger(cfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "exactonced: %v\n", err)
+		return 2
+	}
+	srv := &server{cfg: cfg, log: logger, stdout: stdout}
+	if err := srv.run(ctx); err != nil {
+		var ue *config.UsageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "exactonced: %v\n", err)
+			return 2
+		}
+		srv.log.Error("exactonced failed", "err", err)
+		return 1
+	}
+	return 0
+}

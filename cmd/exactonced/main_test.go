@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/exactonce/exactonce/internal/client"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// buildServer compiles exactonced once per test binary run.
+var buildOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+func buildServer(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "exactonced-test-bin")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.path = filepath.Join(dir, "exactonced")
+		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatal(buildOnce.err)
+	}
+	return buildOnce.path
+}
+
+// proc is a running exactonced.
+type proc struct {
+	cmd    *exec.Cmd
+	lines  chan string
+	stderr *syncBuffer
+	done   chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func start(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "EXACTONCE_LOG_LEVEL=warn")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, lines: make(chan string, 100), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+	}()
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// devCredentials reads stdout until both credentials are printed.
+func (p *proc) devCredentials(t *testing.T, deadline time.Duration) (id, secret string) {
+	t.Helper()
+	timer := time.NewTimer(deadline)
+	defer timer.Stop()
+	for id == "" || secret == "" {
+		select {
+		case line, ok := <-p.lines:
+			if !ok {
+				t.Fatalf("exactonced exited before printing credentials; stderr:\n%s", p.stderr.String())
+			}
+			if v, ok := strings.CutPrefix(line, "client-id: "); ok {
+				id = strings.TrimSpace(v)
+			}
+			if v, ok := strings.CutPrefix(line, "client-secret: "); ok {
+				secret = strings.TrimSpace(v)
+			}
+		case <-timer.C:
+			t.Fatalf("no dev credentials within %s; stderr:\n%s", deadline, p.stderr.String())
+		}
+	}
+	return id, secret
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proc) stop(t *testing.T, deadline time.Duration) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("exactonced exited with %v after SIGTERM; stderr:\n%s", err, p.stderr.String())
+		}
+	case <-time.After(deadline):
+		t.Fatalf("exactonced did not exit within %s of SIGTERM; stderr:\n%s", deadline, p.stderr.String())
+	}
+}
+
+func waitHTTPReady(ctx context.Context, t *testing.T, c *client.Client) {
+	t.Helper()
+	for {
+		ok, _ := c.Ready(ctx)
+		if ok {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("node not ready: %v", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestDevServerEndToEnd runs the real binary: dev credentials, create,
+// consume, second consume 409, graceful SIGTERM, restart on the same data
+// dir with the same credentials and the action still consumed.
+func TestDevServerEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the server binary")
+	}
+	bin := buildServer(t)
+	dataDir := t.TempDir()
+	httpAddr := freePort(t)
+	args := []string{"--dev", "--data-dir", dataDir, "--http-addr", httpAddr,
+		"--raft-addr", freePort(t), "--gossip-addr", freePort(t)}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	p := start(t, bin, args...)
+	id, secret := p.devCredentials(t, 60*time.Second)
+	c, err := client.New("http://"+httpAddr, client.WithCredentials(id, secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitHTTPReady(ctx, t, c)
+
+	created, err := c.Create(ctx, client.CreateRequest{Payload: []byte(`{"email":"a@example.com"}`)})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	consumed, err := c.Consume(ctx, created.ActionID, nil)
+	if err != nil {
+		t.Fatalf("consume: %v", err)
+	}
+	if string(consumed.Payload) != `{"email":"a@example.com"}` {
+		t.Errorf("payload = %s", consumed.Payload)
+	}
+	_, err = c.Consume(ctx, created.ActionID, nil)
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Status != 409 || ae.Code != "already_used" {
+		t.Fatalf("second consume: %v, want 409 already_used", err)
+	}
+	token, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	if err != nil {
+		t.Fatalf("admin token file: %v", err)
+	}
+	for _, f := range []string{"admin.token", "dev-client.json", "cluster.key", "node-id"} {
+		st, err := os.Stat(filepath.Join(dataDir, f))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v mode %v, want 0600", f, err, st.Mode().Perm())
+		}
+	}
+	if strings.Contains(p.stderr.String(), strings.TrimSpace(string(token))) {
+		t.Errorf("the admin token appears in the logs")
+	}
+	p.stop(t, 30*time.Second)
+
+	p2 := start(t, bin, args...)
+	id2, secret2 := p2.devCredentials(t, 60*time.Second)
+	if id2 != id || secret2 != secret {
+		t.Errorf("restart printed other credentials: %s/%s vs %s/%s", id2, secret2, id, secret)
+	}
+	waitHTTPReady(ctx, t, c)
+	a, err := c.Get(ctx, created.ActionID)
+	if err != nil {
+		t.Fatalf("get after restart: %v", err)
+	}
+	if a.State != "consumed" || a.ConsumedAt == nil {
+		t.Errorf("after restart state = %q consumedAt = %v, want consumed", a.State, a.ConsumedAt)
+	}
+	_, err = c.Consume(ctx, created.ActionID, nil)
+	if !client.IsCode(err, "already_used") {
+		t.Errorf("consume after restart: %v, want already_used", err)
+	}
+	admin, err := client.New("http://"+httpAddr, client.WithAdminToken(strings.TrimSpace(string(token))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.ClusterStatus(ctx); err != nil {
+		t.Errorf("cluster status with the generated admin token: %v", err)
+	}
+	p2.stop(t, 30*time.Second)
+}
+
+func TestBadFlagsExitTwo(t *testing.T) {
+	for _, args := range [][]string{
+		{"--default-ttl", "forever"},
+		{"--log-format", "xml"},
+		{"--nope"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), args, func(string) string { return "" }, &out, &errb)
+		if code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+		if errb.Len() == 0 {
+			t.Errorf("%v: no error message", args)
+		}
+	}
+	var errb bytes.Buffer
+	if code := run(context.Background(), []string{"-h"}, nil, io.Discard, &errb); code != 0 || !strings.Contains(errb.String(), "-data-dir") {
+		t.Errorf("-h: exit %d, usage %q", code, errb.String())
+	}
+}
+
+func TestNodeIDKeptAndMismatchRefused(t *testing.T) {
+	dir := t.TempDir()
+	id, err := loadNodeID(dir, "")
+	if err != nil || id == "" {
+		t.Fatalf("loadNodeID: %q %v", id, err)
+	}
+	again, err := loadNodeID(dir, "")
+	if err != nil || again != id {
+		t.Errorf("second load %q %v, want %q", again, err, id)
+	}
+	if same, err := loadNodeID(dir, id); err != nil || same != id {
+		t.Errorf("same explicit id: %q %v", same, err)
+	}
+	if _, err := loadNodeID(dir, "other"); err == nil {
+		t.Errorf("a different --node-id on an existing data dir was accepted")
+	}
+	dir2 := t.TempDir()
+	if got, err := loadNodeID(dir2, "n1"); err != nil || got != "n1" {
+		t.Errorf("explicit id on a fresh dir: %q %v", got, err)
+	}
+}
+
+func TestAdminTokenGeneratedOnce(t *testing.T) {
+	dir := t.TempDir()
+	tok, path, err := loadAdminToken(dir, "")
+	if err != nil || len(tok) < 32 || path == "" {
+		t.Fatalf("loadAdminToken: %q %q %v", tok, path, err)
+	}
+	again, _, err := loadAdminToken(dir, "")
+	if err != nil || again != tok {
+		t.Errorf("token changed across loads")
+	}
+	given, path, err := loadAdminToken(dir, "explicit-token-123456")
+	if err != nil || given != "explicit-token-123456" || path != "" {
+		t.Errorf("explicit token: %q %q %v", given, path, err)
+	}
+}

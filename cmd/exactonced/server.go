@@ -1,0 +1,537 @@
+package main
+
+import (
+	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/exactonce/exactonce/cluster"
+	"github.com/exactonce/exactonce/fsm"
+	"github.com/exactonce/exactonce/httpapi"
+	"github.com/exactonce/exactonce/internal/config"
+	"github.com/exactonce/exactonce/internal/secure"
+)
+
+// Files kept in the data dir besides the state and Raft storage.
+const (
+	nodeIDFile     = "node-id"
+	adminTokenFile = "admin.token"
+	devClientFile  = "dev-client.json"
+	stateFile      = "state.db"
+)
+
+// Shutdown and startup deadlines.
+const (
+	httpShutdownTimeout = 10 * time.Second
+	nodeCloseTimeout    = 15 * time.Second
+	devClientTimeout    = 60 * time.Second
+)
+
+func newLogger(cfg *config.Config, w io.Writer) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	switch cfg.LogFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("unknown log format %q", cfg.LogFormat)
+	}
+}
+
+// server is one exactonced process.
+type server struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	stdout io.Writer
+}
+
+func (s *server) run(ctx context.Context) error {
+	cfg := s.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	nodeID, err := loadNodeID(cfg.DataDir, cfg.NodeID)
+	if err != nil {
+		return err
+	}
+	baseLog := s.log // the cluster package adds its own node attribute
+	s.log = s.log.With("node", nodeID)
+	log := s.log
+
+	clusterKey, created, err := secure.LoadOrCreateKey(cfg.DataDir, cfg.ClusterKey)
+	if err != nil {
+		return fmt.Errorf("cluster key: %w", err)
+	}
+	if created {
+		log.Info("generated a new cluster key; every node of this cluster must use the same one (--cluster-key)",
+			"file", filepath.Join(cfg.DataDir, secure.KeyFileName))
+	}
+	keys, err := secure.NewKeys(clusterKey)
+	if err != nil {
+		return fmt.Errorf("cluster key: %w", err)
+	}
+	gossipKey := cfg.GossipKey
+	if gossipKey == nil {
+		// Gossip is encrypted by default with a key derived from the cluster
+		// key, which every node already shares.
+		if gossipKey, err = hkdf.Key(sha256.New, clusterKey, nil, "exactonce gossip v1", 32); err != nil {
+			return fmt.Errorf("derive gossip key: %w", err)
+		}
+	}
+	adminToken, tokenPath, err := loadAdminToken(cfg.DataDir, cfg.AdminToken)
+	if err != nil {
+		return err
+	}
+	if tokenPath != "" {
+		log.Info("admin token is kept in the data dir", "file", tokenPath)
+		fmt.Fprintf(s.stdout, "admin-token-file: %s\n", tokenPath)
+	}
+
+	apiTLS, peerTLS, raftTLS, err := tlsConfigs(cfg)
+	if err != nil {
+		return &config.UsageError{Err: err}
+	}
+
+	// Bind the API first so that a taken port fails before Raft starts.
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on --http-addr: %w", err)
+	}
+	defer ln.Close()
+
+	state, err := fsm.Open(fsm.Options{Path: filepath.Join(cfg.DataDir, stateFile)})
+	if err != nil {
+		return fmt.Errorf("open state: %w", err)
+	}
+	defer func() {
+		if err := state.Close(); err != nil {
+			log.Error("close state", "err", err)
+		}
+	}()
+
+	gossipAddr := cfg.GossipAddr
+	node, err := cluster.Open(ctx, cluster.Config{
+		NodeID:          nodeID,
+		DataDir:         cfg.DataDir,
+		RaftAddr:        cfg.RaftAddr,
+		RaftAdvertise:   cfg.RaftAdvertise,
+		HTTPAdvertise:   cfg.HTTPAdvertise,
+		GossipAddr:      gossipAddr,
+		GossipAdvertise: cfg.GossipAdvertise,
+		Join:            cfg.Join,
+		BootstrapExpect: cfg.BootstrapExpect,
+		GossipKey:       gossipKey,
+		RaftTLS:         raftTLS,
+		InternalTLS:     peerTLS,
+		FSM:             state,
+		Logger:          baseLog,
+	})
+	if err != nil {
+		return fmt.Errorf("open cluster node: %w", err)
+	}
+	nodeClosed := false
+	closeNode := func() {
+		if nodeClosed {
+			return
+		}
+		nodeClosed = true
+		cctx, cancel := context.WithTimeout(context.Background(), nodeCloseTimeout)
+		defer cancel()
+		if err := node.Close(cctx); err != nil {
+			log.Error("close cluster node", "err", err)
+		}
+	}
+	defer closeNode()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(nodeGauges(node, state)...)
+	var fwd http.RoundTripper
+	if peerTLS != nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = peerTLS
+		t.MaxIdleConnsPerHost = 128
+		fwd = t
+	}
+	api, err := httpapi.New(httpapi.Config{
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		MaxCSVBodyBytes:  cfg.MaxCSVBodyBytes,
+		MaxPayloadBytes:  int(cfg.MaxPayloadBytes),
+		MaxCSVRows:       cfg.MaxCSVRows,
+		DefaultTTL:       cfg.DefaultTTL,
+		MaxTTL:           cfg.MaxTTL,
+		AdminTokenHash:   secure.HashSecret(adminToken),
+		Keys:             keys,
+		Logger:           log.With("component", "http"),
+		Registry:         reg,
+		Gatherer:         reg,
+		ForwardTransport: fwd,
+		Extra:            clusterRoutes(node, secure.HashSecret(adminToken), fwd, log.With("component", "cluster-admin")),
+	}, node)
+	if err != nil {
+		return fmt.Errorf("build http api: %w", err)
+	}
+
+	hs := &http.Server{
+		Handler:           api,
+		TLSConfig:         apiTLS,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() {
+		var err error
+		if apiTLS != nil {
+			err = hs.ServeTLS(ln, "", "")
+		} else {
+			err = hs.Serve(ln)
+		}
+		serveErr <- err
+	}()
+	log.Info("exactonced serving", "http", ln.Addr().String(), "advertise", cfg.HTTPAdvertise,
+		"raft", cfg.RaftAddr, "gossip", cfg.GossipAddr, "tls", apiTLS != nil, "raft_tls", raftTLS != nil,
+		"bootstrap_expect", cfg.BootstrapExpect, "join", strings.Join(cfg.Join, ","))
+
+	startupDone := make(chan error, 1)
+	go func() { startupDone <- s.afterStart(ctx, node, state, api, adminToken) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "reason", context.Cause(ctx))
+	case err := <-serveErr:
+		runErr = fmt.Errorf("http server: %w", err)
+	case err := <-startupDone:
+		if err != nil {
+			runErr = err
+			break
+		}
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down", "reason", context.Cause(ctx))
+		case err := <-serveErr:
+			runErr = fmt.Errorf("http server: %w", err)
+		}
+	}
+
+	sctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	closeNode()
+	if runErr == nil {
+		log.Info("stopped")
+	}
+	return runErr
+}
+
+// afterStart waits for readiness and, in dev mode, ensures the dev client.
+// It returns nil when ctx ends first (shutdown during startup).
+func (s *server) afterStart(ctx context.Context, node *cluster.Node, state *fsm.FSM, api http.Handler, adminToken string) error {
+	if err := waitReady(ctx, node); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	s.log.Info("ready", "leader", node.IsLeader(), "leader_http", node.LeaderHTTP())
+	if !s.cfg.Dev {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, devClientTimeout)
+	defer cancel()
+	dc, err := ensureDevClient(dctx, s.cfg.DataDir, node, state, api, adminToken)
+	if err != nil {
+		if ctx.Err() == nil {
+			// Keep serving: the cluster works, only the convenience is missing.
+			s.log.Error("no dev client", "err", err)
+		}
+		return nil
+	}
+	fmt.Fprintf(s.stdout, "exactonced dev mode: API at %s\nclient-id: %s\nclient-secret: %s\n",
+		s.cfg.HTTPAdvertise, dc.ClientID, dc.ClientSecret)
+	s.log.Info("dev client ready (credentials printed to stdout)", "client_id", dc.ClientID,
+		"file", filepath.Join(s.cfg.DataDir, devClientFile))
+	return nil
+}
+
+// nodeGauges exposes the node's Raft role and progress on /metrics.
+func nodeGauges(node *cluster.Node, state *fsm.FSM) []prometheus.Collector {
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "exactonce_node_ready", Help: "1 when the node knows a leader and has caught up (/readyz)."},
+			func() float64 { return b2f(node.Ready()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "exactonce_node_leader", Help: "1 while this node is the ready Raft leader."},
+			func() float64 { return b2f(node.IsLeader()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "exactonce_fsm_applied_index", Help: "Index of the last Raft log entry applied to the local state."},
+			func() float64 { return float64(state.AppliedIndex()) }),
+	}
+}
+
+// waitReady blocks until the node knows a leader and has caught up. It
+// never gives up on its own: a node waiting for peers keeps waiting.
+func waitReady(ctx context.Context, node *cluster.Node) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for !node.Ready() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for readiness: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// loadNodeID returns the node id kept in the data dir, writing given (or a
+// generated id) there on first start. A different --node-id on an existing
+// data dir is refused: Raft knows the node by its id.
+func loadNodeID(dataDir, given string) (string, error) {
+	path := filepath.Join(dataDir, nodeIDFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		stored := strings.TrimSpace(string(b))
+		if !config.ValidNodeID(stored) {
+			return "", fmt.Errorf("node id file %s holds an invalid id %q", path, stored)
+		}
+		if given != "" && given != stored {
+			return "", &config.UsageError{Err: fmt.Errorf("--node-id %q differs from %q kept in %s: a data dir belongs to one node", given, stored, path)}
+		}
+		return stored, nil
+	case errors.Is(err, os.ErrNotExist):
+		id := given
+		if id == "" {
+			id = "node-" + strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(secure.NewRequestID()))
+		}
+		if err := secure.WriteSecretFile(path, id+"\n"); err != nil {
+			return "", fmt.Errorf("keep node id: %w", err)
+		}
+		return id, nil
+	default:
+		return "", fmt.Errorf("read node id: %w", err)
+	}
+}
+
+// loadAdminToken returns the admin token: the given one, or the one kept in
+// the data dir (generated on first start). path is the token file when the
+// token comes from it, "" when given on the command line.
+func loadAdminToken(dataDir, given string) (token, path string, err error) {
+	if given != "" {
+		return given, "", nil
+	}
+	path = filepath.Join(dataDir, adminTokenFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		token = strings.TrimSpace(string(b))
+		if len(token) < 16 {
+			return "", "", fmt.Errorf("admin token file %s is too short", path)
+		}
+		return token, path, nil
+	case errors.Is(err, os.ErrNotExist):
+		token = secure.NewToken()
+		if err := secure.WriteSecretFile(path, token+"\n"); err != nil {
+			return "", "", fmt.Errorf("keep admin token: %w", err)
+		}
+		return token, path, nil
+	default:
+		return "", "", fmt.Errorf("read admin token: %w", err)
+	}
+}
+
+// devClient is the content of data-dir/dev-client.json.
+type devClient struct {
+	ClientID     string `json:"clientId"`
+	ClientSecret string `json:"clientSecret"`
+}
+
+// ensureDevClient returns the dev client kept in dev-client.json when it
+// still exists in the replicated state, else creates a new one through the
+// node's own admin API (which forwards to the leader, so it works on any
+// node) and keeps it in the file. Transient failures (no leader yet) are
+// retried until ctx ends.
+func ensureDevClient(ctx context.Context, dataDir string, node *cluster.Node, state *fsm.FSM, api http.Handler, adminToken string) (*devClient, error) {
+	path := filepath.Join(dataDir, devClientFile)
+	var kept *devClient
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		kept = &devClient{}
+		if err := json.Unmarshal(b, kept); err != nil || kept.ClientID == "" || kept.ClientSecret == "" {
+			return nil, fmt.Errorf("%s is damaged; delete it to create a new dev client", path)
+		}
+	case errors.Is(err, os.ErrNotExist):
+	default:
+		return nil, fmt.Errorf("read dev client: %w", err)
+	}
+
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	var lastErr error
+	for {
+		dc, err := tryDevClient(ctx, kept, node, state, api, adminToken)
+		if err == nil {
+			if kept == nil || *kept != *dc {
+				out, err := json.MarshalIndent(dc, "", "  ")
+				if err != nil {
+					return nil, fmt.Errorf("encode dev client: %w", err)
+				}
+				if err := secure.WriteSecretFile(path, string(out)+"\n"); err != nil {
+					return nil, fmt.Errorf("keep dev client: %w", err)
+				}
+			}
+			return dc, nil
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("create dev client: %w (last error: %v)", ctx.Err(), lastErr)
+		case <-t.C:
+		}
+	}
+}
+
+// tryDevClient makes one attempt: the kept client when it exists and is
+// usable, else a newly created one.
+func tryDevClient(ctx context.Context, kept *devClient, node *cluster.Node, state *fsm.FSM, api http.Handler, adminToken string) (*devClient, error) {
+	if kept != nil {
+		if err := node.ReadBarrier(ctx); err != nil {
+			return nil, fmt.Errorf("read barrier: %w", err)
+		}
+		var existing *fsm.Client
+		if err := state.View(func(v *fsm.View) error {
+			var err error
+			existing, err = v.Client(kept.ClientID)
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("look up dev client: %w", err)
+		}
+		if existing != nil && existing.RevokedAt == 0 && secure.SecretMatches(kept.ClientSecret, existing.SecretHash) {
+			return kept, nil
+		}
+	}
+	body := strings.NewReader(`{"name":"dev"}`)
+	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/admin/clients", body)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.RemoteAddr = "127.0.0.1:0"
+	rec := httptest.NewRecorder()
+	api.ServeHTTP(rec, req)
+	if rec.Code != http.StatusCreated {
+		return nil, fmt.Errorf("POST /v1/admin/clients: %d %s", rec.Code, strings.TrimSpace(rec.Body.String()))
+	}
+	var dc devClient
+	if err := json.Unmarshal(rec.Body.Bytes(), &dc); err != nil || dc.ClientID == "" || dc.ClientSecret == "" {
+		return nil, fmt.Errorf("POST /v1/admin/clients: unexpected answer %q", rec.Body.String())
+	}
+	return &dc, nil
+}
+
+// tlsConfigs builds the API server TLS configuration (nil without
+// --tls-cert), the client configuration for calling other nodes' APIs
+// (forwarding and cluster internals; nil when neither TLS is on) and the
+// mutual-TLS configuration of the Raft transport (nil without --raft-tls-*).
+func tlsConfigs(cfg *config.Config) (api, peer, raft *tls.Config, err error) {
+	var raftCert *tls.Certificate
+	var raftPool *x509.CertPool
+	if cfg.RaftTLS() {
+		c, err := tls.LoadX509KeyPair(cfg.RaftTLSCert, cfg.RaftTLSKey)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("--raft-tls-cert/--raft-tls-key: %w", err)
+		}
+		raftCert = &c
+		if raftPool, err = loadPool(nil, cfg.RaftTLSCA); err != nil {
+			return nil, nil, nil, fmt.Errorf("--raft-tls-ca: %w", err)
+		}
+		raft = &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			Certificates: []tls.Certificate{c},
+			RootCAs:      raftPool,
+			ClientCAs:    raftPool,
+			ClientAuth:   tls.RequireAndVerifyClientCert,
+		}
+	}
+	if cfg.TLS() {
+		c, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		api = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{c}}
+		if cfg.TLSClientCA != "" {
+			pool, err := loadPool(nil, cfg.TLSClientCA)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("--tls-client-ca: %w", err)
+			}
+			api.ClientCAs = pool
+			api.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+	if api != nil || raft != nil {
+		// Nodes call each other's APIs trusting the system roots plus the
+		// cluster CAs, and present the node certificate when there is one
+		// (needed when --tls-client-ca demands client certificates).
+		roots, err := x509.SystemCertPool()
+		if err != nil || roots == nil {
+			roots = x509.NewCertPool()
+		}
+		for _, f := range []string{cfg.RaftTLSCA, cfg.TLSClientCA} {
+			if f == "" {
+				continue
+			}
+			if roots, err = loadPool(roots, f); err != nil {
+				return nil, nil, nil, fmt.Errorf("load %s: %w", f, err)
+			}
+		}
+		peer = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+		if raftCert != nil {
+			peer.Certificates = []tls.Certificate{*raftCert}
+		}
+	}
+	return api, peer, raft, nil
+}
+
+func loadPool(pool *x509.CertPool, file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read CA bundle: %w", err)
+	}
+	if pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("no PEM certificates in %s", file)
+	}
+	return pool, nil
+}

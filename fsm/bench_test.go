@@ -1,0 +1,80 @@
+package fsm
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/hashicorp/raft"
+)
+
+const benchBatch = 64
+
+// benchFSM opens an FSM with two clients. sync selects fsync per batch.
+func benchFSM(b *testing.B, sync bool) (*FSM, uint64) {
+	f, err := Open(Options{Path: filepath.Join(b.TempDir(), "bench.db"), NoSync: !sync, InitialMmapSize: 256 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = f.Close() })
+	f.ApplyBatch([]*raft.Log{entry(b, 1, clientCmd(clA, t0)), entry(b, 2, clientCmd(clB, t0))})
+	return f, 2
+}
+
+// payload is a typical sealed payload size (a few hundred bytes).
+var benchPayload = make([]byte, 300)
+
+// BenchmarkApplyBatchCreate applies batches of 64 single-row creates.
+func BenchmarkApplyBatchCreate(b *testing.B) {
+	for _, sync := range []bool{false, true} {
+		b.Run(fmt.Sprintf("fsync=%v", sync), func(b *testing.B) {
+			f, idx := benchFSM(b, sync)
+			n := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				logs := make([]*raft.Log, benchBatch)
+				for i := range logs {
+					idx++
+					n++
+					logs[i] = entry(b, idx, createCmd(clA, t0+int64(n), CreateRow{
+						ActionID: fmt.Sprintf("act_%012d", n), SealedPayload: benchPayload}))
+				}
+				f.ApplyBatch(logs)
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "cmds/s")
+		})
+	}
+}
+
+// BenchmarkApplyBatchConsume applies batches of 64 consumes of distinct,
+// pre-created actions.
+func BenchmarkApplyBatchConsume(b *testing.B) {
+	for _, sync := range []bool{false, true} {
+		b.Run(fmt.Sprintf("fsync=%v", sync), func(b *testing.B) {
+			f, idx := benchFSM(b, sync)
+			// Pre-create in CSV batches (not timed).
+			const pool = 20000
+			for i := 0; i < pool; i += 1000 {
+				c := &CreateActions{CSV: true}
+				for j := i; j < i+1000; j++ {
+					c.Rows = append(c.Rows, CreateRow{Row: j, ActionID: fmt.Sprintf("act_%012d", j), SealedPayload: benchPayload})
+				}
+				idx++
+				f.ApplyBatch([]*raft.Log{entry(b, idx, &Command{Type: CmdCreateActions, Time: t0, ClientID: clA, Create: c})})
+			}
+			n := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				logs := make([]*raft.Log, benchBatch)
+				for i := range logs {
+					idx++
+					// Beyond the pool, consumes answer already_used: still a full decision.
+					logs[i] = entry(b, idx, consumeCmd(clA, t0+1, fmt.Sprintf("act_%012d", n%pool)))
+					n++
+				}
+				f.ApplyBatch(logs)
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "cmds/s")
+		})
+	}
+}

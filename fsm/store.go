@@ -1,0 +1,432 @@
+package fsm
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bucket names. See DESIGN.md for the layout.
+var (
+	bucketMeta      = []byte("meta")       // applied index, FSM time
+	bucketClients   = []byte("clients")    // clientID -> Client
+	bucketActions   = []byte("actions")    // actionID -> Action
+	bucketIxCreated = []byte("ix_created") // clientID 0 time8 actionID -> ""
+	bucketIxActive  = []byte("ix_active")
+	bucketIxExpires = []byte("ix_expires")
+	bucketIdem      = []byte("idem")    // clientID 0 key -> idemRecord
+	bucketIdemExp   = []byte("idemexp") // time8 clientID 0 key -> ""
+
+	allBuckets = [][]byte{bucketMeta, bucketClients, bucketActions, bucketIxCreated,
+		bucketIxActive, bucketIxExpires, bucketIdem, bucketIdemExp}
+
+	keyApplied  = []byte("applied")
+	keyLastTime = []byte("lastTime")
+)
+
+// errFatal marks a failure to write inside the apply transaction: the
+// transaction may hold part of a command, so the whole batch must fail.
+var errFatal = errors.New("fsm: write failed")
+
+func fatal(err error) error { return fmt.Errorf("%w: %w", errFatal, err) }
+
+// putTime encodes a Unix ms time so that byte order is numeric order, also
+// for negative times (sign bit flipped, big endian).
+func putTime(b []byte, t int64) { binary.BigEndian.PutUint64(b, uint64(t)^(1<<63)) }
+
+// getTime decodes putTime.
+func getTime(b []byte) int64 { return int64(binary.BigEndian.Uint64(b) ^ (1 << 63)) }
+
+// clientPrefix is clientID followed by a 0 byte: the start of every key of
+// that client in the per-client buckets.
+func clientPrefix(clientID string) []byte {
+	p := make([]byte, 0, len(clientID)+1)
+	p = append(p, clientID...)
+	return append(p, 0)
+}
+
+// ixKey is an ordered index key: clientID 0 time8 actionID.
+func ixKey(clientID string, t int64, actionID string) []byte {
+	k := make([]byte, len(clientID)+1+8+len(actionID))
+	n := copy(k, clientID)
+	k[n] = 0
+	putTime(k[n+1:], t)
+	copy(k[n+9:], actionID)
+	return k
+}
+
+// idemKey is the idempotency record key: clientID 0 key.
+func idemKey(clientID, key string) []byte {
+	return append(clientPrefix(clientID), key...)
+}
+
+// idemExpKey is the purge-order key: time8 followed by the record key.
+func idemExpKey(exp int64, recKey []byte) []byte {
+	k := make([]byte, 8+len(recKey))
+	putTime(k, exp)
+	copy(k[8:], recKey)
+	return k
+}
+
+// idemRecord is a remembered outcome for (client, Idempotency-Key).
+type idemRecord struct {
+	Fingerprint []byte  `json:"f"`
+	ExpiresAt   int64   `json:"e"`
+	Result      *Result `json:"r"`
+}
+
+// readMeta returns the applied index and FSM time stored in tx.
+func readMeta(tx *bolt.Tx) (uint64, int64, error) {
+	b := tx.Bucket(bucketMeta)
+	if b == nil {
+		return 0, 0, errors.New("missing meta bucket")
+	}
+	var applied uint64
+	var last int64
+	if v := b.Get(keyApplied); v != nil {
+		if len(v) != 8 {
+			return 0, 0, errors.New("bad applied index")
+		}
+		applied = binary.BigEndian.Uint64(v)
+	}
+	if v := b.Get(keyLastTime); v != nil {
+		if len(v) != 8 {
+			return 0, 0, errors.New("bad last time")
+		}
+		last = getTime(v)
+	}
+	return applied, last, nil
+}
+
+// writeMeta stores the applied index and FSM time.
+func writeMeta(tx *bolt.Tx, applied uint64, last int64) error {
+	b := tx.Bucket(bucketMeta)
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], applied)
+	if err := b.Put(keyApplied, v[:]); err != nil {
+		return fatal(fmt.Errorf("put applied: %w", err))
+	}
+	var t [8]byte
+	putTime(t[:], last)
+	if err := b.Put(keyLastTime, t[:]); err != nil {
+		return fatal(fmt.Errorf("put last time: %w", err))
+	}
+	return nil
+}
+
+// store is the read-write side of one apply transaction.
+type store struct {
+	tx                             *bolt.Tx
+	meta, clients, actions         *bolt.Bucket
+	ixCreated, ixActive, ixExpires *bolt.Bucket
+	idem, idemExp                  *bolt.Bucket
+}
+
+func newStore(tx *bolt.Tx) *store {
+	return &store{
+		tx:        tx,
+		meta:      tx.Bucket(bucketMeta),
+		clients:   tx.Bucket(bucketClients),
+		actions:   tx.Bucket(bucketActions),
+		ixCreated: tx.Bucket(bucketIxCreated),
+		ixActive:  tx.Bucket(bucketIxActive),
+		ixExpires: tx.Bucket(bucketIxExpires),
+		idem:      tx.Bucket(bucketIdem),
+		idemExp:   tx.Bucket(bucketIdemExp),
+	}
+}
+
+// loadAction returns the action with id, or nil.
+func loadAction(b *bolt.Bucket, id string) (*Action, error) {
+	v := b.Get([]byte(id))
+	if v == nil {
+		return nil, nil
+	}
+	a, err := decodeAction(v)
+	if err != nil {
+		return nil, fmt.Errorf("action %s: %w", id, err)
+	}
+	return a, nil
+}
+
+// loadClientAction returns clientID's action, nil when absent or owned by
+// another client.
+func loadClientAction(b *bolt.Bucket, clientID, id string) (*Action, error) {
+	a, err := loadAction(b, id)
+	if err != nil || a == nil || a.ClientID != clientID {
+		return nil, err
+	}
+	return a, nil
+}
+
+// loadClient returns the stored client, or nil.
+func loadClient(b *bolt.Bucket, id string) (*Client, error) {
+	v := b.Get([]byte(id))
+	if v == nil {
+		return nil, nil
+	}
+	var c Client
+	if err := decodeValue(v, &c); err != nil {
+		return nil, fmt.Errorf("client %s: %w", id, err)
+	}
+	return &c, nil
+}
+
+// clientAllowed reports whether id may act on actions: the demo client, or
+// a stored, unrevoked client.
+func (s *store) clientAllowed(id string) (bool, error) {
+	if id == DemoClientID {
+		return true, nil
+	}
+	if id == "" {
+		return false, nil
+	}
+	c, err := loadClient(s.clients, id)
+	if err != nil {
+		return false, err
+	}
+	return c != nil && c.RevokedAt == 0, nil
+}
+
+// putAction writes an action; create also writes its index entries (the
+// indexed times never change after create).
+func (s *store) putAction(a *Action, create bool) error {
+	if err := s.actions.Put([]byte(a.ID), encodeAction(a)); err != nil {
+		return fatal(fmt.Errorf("put action: %w", err))
+	}
+	if !create {
+		return nil
+	}
+	for _, ix := range []struct {
+		b *bolt.Bucket
+		t int64
+	}{{s.ixCreated, a.CreatedAt}, {s.ixActive, a.ActiveAt}, {s.ixExpires, a.ExpiresAt}} {
+		if err := ix.b.Put(ixKey(a.ClientID, ix.t, a.ID), nil); err != nil {
+			return fatal(fmt.Errorf("put index: %w", err))
+		}
+	}
+	return nil
+}
+
+// putClient writes a client.
+func (s *store) putClient(c *Client) error {
+	v, err := encodeValue(c)
+	if err != nil {
+		return fatal(err)
+	}
+	if err := s.clients.Put([]byte(c.ID), v); err != nil {
+		return fatal(fmt.Errorf("put client: %w", err))
+	}
+	return nil
+}
+
+// needsClient reports whether the command acts on the caller's actions.
+func needsClient(t CommandType) bool {
+	return t == CmdCreateActions || t == CmdConsume || t == CmdCancel
+}
+
+// apply decides and writes one command at FSM time now. A returned error
+// wrapping errFatal means the transaction must be abandoned; any other
+// error happened before anything was written.
+func (s *store) apply(cmd *Command, now int64) (*Result, error) {
+	if cmd.Type == CmdNoop {
+		return &Result{Time: now}, nil
+	}
+	if needsClient(cmd.Type) {
+		ok, err := s.clientAllowed(cmd.ClientID)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return &Result{Code: CodeUnauthorized, Time: now}, nil
+		}
+	}
+	var recKey []byte
+	staleExp, stale := int64(0), false
+	if cmd.Idempotency != nil {
+		recKey = idemKey(cmd.ClientID, cmd.Idempotency.Key)
+		if v := s.idem.Get(recKey); v != nil {
+			var rec idemRecord
+			if err := decodeValue(v, &rec); err != nil {
+				return nil, fmt.Errorf("idempotency record: %w", err)
+			}
+			if rec.ExpiresAt > now {
+				if subtle.ConstantTimeCompare(rec.Fingerprint, cmd.Idempotency.Fingerprint) != 1 {
+					return &Result{Code: CodeIdempotencyReused, Time: now}, nil
+				}
+				r := rec.Result
+				if r == nil {
+					r = &Result{}
+				}
+				r.Replayed = true
+				return r, nil
+			}
+			// Expired but not purged yet: the new record replaces it.
+			staleExp, stale = rec.ExpiresAt, true
+		}
+	}
+	res, err := s.decide(cmd, now)
+	if err != nil {
+		return nil, err
+	}
+	if recKey != nil {
+		if stale {
+			if err := s.deleteIdem(recKey, staleExp); err != nil {
+				return nil, err
+			}
+		}
+		if err := s.putIdem(recKey, cmd.Idempotency.Fingerprint, now+IdempotencyTTLMS, res); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// decide dispatches to the command's decision and writes its outcome.
+func (s *store) decide(cmd *Command, now int64) (*Result, error) {
+	switch cmd.Type {
+	case CmdCreateActions:
+		return s.create(cmd.ClientID, cmd.Create, now)
+	case CmdConsume:
+		a, err := loadClientAction(s.actions, cmd.ClientID, cmd.Consume.ActionID)
+		if err != nil {
+			return nil, err
+		}
+		next, res := decideConsume(a, cmd.Consume, now)
+		if next != nil {
+			if err := s.putAction(next, false); err != nil {
+				return nil, err
+			}
+		}
+		return &res, nil
+	case CmdCancel:
+		a, err := loadClientAction(s.actions, cmd.ClientID, cmd.Cancel.ActionID)
+		if err != nil {
+			return nil, err
+		}
+		next, res := decideCancel(a, now)
+		if next != nil {
+			if err := s.putAction(next, false); err != nil {
+				return nil, err
+			}
+		}
+		return &res, nil
+	case CmdCreateClient:
+		c, err := loadClient(s.clients, cmd.CreateClient.ID)
+		if err != nil {
+			return nil, err
+		}
+		next, res := decideCreateClient(c, cmd.CreateClient, now)
+		if next != nil {
+			if err := s.putClient(next); err != nil {
+				return nil, err
+			}
+		}
+		return &res, nil
+	case CmdRevokeClient:
+		c, err := loadClient(s.clients, cmd.RevokeClient.ID)
+		if err != nil {
+			return nil, err
+		}
+		next, res := decideRevokeClient(c, now)
+		if next != nil {
+			if err := s.putClient(next); err != nil {
+				return nil, err
+			}
+		}
+		return &res, nil
+	}
+	return nil, fmt.Errorf("unknown command type %d", cmd.Type)
+}
+
+// create decides every row first (reads only), then writes all valid rows.
+func (s *store) create(clientID string, c *CreateActions, now int64) (*Result, error) {
+	rows := make([]RowResult, len(c.Rows))
+	valid := make([]*Action, 0, len(c.Rows))
+	seen := make(map[string]struct{}, len(c.Rows))
+	for i := range c.Rows {
+		r := &c.Rows[i]
+		a, code, msg := decideCreateRow(r, now, c.DefaultTTLMS, c.MaxTTLMS)
+		if code == CodeOK {
+			_, dup := seen[a.ID]
+			if dup || s.actions.Get([]byte(a.ID)) != nil {
+				a, code, msg = nil, CodeConflict, "action id already exists"
+			}
+		}
+		rows[i] = RowResult{Row: r.Row, Error: code, Message: msg}
+		if a != nil {
+			a.ClientID = clientID
+			seen[a.ID] = struct{}{}
+			rows[i].ActionID = a.ID
+			valid = append(valid, a)
+		}
+	}
+	for _, a := range valid {
+		if err := s.putAction(a, true); err != nil {
+			return nil, err
+		}
+	}
+	res := &Result{Time: now}
+	if c.CSV {
+		res.Rows = rows
+		return res, nil
+	}
+	if len(rows) != 1 {
+		res.Code, res.Message = CodeInvalidRequest, "a JSON create has exactly one row"
+		return res, nil
+	}
+	res.Code, res.Message = rows[0].Error, rows[0].Message
+	if len(valid) == 1 {
+		res.Action = resultAction(valid[0], false)
+	}
+	return res, nil
+}
+
+// putIdem stores a remembered outcome and its purge entry.
+func (s *store) putIdem(recKey, fingerprint []byte, exp int64, res *Result) error {
+	v, err := encodeValue(&idemRecord{Fingerprint: fingerprint, ExpiresAt: exp, Result: res})
+	if err != nil {
+		return fatal(err)
+	}
+	if err := s.idem.Put(recKey, v); err != nil {
+		return fatal(fmt.Errorf("put idempotency record: %w", err))
+	}
+	if err := s.idemExp.Put(idemExpKey(exp, recKey), nil); err != nil {
+		return fatal(fmt.Errorf("put idempotency expiry: %w", err))
+	}
+	return nil
+}
+
+// deleteIdem removes a record and its purge entry.
+func (s *store) deleteIdem(recKey []byte, exp int64) error {
+	if err := s.idem.Delete(recKey); err != nil {
+		return fatal(fmt.Errorf("delete idempotency record: %w", err))
+	}
+	if err := s.idemExp.Delete(idemExpKey(exp, recKey)); err != nil {
+		return fatal(fmt.Errorf("delete idempotency expiry: %w", err))
+	}
+	return nil
+}
+
+// purgeIdempotency deletes at most limit records whose expiry <= now, in
+// expiry order. Driven only by FSM time, so every replica purges alike.
+func (s *store) purgeIdempotency(now int64, limit int) error {
+	var keys [][]byte
+	c := s.idemExp.Cursor()
+	for k, _ := c.First(); k != nil && len(keys) < limit; k, _ = c.Next() {
+		if len(k) < 8 || getTime(k[:8]) > now {
+			break
+		}
+		keys = append(keys, bytes.Clone(k))
+	}
+	for _, k := range keys {
+		if err := s.deleteIdem(k[8:], getTime(k[:8])); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,166 @@
+// Package httpapi is ExactOnce's HTTP layer: the endpoints of SPEC.md on a
+// gorilla/mux router, forwarding of writes to the Raft leader, linearizable
+// reads, request ids, structured logs and Prometheus metrics.
+//
+// The handlers are the proposers of the replicated state machine: they
+// validate requests statically, generate ids, seal payloads and hash PINs,
+// then hand one fsm.Command to the Backend. Every 2xx/4xx body of a write is
+// rendered as a pure function of the fsm.Result, so an idempotent replay of
+// a remembered Result renders byte-identical bodies.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/exactonce/exactonce/cluster"
+	"github.com/exactonce/exactonce/fsm"
+	"github.com/exactonce/exactonce/internal/secure"
+)
+
+// Default limits, used for zero Config fields.
+const (
+	DefaultMaxBodyBytes      = 1 << 20
+	DefaultMaxCSVBodyBytes   = 16 << 20
+	DefaultMaxPayloadBytes   = 16 << 10
+	DefaultMaxConsumerBytes  = 1 << 10
+	DefaultMaxCSVRows        = 10000
+	DefaultTTL               = 24 * time.Hour
+	DefaultMaxTTL            = 366 * 24 * time.Hour
+	DefaultRequestTimeout    = 10 * time.Second
+	DefaultDemoRatePerMinute = 10
+	// DemoTTL is the lifetime of a demo action.
+	DemoTTL = 5 * time.Minute
+	// DefaultListLimit and MaxListLimit bound GET /v1/actions pages.
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+// Config configures the HTTP layer. Zero values mean the defaults above.
+type Config struct {
+	// MaxBodyBytes bounds a JSON request body (413 beyond).
+	MaxBodyBytes int64
+	// MaxCSVBodyBytes bounds a text/csv create body (413 beyond).
+	MaxCSVBodyBytes int64
+	// MaxPayloadBytes bounds an action's payload, compact JSON encoding.
+	MaxPayloadBytes int
+	// MaxConsumerBytes bounds the consume "consumer" object, compact encoding.
+	MaxConsumerBytes int
+	// MaxCSVRows bounds the data rows of one CSV create; values below
+	// DefaultMaxCSVRows are raised to it (SPEC requires at least 10,000).
+	MaxCSVRows int
+	// DefaultTTL is the lifetime of an action created without expires_at.
+	DefaultTTL time.Duration
+	// MaxTTL bounds expires_at - max(now, active_at).
+	MaxTTL time.Duration
+	// AdminTokenHash is secure.HashSecret of the admin bearer token. Empty
+	// disables every admin call (401).
+	AdminTokenHash []byte
+	// Keys seals payloads and hashes PINs. Required.
+	Keys *secure.Keys
+	// DemoRatePerMinute is how many demo actions one remote address may
+	// create per minute (burst of the same size). Negative disables the demo.
+	DemoRatePerMinute int
+	// RequestTimeout is the deadline of every request, including waiting
+	// for a leader and forwarding.
+	RequestTimeout time.Duration
+	// Logger receives structured logs (default slog.Default()).
+	Logger *slog.Logger
+	// Registry registers the metrics; Gatherer serves /metrics. When
+	// Registry is nil a fresh registry is used for both.
+	Registry prometheus.Registerer
+	Gatherer prometheus.Gatherer
+	// Now is the local clock (default time.Now). It is only used to derive
+	// states for reads; writes use the leader's stamp.
+	Now func() time.Time
+	// ForwardTransport carries writes forwarded to the leader (default a
+	// pooled *http.Transport). Set it for TLS between nodes.
+	ForwardTransport http.RoundTripper
+	// Extra, when set, mounts more routes (cluster internals, /v1/cluster).
+	// They get the same request id, logging, metrics and timeout middleware.
+	Extra func(r *mux.Router)
+}
+
+// Backend is what the HTTP layer needs from a cluster node; *cluster.Node
+// implements it.
+type Backend interface {
+	// Apply stamps, proposes and applies one command on the leader.
+	Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error)
+	// ReadBarrier returns once the local FSM reflects every committed write.
+	ReadBarrier(ctx context.Context) error
+	// FSM returns the local state machine.
+	FSM() *fsm.FSM
+	// IsLeader reports whether this node is a leader ready to serve.
+	IsLeader() bool
+	// LeaderHTTP returns the leader's API base URL, "" when unknown.
+	LeaderHTTP() string
+	// Ready reports whether the node knows a leader and has caught up.
+	Ready() bool
+}
+
+func (c *Config) withDefaults() (Config, error) {
+	out := *c
+	if out.Keys == nil {
+		return out, errors.New("httpapi: Config.Keys is required")
+	}
+	if out.MaxBodyBytes <= 0 {
+		out.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if out.MaxCSVBodyBytes <= 0 {
+		out.MaxCSVBodyBytes = DefaultMaxCSVBodyBytes
+	}
+	if out.MaxPayloadBytes <= 0 {
+		out.MaxPayloadBytes = DefaultMaxPayloadBytes
+	}
+	if out.MaxConsumerBytes <= 0 {
+		out.MaxConsumerBytes = DefaultMaxConsumerBytes
+	}
+	if out.MaxCSVRows < DefaultMaxCSVRows {
+		out.MaxCSVRows = DefaultMaxCSVRows
+	}
+	if out.DefaultTTL <= 0 {
+		out.DefaultTTL = DefaultTTL
+	}
+	if out.MaxTTL <= 0 {
+		out.MaxTTL = DefaultMaxTTL
+	}
+	if out.DefaultTTL > out.MaxTTL {
+		return out, errors.New("httpapi: DefaultTTL exceeds MaxTTL")
+	}
+	if out.DemoRatePerMinute == 0 {
+		out.DemoRatePerMinute = DefaultDemoRatePerMinute
+	}
+	if out.RequestTimeout <= 0 {
+		out.RequestTimeout = DefaultRequestTimeout
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	if out.Registry == nil {
+		reg := prometheus.NewRegistry()
+		out.Registry = reg
+		if out.Gatherer == nil {
+			out.Gatherer = reg
+		}
+	}
+	if out.Gatherer == nil {
+		if g, ok := out.Registry.(prometheus.Gatherer); ok {
+			out.Gatherer = g
+		} else {
+			out.Gatherer = prometheus.DefaultGatherer
+		}
+	}
+	if out.Now == nil {
+		out.Now = time.Now
+	}
+	return out, nil
+}
+
+// *cluster.Node is the production Backend.
+var _ Backend = (*cluster.Node)(nil)

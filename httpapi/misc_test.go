@@ -1,0 +1,79 @@
+package httpapi
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"sync"
+	"testing"
+
+	"github.com/gorilla/mux"
+)
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestLogLinesCarryRequestID(t *testing.T) {
+	var sink syncBuffer
+	e := newEnv(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(&sink, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	e.create(`{"payload":{}}`)
+	expect(t, e.do(req{method: "GET", path: "/v1/actions/act_x", hdr: map[string]string{"X-Request-Id": "trace-77"}}), 404, "action_not_found")
+	sc := bufio.NewScanner(bytes.NewReader([]byte(sink.String())))
+	lines, traced := 0, 0
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("log line not JSON: %s", sc.Text())
+		}
+		lines++
+		if m["request_id"] == nil || m["request_id"] == "" {
+			t.Fatalf("log line without request_id: %s", sc.Text())
+		}
+		if m["request_id"] == "trace-77" {
+			traced++
+		}
+	}
+	if lines < 2 || traced == 0 {
+		t.Fatalf("%d lines, %d with the caller's id:\n%s", lines, traced, sink.String())
+	}
+}
+
+func TestExtraRoutes(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.Extra = func(r *mux.Router) {
+			r.Handle("/v1/cluster", RequireAdmin(c.AdminTokenHash, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				WriteJSON(w, http.StatusOK, map[string]string{"leader": "n1", "rid": RequestIDFrom(r.Context())})
+			}))).Methods(http.MethodGet)
+		}
+	})
+	expect(t, e.do(req{method: "GET", path: "/v1/cluster", noAuth: true}), 401, "unauthorized")
+	r := e.do(req{method: "GET", path: "/v1/cluster", noAuth: true, hdr: map[string]string{"Authorization": "bearer " + e.admin, "X-Request-Id": "r1"}})
+	expect(t, r, 200, "")
+	if r.str("leader") != "n1" || r.str("rid") != "r1" {
+		t.Fatalf("extra route: %s", r.raw)
+	}
+}
+
+func TestEmptyAdminTokenDisablesAdmin(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.AdminTokenHash = nil })
+	expect(t, e.do(req{method: "GET", path: "/v1/admin/clients", noAuth: true, hdr: map[string]string{"Authorization": "Bearer "}}), 401, "unauthorized")
+}

@@ -1,0 +1,284 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/exactonce/exactonce/internal/secure"
+)
+
+// Server is the HTTP API of one node. It implements http.Handler.
+type Server struct {
+	cfg     Config
+	b       Backend
+	log     *slog.Logger
+	router  *mux.Router
+	metrics *metrics
+	fwd     *forwarder
+	demo    *addrLimiter
+	// fwdAuth proves that a forwarded request comes from a node holding
+	// the cluster key (it then skips the demo rate limit, which the entry
+	// node already applied).
+	fwdAuth string
+}
+
+// New builds the HTTP API over a backend.
+func New(cfg Config, b Backend) (*Server, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if b == nil {
+		return nil, fmt.Errorf("httpapi: nil backend")
+	}
+	m, err := newMetrics(c.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: register metrics: %w", err)
+	}
+	s := &Server{
+		cfg:     c,
+		b:       b,
+		log:     c.Logger,
+		metrics: m,
+		fwd:     newForwarder(c.ForwardTransport),
+		fwdAuth: fmt.Sprintf("%x", c.Keys.PINHash("exactonce-forward", "v1")),
+	}
+	if c.DemoRatePerMinute > 0 {
+		s.demo = newAddrLimiter(c.DemoRatePerMinute)
+	}
+	s.router = s.routes()
+	return s, nil
+}
+
+// Handler returns the server as an http.Handler.
+func (s *Server) Handler() http.Handler { return s }
+
+// ServeHTTP serves one request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+func (s *Server) routes() *mux.Router {
+	r := mux.NewRouter()
+	r.Use(s.middleware)
+	r.NotFoundHandler = s.middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		WriteError(w, CodeNotFound, "", nil)
+	}))
+	r.MethodNotAllowedHandler = s.middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		WriteError(w, CodeMethodNotAllowed, "", nil)
+	}))
+
+	r.Handle("/healthz", http.HandlerFunc(s.healthz)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/readyz", http.HandlerFunc(s.readyz)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+
+	r.Handle("/v1/actions", s.write(s.createActions)).Methods(http.MethodPost)
+	r.Handle("/v1/actions", http.HandlerFunc(s.listActions)).Methods(http.MethodGet)
+	r.Handle("/v1/actions/{id}", http.HandlerFunc(s.verifyAction)).Methods(http.MethodGet)
+	r.Handle("/v1/actions/{id}", s.write(s.cancelAction)).Methods(http.MethodDelete)
+	r.Handle("/v1/actions/{id}/consume", s.write(s.consumeAction)).Methods(http.MethodPost)
+	r.Handle("/v1/stats", http.HandlerFunc(s.stats)).Methods(http.MethodGet)
+
+	r.Handle("/v1/demo", s.demoLimit(s.write(s.demoCreate))).Methods(http.MethodPost)
+	r.Handle("/v1/demo/{id}/reveal", s.write(s.demoReveal)).Methods(http.MethodGet)
+
+	r.Handle("/v1/admin/clients", RequireAdmin(s.cfg.AdminTokenHash, s.write(s.adminCreateClient))).Methods(http.MethodPost)
+	r.Handle("/v1/admin/clients", RequireAdmin(s.cfg.AdminTokenHash, http.HandlerFunc(s.adminListClients))).Methods(http.MethodGet)
+	r.Handle("/v1/admin/clients/{id}", RequireAdmin(s.cfg.AdminTokenHash, s.write(s.adminRevokeClient))).Methods(http.MethodDelete)
+
+	if s.cfg.Extra != nil {
+		s.cfg.Extra(r)
+	}
+	return r
+}
+
+type ctxKey int
+
+const (
+	loggerKey ctxKey = iota
+	requestIDKey
+)
+
+// LoggerFrom returns the request's logger (carrying its request_id), or
+// slog.Default() outside a request.
+func LoggerFrom(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey).(*slog.Logger); ok {
+		return l
+	}
+	return slog.Default()
+}
+
+// RequestIDFrom returns the request's id, "" outside a request.
+func RequestIDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey).(string)
+	return id
+}
+
+// validRequestID accepts a caller's X-Request-Id: 1 to 128 characters of
+// letters, digits and "-_.:". Anything else is replaced by a fresh id so
+// that logs cannot be polluted.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// statusRecorder remembers the status written.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Flush passes a flush through to the underlying writer when it can.
+func (s *statusRecorder) Flush() {
+	_ = http.NewResponseController(s.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// middleware gives every request an id, a logger, a deadline, metrics and
+// an access log line.
+func (s *Server) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rid := r.Header.Get("X-Request-Id")
+		if !validRequestID(rid) {
+			rid = secure.NewRequestID()
+			r.Header.Set("X-Request-Id", rid)
+		}
+		w.Header().Set("X-Request-Id", rid)
+		route := "unmatched"
+		if cr := mux.CurrentRoute(r); cr != nil {
+			if t, err := cr.GetPathTemplate(); err == nil {
+				route = t
+			}
+		}
+		log := s.log.With("request_id", rid)
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+		defer cancel()
+		ctx = context.WithValue(ctx, loggerKey, log)
+		ctx = context.WithValue(ctx, requestIDKey, rid)
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				log.Error("panic in handler", "route", route, "panic", fmt.Sprint(p))
+				if rec.status == 0 {
+					WriteError(rec, "internal", "", nil)
+				}
+			}
+			if rec.status == 0 {
+				rec.status = http.StatusOK
+			}
+			d := time.Since(start)
+			s.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
+			s.metrics.duration.WithLabelValues(route).Observe(d.Seconds())
+			level := slog.LevelInfo
+			if quietRoute(route) && rec.status < 500 {
+				level = slog.LevelDebug
+			}
+			log.Log(ctx, level, "http request", "method", r.Method, "route", route, "status", rec.status,
+				"duration_ms", d.Milliseconds(), "remote", remoteHost(r), "forwarded", isForwarded(r))
+		}()
+		next.ServeHTTP(rec, r.WithContext(ctx))
+	})
+}
+
+// quietRoute reports routes polled by machines (probes, scrapes, node to
+// node calls) whose access log lines are Debug unless they fail.
+func quietRoute(route string) bool {
+	return route == "/healthz" || route == "/readyz" || route == "/metrics" || strings.HasPrefix(route, "/internal/")
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if !s.b.Ready() {
+		WriteError(w, CodeUnavailable, "this node has no leader or has not caught up", nil)
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// remoteHost is the IP of the TCP peer (no proxy headers are trusted).
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// metrics are the Prometheus collectors of one Server.
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	consumes *prometheus.CounterVec
+	forwards *prometheus.CounterVec
+	creates  prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exactonce_http_requests_total",
+			Help: "HTTP requests by route template, method and status code.",
+		}, []string{"route", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "exactonce_http_request_duration_seconds",
+			Help:    "HTTP request latency by route template.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route"}),
+		consumes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exactonce_consumes_total",
+			Help: "Consume attempts decided on this node by outcome (consumed or the error code).",
+		}, []string{"outcome"}),
+		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exactonce_http_forwards_total",
+			Help: "Writes forwarded to the leader by result.",
+		}, []string{"result"}),
+		creates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exactonce_actions_created_total",
+			Help: "Actions created through this node (first executions, not replays).",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.consumes, m.forwards, m.creates} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,467 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type countAtomic struct{ n atomic.Int64 }
+
+func (c *countAtomic) add(n int) { c.n.Add(int64(n)) }
+func (c *countAtomic) load() int { return int(c.n.Load()) }
+
+// csv sends CSVRepeats batch creates of CSVRows rows, one at a time.
+func (s *session) csv(ctx context.Context, t *ExactOnce, pool *Pool) error {
+	body := CSVBody(s.cfg.CSVRows, t.Payload)
+	var lat []time.Duration
+	errKinds := map[string]int{}
+	var first []string
+	errs := 0
+	t0 := time.Now()
+	for i := range s.cfg.CSVRepeats {
+		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		b0 := time.Now()
+		ids, err := t.CreateCSV(cctx, i, body, s.cfg.CSVRows)
+		d := time.Since(b0)
+		cancel()
+		pool.Add(ids...)
+		s.rep.Stored += len(ids)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			errs++
+			errKinds[errorKind(err)]++
+			if len(first) < 3 {
+				first = append(first, err.Error())
+			}
+			continue
+		}
+		lat = append(lat, d)
+	}
+	res := RunResult{Ops: len(lat), Errors: errs, ErrorKinds: errKinds, FirstErrors: first,
+		Elapsed: time.Since(t0), Latency: Summarize(lat)}
+	row := NewRow(t.Name(), WCSV, 1, s.cfg.Seed, res)
+	if res.Latency.Mean > 0 {
+		row.Note = fmt.Sprintf("%d rows per request, %.0f rows/s", s.cfg.CSVRows, float64(s.cfg.CSVRows)/res.Latency.Mean.Seconds())
+	}
+	s.add(row)
+	s.rep.CSV = &row
+	return nil
+}
+
+// warmConns opens about n keep-alive connections through t's transport
+// (spread over the nodes) so the race measures requests, not dials.
+func warmConns(ctx context.Context, t *ExactOnce, n int) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.URLs[i%len(t.URLs)]+"/healthz", nil)
+			if err != nil {
+				return
+			}
+			if resp, err := t.HTTP.Do(req); err == nil {
+				_, _ = resp.Body.Read(make([]byte, 512))
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// hot creates one action and releases HotRacers consume requests on it at
+// once, spread over the nodes: exactly one must win, the rest must be told
+// already_used.
+func (s *session) hot(ctx context.Context, t Target, warm func(context.Context)) error {
+	n := s.cfg.HotRacers
+	id, err := t.Create(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create hot action: %w", err)
+	}
+	if t.Name() == "exactonce" {
+		s.rep.Stored++
+	}
+	if warm != nil {
+		warm(ctx)
+	}
+	type answer struct {
+		out int
+		err error
+		d   time.Duration
+	}
+	answers := make([]answer, n)
+	start := make(chan struct{})
+	var ready, done sync.WaitGroup
+	var t0 time.Time
+	var last atomic.Int64
+	for i := range n {
+		ready.Add(1)
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			w := &Worker{ID: i}
+			ready.Done()
+			<-start
+			rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			defer cancel()
+			b0 := time.Now()
+			out, err := t.Consume(rctx, w, id)
+			end := time.Now()
+			answers[i] = answer{out: out, err: err, d: end.Sub(b0)}
+			for {
+				cur := last.Load()
+				if end.UnixNano() <= cur || last.CompareAndSwap(cur, end.UnixNano()) {
+					break
+				}
+			}
+		}()
+	}
+	ready.Wait()
+	s.log.Info("hot race", "system", t.Name(), "racers", n)
+	t0 = time.Now()
+	close(start)
+	done.Wait()
+	elapsed := time.Unix(0, last.Load()).Sub(t0)
+	h := HotRes{Racers: n, Kinds: map[string]int{}, Seconds: elapsed.Seconds()}
+	var lat []time.Duration
+	var first []string
+	for _, a := range answers {
+		switch {
+		case a.err != nil:
+			h.Errors++
+			h.Kinds[errorKind(a.err)]++
+			if len(first) < 3 {
+				first = append(first, a.err.Error())
+			}
+		case a.out == Won:
+			h.Won++
+			lat = append(lat, a.d)
+		default:
+			h.Lost++
+			lat = append(lat, a.d)
+		}
+	}
+	if elapsed > 0 {
+		h.PerSec = float64(h.Won+h.Lost) / elapsed.Seconds()
+	}
+	out, err := t.Consume(ctx, &Worker{ID: 1}, id)
+	h.StateOK = err == nil && out == Lost
+	h.Pass = h.Won == 1 && h.Lost == n-1 && h.Errors == 0 && h.StateOK
+	if len(h.Kinds) == 0 {
+		h.Kinds = nil
+	}
+	s.rep.Hot[t.Name()] = h
+	res := RunResult{Ops: h.Won + h.Lost, Errors: h.Errors, ErrorKinds: h.Kinds, FirstErrors: first,
+		Elapsed: elapsed, Latency: Summarize(lat)}
+	row := NewRow(t.Name(), WHot, n, s.cfg.Seed, res)
+	row.Note = fmt.Sprintf("won=%d lost=%d errors=%d", h.Won, h.Lost, h.Errors)
+	s.add(row)
+	return nil
+}
+
+// profile takes a CPU profile of the ExactOnce leader during a consume run.
+func (s *session) profile(ctx context.Context, cl *EOCluster, t *ExactOnce, pool *Pool) error {
+	leader := cl.Leader(ctx)
+	if leader < 0 {
+		return fmt.Errorf("profile: %w", errNoLeader)
+	}
+	addr := cl.Nodes[leader].PprofAddr
+	if addr == "" {
+		return fmt.Errorf("profile: node has no pprof address")
+	}
+	if err := os.MkdirAll(s.cfg.ProfileDir, 0o755); err != nil {
+		return fmt.Errorf("profile dir: %w", err)
+	}
+	secs := s.cfg.ProfileSeconds
+	c := s.cfg.ProfileConc
+	need := int(s.estimate(t, WConsume, c)*float64(secs+2)) + 1000
+	if err := s.prefill(ctx, t, pool, min(need, s.cfg.MaxPrefill)); err != nil {
+		return err
+	}
+	path := filepath.Join(s.cfg.ProfileDir, "exactonce-leader-consume.pprof")
+	errc := make(chan error, 1)
+	go func() {
+		errc <- fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), path, time.Duration(secs+30)*time.Second)
+	}()
+	res, err := RunLoop(ctx, RunSpec{Concurrency: c, Duration: time.Duration(secs)*time.Second + time.Second,
+		OpTimeout: s.cfg.OpTimeout, Seed: s.seed(), Op: consumeOp(t, pool)})
+	if err != nil {
+		return err
+	}
+	if err := <-errc; err != nil {
+		return err
+	}
+	s.log.Info("profiled consume run (not in the table)", "node", cl.Nodes[leader].Name, "conc", c,
+		"ops/s", int(float64(res.Ops)/res.Elapsed.Seconds()), "profile", path)
+	s.rep.ProfilePath = path
+	top, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=35", cl.Bin, path).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go tool pprof: %w: %s", err, top)
+	}
+	if err := os.WriteFile(path+".top.txt", top, 0o644); err != nil {
+		return fmt.Errorf("write profile top: %w", err)
+	}
+	cum, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-cum", "-nodecount=35", cl.Bin, path).CombinedOutput()
+	if err == nil {
+		_ = os.WriteFile(path+".cum.txt", cum, 0o644)
+	}
+	return nil
+}
+
+func fetch(ctx context.Context, url, path string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", url, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("fetch %s: status %d", url, resp.StatusCode)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	if _, err := f.ReadFrom(resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// memory records each node's RSS.
+func (s *session) memory(ctx context.Context, cl *EOCluster, stage string) {
+	leader := cl.Leader(ctx)
+	for i, n := range cl.Nodes {
+		m, err := ReadMem(n.Pid())
+		if err != nil {
+			s.log.Warn("node memory", "node", n.Name, "err", err)
+			continue
+		}
+		nm := NodeMem{System: "exactonce", Node: n.Name, Leader: i == leader, Stage: stage, Actions: s.rep.Stored,
+			RSSMiB: mib(m.RSS), PeakMiB: mib(m.Peak), DataMiB: mib(dirSize(filepath.Join(cl.Dir, n.Name)))}
+		s.rep.Memory = append(s.rep.Memory, nm)
+		s.log.Info("memory", "node", n.Name, "leader", nm.Leader, "stage", stage, "actions", nm.Actions, "rssMiB", nm.RSSMiB, "peakMiB", nm.PeakMiB, "dataMiB", nm.DataMiB)
+	}
+}
+
+// restart restarts a follower and records how long it took to be ready.
+func (s *session) restart(ctx context.Context, cl *EOCluster) {
+	leader := cl.Leader(ctx)
+	i := len(cl.Nodes) - 1
+	if i == leader {
+		i--
+	}
+	d, err := cl.Restart(ctx, i)
+	r := RestartResult{Node: cl.Nodes[i].Name, Actions: s.rep.Stored, Seconds: d.Seconds()}
+	if err != nil {
+		r.Err = err.Error()
+	}
+	s.rep.Restart = append(s.rep.Restart, r)
+	s.log.Info("restart", "node", r.Node, "leader_was", leader, "actions", r.Actions, "ready_after", d.Round(time.Millisecond), "err", r.Err)
+	if err := cl.WaitReady(ctx, 60*time.Second); err != nil {
+		s.log.Warn("cluster not ready after restart", "err", err)
+	}
+}
+
+// million loads actions with CSV batches until Million are stored.
+func (s *session) million(ctx context.Context, cl *EOCluster, t *ExactOnce) error {
+	todo := s.cfg.Million - s.rep.Stored
+	if todo <= 0 {
+		return nil
+	}
+	rows := max(1, min(10000, s.cfg.CSVRows))
+	body := CSVBody(rows, t.Payload)
+	batches := (todo + rows - 1) / rows
+	s.log.Info("loading actions", "actions", batches*rows, "batches", batches)
+	t0 := time.Now()
+	var next atomic.Int64
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	for p := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				b := int(next.Add(1)) - 1
+				if b >= batches || ctx.Err() != nil {
+					return
+				}
+				var ids []string
+				var err error
+				for attempt := 0; attempt < 3; attempt++ {
+					cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+					ids, err = t.CreateCSV(cctx, b+p, body, rows)
+					cancel()
+					if err == nil || len(ids) > 0 {
+						break
+					}
+				}
+				mu.Lock()
+				s.rep.Stored += len(ids)
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				if b%20 == 0 {
+					s.log.Info("loading", "stored", s.rep.Stored, "elapsed", time.Since(t0).Round(time.Second))
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return fmt.Errorf("million load: %w", firstErr)
+	}
+	s.log.Info("loaded", "stored", s.rep.Stored, "took", time.Since(t0).Round(time.Millisecond),
+		"rows/s", int(float64(batches*rows)/time.Since(t0).Seconds()))
+	return ctx.Err()
+}
+
+func (s *session) row(system, wl string, c int) (Row, bool) {
+	for _, r := range s.rows {
+		if r.System == system && r.Workload == wl && r.Concurrency == c {
+			return r, true
+		}
+	}
+	return Row{}, false
+}
+
+func na(name, why string) Check { return Check{Name: name, Status: "N/A", Measured: why} }
+
+func verdict(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "FAIL"
+}
+
+// checks evaluates the targets.
+func (s *session) checks() []Check {
+	var out []Check
+	{
+		name := "consume distinct @64: >= 3x etcd ops/s and p99 < 50 ms"
+		r, ok := s.row("exactonce", WConsume, 64)
+		switch {
+		case !ok:
+			out = append(out, na(name, "not run"))
+		case r.VsEtcd == nil:
+			out = append(out, Check{name, verdict(r.P99Ms < 50 && r.Errors == 0) + "?", fmt.Sprintf("%.0f ops/s, p99 %.1f ms, no etcd figure", r.OpsPerSec, r.P99Ms)})
+		default:
+			out = append(out, Check{name, verdict(*r.VsEtcd >= 3 && r.P99Ms < 50 && r.Errors == 0),
+				fmt.Sprintf("%.0f ops/s = %.2fx etcd, p99 %.1f ms, %d errors", r.OpsPerSec, *r.VsEtcd, r.P99Ms, r.Errors)})
+		}
+	}
+	{
+		name := "consume @1: p50 <= etcd p50"
+		r, ok := s.row("exactonce", WConsume, 1)
+		e, eok := s.row("etcd", WConsume, 1)
+		if !ok || !eok {
+			out = append(out, na(name, "not run on both"))
+		} else {
+			out = append(out, Check{name, verdict(r.P50Ms <= e.P50Ms), fmt.Sprintf("p50 %.2f ms vs etcd %.2f ms", r.P50Ms, e.P50Ms)})
+		}
+	}
+	if h, ok := s.rep.Hot["exactonce"]; ok {
+		out = append(out, Check{fmt.Sprintf("hot action, %d racers over all nodes: exactly one 200, the rest already_used", h.Racers),
+			verdict(h.Pass), fmt.Sprintf("won=%d lost=%d errors=%d%s, one more consume answers 409: %v", h.Won, h.Lost, h.Errors, kindsString(h.Kinds), h.StateOK)})
+		out = append(out, Check{"hot action answered at >= 20,000/s", verdict(h.PerSec >= 20000 && h.Racers >= 10000),
+			fmt.Sprintf("%.0f answers/s (%d in %.3f s)", h.PerSec, h.Won+h.Lost, h.Seconds)})
+	} else {
+		out = append(out, na("hot action", "not run"))
+	}
+	if r, ok := s.row("exactonce", WVerify, 64); ok {
+		out = append(out, Check{"linearizable verify @64 >= 10,000/s", verdict(r.OpsPerSec >= 10000 && r.Errors == 0),
+			fmt.Sprintf("%.0f ops/s, p99 %.1f ms, %d errors", r.OpsPerSec, r.P99Ms, r.Errors)})
+	} else {
+		out = append(out, na("linearizable verify @64 >= 10,000/s", "not run"))
+	}
+	if c := s.rep.CSV; c != nil {
+		name := fmt.Sprintf("CSV create of %d rows < 1 s", s.cfg.CSVRows)
+		out = append(out, Check{name, verdict(c.Ops > 0 && c.MaxMs < 1000 && c.Errors == 0 && s.cfg.CSVRows >= 10000),
+			fmt.Sprintf("max %.0f ms, p50 %.0f ms over %d requests, %d errors", c.MaxMs, c.P50Ms, c.Ops, c.Errors)})
+	} else {
+		out = append(out, na("CSV create < 1 s", "not run"))
+	}
+	var mem []NodeMem
+	stage := "after million"
+	for _, m := range s.rep.Memory {
+		if m.System == "exactonce" && m.Stage == stage {
+			mem = append(mem, m)
+		}
+	}
+	million := len(mem) > 0
+	if !million {
+		stage = "after runs"
+		for _, m := range s.rep.Memory {
+			if m.System == "exactonce" && m.Stage == stage {
+				mem = append(mem, m)
+			}
+		}
+	}
+	if len(mem) > 0 {
+		worst := slices.MaxFunc(mem, func(a, b NodeMem) int { return int(a.RSSMiB - b.RSSMiB) })
+		var parts []string
+		for _, m := range mem {
+			parts = append(parts, fmt.Sprintf("%s %.0f MiB", m.Node, m.RSSMiB))
+		}
+		name := "each node < 512 MiB RSS with one million actions"
+		st := verdict(worst.RSSMiB < 512 && mem[0].Actions >= 1000000)
+		if !million {
+			st = "N/A"
+			name = "each node < 512 MiB RSS (one million not loaded; run -million)"
+		}
+		out = append(out, Check{name, st, fmt.Sprintf("%s at %d actions", strings.Join(parts, ", "), mem[0].Actions)})
+	}
+	if n := len(s.rep.Restart); n > 0 {
+		r := s.rep.Restart[n-1]
+		name := "restarted node ready < 5 s with one million actions"
+		st := verdict(r.Err == "" && r.Seconds < 5 && r.Actions >= 1000000)
+		if r.Actions < 1000000 {
+			name = "restarted node ready < 5 s (one million not loaded; run -million)"
+			if r.Err != "" || r.Seconds >= 5 {
+				st = "FAIL"
+			} else {
+				st = "N/A"
+			}
+		}
+		m := fmt.Sprintf("%s ready after %.2f s at %d actions", r.Node, r.Seconds, r.Actions)
+		if r.Err != "" {
+			m += " (" + r.Err + ")"
+		}
+		out = append(out, Check{name, st, m})
+	}
+	return out
+}
+
+func kindsString(m map[string]int) string {
+	if len(m) == 0 {
+		return ""
+	}
+	var parts []string
+	for k, n := range m {
+		parts = append(parts, fmt.Sprintf("%s:%d", k, n))
+	}
+	slices.Sort(parts)
+	return " (" + strings.Join(parts, ",") + ")"
+}

@@ -1,0 +1,212 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Proc is one child process started by the harness: a server node or an
+// etcd member. It dies with the harness (Pdeathsig) and is stopped by Stop.
+type Proc struct {
+	Name    string
+	Bin     string
+	Args    []string
+	Env     []string
+	LogPath string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	logf    *os.File
+}
+
+// Start launches the process with output appended to LogPath.
+func (p *Proc) Start() error {
+	f, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open log for %s: %w", p.Name, err)
+	}
+	cmd := exec.Command(p.Bin, p.Args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), p.Env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("start %s: %w", p.Name, err)
+	}
+	p.cmd, p.logf = cmd, f
+	p.exited = make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		f.Close()
+		close(p.exited)
+	}()
+	return nil
+}
+
+// Pid returns the process id, 0 when not running.
+func (p *Proc) Pid() int {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// Running reports whether the process has been started and not exited.
+func (p *Proc) Running() bool {
+	if p.exited == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Stop sends SIGTERM and, after grace, SIGKILL; it waits for the exit.
+func (p *Proc) Stop(grace time.Duration) {
+	if !p.Running() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		return
+	case <-time.After(grace):
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// Mem is a process's memory use from /proc/<pid>/status.
+type Mem struct {
+	RSS  int64 // VmRSS, bytes
+	Peak int64 // VmHWM (peak RSS), bytes
+}
+
+// ReadMem reads VmRSS and VmHWM of pid.
+func ReadMem(pid int) (Mem, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return Mem{}, fmt.Errorf("read memory of pid %d: %w", pid, err)
+	}
+	defer f.Close()
+	var m Mem
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(fields[1], 10, 64)
+		switch fields[0] {
+		case "VmRSS:":
+			m.RSS = kb << 10
+		case "VmHWM:":
+			m.Peak = kb << 10
+		}
+	}
+	return m, sc.Err()
+}
+
+// portFree reports whether addr can be listened on now.
+func portFree(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("address %s is in use (another cluster running?): %w", addr, err)
+	}
+	return l.Close()
+}
+
+// waitHTTP polls url until it answers 200, the process exits or ctx ends.
+func waitHTTP(ctx context.Context, p *Proc, url string) error {
+	c := &http.Client{Timeout: time.Second}
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return fmt.Errorf("wait for %s: %w", url, err)
+		}
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if p != nil && !p.Running() {
+			return fmt.Errorf("%s exited while waiting for %s (log %s)", p.Name, url, p.LogPath)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s: %w", url, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// tailFile returns the last n lines of path, for error messages.
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// stopAll stops procs in parallel.
+func stopAll(log *slog.Logger, procs []*Proc) {
+	done := make(chan struct{}, len(procs))
+	for _, p := range procs {
+		go func() {
+			p.Stop(10 * time.Second)
+			done <- struct{}{}
+		}()
+	}
+	for range procs {
+		<-done
+	}
+	log.Debug("processes stopped", "count", len(procs))
+}
+
+// mkTemp creates a fresh directory for a cluster's data.
+func mkTemp(base, pattern string) (string, error) {
+	if base != "" {
+		if err := os.MkdirAll(base, 0o700); err != nil {
+			return "", fmt.Errorf("create %s: %w", base, err)
+		}
+	}
+	d, err := os.MkdirTemp(base, pattern)
+	if err != nil {
+		return "", fmt.Errorf("create temp dir: %w", err)
+	}
+	return d, nil
+}
+
+// dirSize sums file sizes under dir.
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+var errNoLeader = errors.New("leader unknown")

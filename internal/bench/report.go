@@ -1,0 +1,176 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Row is one line of the report: a workload at one concurrency against one
+// system.
+type Row struct {
+	System      string         `json:"system"`
+	Workload    string         `json:"workload"`
+	Concurrency int            `json:"concurrency"`
+	Ops         int            `json:"ops"`
+	Errors      int            `json:"errors"`
+	ErrorKinds  map[string]int `json:"errorKinds,omitempty"`
+	FirstErrors []string       `json:"firstErrors,omitempty"`
+	Seconds     float64        `json:"seconds"`
+	OpsPerSec   float64        `json:"opsPerSec"`
+	MeanMs      float64        `json:"meanMs"`
+	P50Ms       float64        `json:"p50Ms"`
+	P95Ms       float64        `json:"p95Ms"`
+	P99Ms       float64        `json:"p99Ms"`
+	MaxMs       float64        `json:"maxMs"`
+	// VsEtcd is this row's ops/s divided by etcd's for the same workload
+	// and concurrency (ExactOnce rows only).
+	VsEtcd *float64 `json:"vsEtcdOpsPerSec,omitempty"`
+	// P50VsEtcd is this row's p50 divided by etcd's (lower is better).
+	P50VsEtcd     *float64 `json:"vsEtcdP50,omitempty"`
+	PoolExhausted bool     `json:"poolExhausted,omitempty"`
+	Note          string   `json:"note,omitempty"`
+	Seed          uint64   `json:"seed"`
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// NewRow turns a run result into a row.
+func NewRow(system, workload string, conc int, seed uint64, r RunResult) Row {
+	row := Row{
+		System: system, Workload: workload, Concurrency: conc, Seed: seed,
+		Ops: r.Ops, Errors: r.Errors, ErrorKinds: r.ErrorKinds, FirstErrors: r.FirstErrors,
+		Seconds:       r.Elapsed.Seconds(),
+		MeanMs:        ms(r.Latency.Mean),
+		P50Ms:         ms(r.Latency.P50),
+		P95Ms:         ms(r.Latency.P95),
+		P99Ms:         ms(r.Latency.P99),
+		MaxMs:         ms(r.Latency.Max),
+		PoolExhausted: r.PoolExhausted,
+	}
+	if len(row.ErrorKinds) == 0 {
+		row.ErrorKinds = nil
+	}
+	if r.Elapsed > 0 {
+		row.OpsPerSec = float64(r.Ops) / r.Elapsed.Seconds()
+	}
+	return row
+}
+
+// Compare fills VsEtcd and P50VsEtcd on ExactOnce rows that have an etcd
+// row with the same workload and concurrency.
+func Compare(rows []Row) {
+	type key struct {
+		w string
+		c int
+	}
+	etcd := map[key]Row{}
+	for _, r := range rows {
+		if r.System == "etcd" {
+			etcd[key{r.Workload, r.Concurrency}] = r
+		}
+	}
+	for i := range rows {
+		r := &rows[i]
+		if r.System != "exactonce" {
+			continue
+		}
+		e, ok := etcd[key{r.Workload, r.Concurrency}]
+		if !ok {
+			continue
+		}
+		if e.OpsPerSec > 0 {
+			v := r.OpsPerSec / e.OpsPerSec
+			r.VsEtcd = &v
+		}
+		if e.P50Ms > 0 {
+			v := r.P50Ms / e.P50Ms
+			r.P50VsEtcd = &v
+		}
+	}
+}
+
+// SortRows orders rows by workload order, concurrency and system.
+func SortRows(rows []Row, order []string) {
+	pos := map[string]int{}
+	for i, w := range order {
+		pos[w] = i
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		a, b := rows[i], rows[j]
+		if pos[a.Workload] != pos[b.Workload] {
+			return pos[a.Workload] < pos[b.Workload]
+		}
+		if a.Concurrency != b.Concurrency {
+			return a.Concurrency < b.Concurrency
+		}
+		return a.System > b.System // exactonce before etcd
+	})
+}
+
+func ratio(p *float64) string {
+	if p == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", *p)
+}
+
+// WriteTable prints rows as an aligned table.
+func WriteTable(w io.Writer, rows []Row) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "system\tworkload\tconc\tops\tsecs\tops/s\tp50 ms\tp95 ms\tp99 ms\tmax ms\terrors\tops/s vs etcd\tp50 vs etcd\t")
+	for _, r := range rows {
+		errs := fmt.Sprint(r.Errors)
+		if r.Errors > 0 {
+			var kinds []string
+			for k, n := range r.ErrorKinds {
+				kinds = append(kinds, fmt.Sprintf("%s:%d", k, n))
+			}
+			sort.Strings(kinds)
+			errs += " (" + strings.Join(kinds, ",") + ")"
+		}
+		wl := r.Workload
+		if r.PoolExhausted {
+			wl += "*"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t\n",
+			r.System, wl, r.Concurrency, r.Ops, r.Seconds, r.OpsPerSec,
+			r.P50Ms, r.P95Ms, r.P99Ms, r.MaxMs, errs, ratio(r.VsEtcd), ratio(r.P50VsEtcd))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	return nil
+}
+
+// WriteJSONLines prints one JSON object per row.
+func WriteJSONLines(w io.Writer, rows []Row) error {
+	enc := json.NewEncoder(w)
+	for _, r := range rows {
+		if err := enc.Encode(r); err != nil {
+			return fmt.Errorf("write JSON line: %w", err)
+		}
+	}
+	return nil
+}
+
+// Check is one target's verdict.
+type Check struct {
+	Name     string `json:"check"`
+	Status   string `json:"status"` // PASS, FAIL or N/A
+	Measured string `json:"measured"`
+}
+
+// WriteChecks prints the verdicts, one per line.
+func WriteChecks(w io.Writer, checks []Check) error {
+	for _, c := range checks {
+		if _, err := fmt.Fprintf(w, "%-4s  %s: %s\n", c.Status, c.Name, c.Measured); err != nil {
+			return fmt.Errorf("write checks: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,281 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// Anomaly is one violation of the contract found in a history.
+type Anomaly struct {
+	// Kind is a stable short name, e.g. "double-consume" or "lost-write".
+	Kind   string `json:"kind"`
+	Action string `json:"action,omitempty"`
+	Detail string `json:"detail"`
+	// Ops are the ids of the operations involved.
+	Ops []int `json:"ops,omitempty"`
+}
+
+func (a Anomaly) String() string {
+	s := a.Kind
+	if a.Action != "" {
+		s += " " + a.Action
+	}
+	return s + ": " + a.Detail
+}
+
+// Anomaly kinds reported by Check.
+const (
+	KindNotLinearizable  = "not-linearizable"
+	KindDoubleConsume    = "double-consume"
+	KindLostWrite        = "lost-write"
+	KindTooManyPINs      = "too-many-wrong-pins"
+	KindConsumedAtDiffer = "consumed-at-disagreement"
+	KindWrongPayload     = "wrong-payload"
+	KindReplayMismatch   = "idempotent-replay-mismatch"
+	KindUnexpected       = "unexpected-response"
+	KindDiverged         = "replicas-diverged"
+	KindCheckerTimeout   = "checker-timeout"
+)
+
+// Report is the result of checking a history.
+type Report struct {
+	Ops int `json:"ops"`
+	// ByOutcome counts logical operations by "kind status code".
+	ByOutcome map[string]int `json:"byOutcome"`
+	// Unknown counts operations that never got a definite answer.
+	Unknown int `json:"unknown"`
+	// Retried counts operations that needed more than one attempt.
+	Retried int `json:"retried"`
+	// Actions is how many actions the history touches.
+	Actions int `json:"actions"`
+	// Linearizable is porcupine's verdict: Ok, Illegal or Unknown (timeout).
+	Linearizable string    `json:"linearizable"`
+	Anomalies    []Anomaly `json:"anomalies"`
+
+	// illegal lists the actions whose sub-history is not linearizable.
+	illegal []string
+}
+
+// OK reports whether the history showed no anomaly.
+func (r *Report) OK() bool { return len(r.Anomalies) == 0 }
+
+func (r *Report) add(a Anomaly) { r.Anomalies = append(r.Anomalies, a) }
+
+// expectedStatus lists the (status, code) pairs SPEC.md allows per kind.
+var expectedStatus = map[OpKind]map[string]bool{
+	OpCreate:  {"201": true, "503 unavailable": true, "503 outcome_unknown": true},
+	OpConsume: {"200": true, "401 pin_required": true, "401 invalid_pin": true, "409 already_used": true, "410 canceled": true, "404 action_not_found": true, "503 unavailable": true, "503 outcome_unknown": true},
+	OpCancel:  {"200": true, "409 already_used": true, "404 action_not_found": true, "503 unavailable": true, "503 outcome_unknown": true},
+	OpVerify:  {"200": true, "404 action_not_found": true, "503 unavailable": true},
+}
+
+func statusKey(status int, code string) string {
+	if code == "" {
+		return fmt.Sprint(status)
+	}
+	return fmt.Sprintf("%d %s", status, code)
+}
+
+// Check checks a history: porcupine linearizability per action (bounded
+// by timeout) and the direct exactly-once checks, which name the anomaly.
+func Check(ctx context.Context, ops []*Op, timeout time.Duration) *Report {
+	r := &Report{Ops: len(ops), ByOutcome: map[string]int{}, Anomalies: []Anomaly{}}
+	byAction := map[string][]*Op{}
+	for _, op := range ops {
+		k := string(op.Kind) + " unknown"
+		if !op.Outcome.Unknown {
+			k = string(op.Kind) + " " + statusKey(op.Outcome.Status, op.Outcome.Code)
+		}
+		if op.Final {
+			k = "final " + k
+		}
+		r.ByOutcome[k]++
+		if op.Outcome.Unknown {
+			r.Unknown++
+		}
+		if len(op.Attempts) > 1 {
+			r.Retried++
+		}
+		checkAttempts(r, op)
+		if op.Action != "" {
+			byAction[op.Action] = append(byAction[op.Action], op)
+		}
+	}
+	r.Actions = len(byAction)
+	ids := make([]string, 0, len(byAction))
+	for id := range byAction {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		checkAction(r, id, byAction[id])
+	}
+	checkLinearizable(ctx, r, ids, byAction, timeout)
+	return r
+}
+
+// checkAttempts flags unexpected answers and replays that differ from the
+// first remembered answer of the same Idempotency-Key.
+func checkAttempts(r *Report, op *Op) {
+	var first *Attempt
+	for i := range op.Attempts {
+		a := &op.Attempts[i]
+		if a.Status == 0 {
+			continue
+		}
+		if !expectedStatus[op.Kind][statusKey(a.Status, a.Code)] {
+			r.add(Anomaly{Kind: KindUnexpected, Action: op.Action, Ops: []int{op.ID},
+				Detail: fmt.Sprintf("%s answered %s (attempt %d on node%d)", op.Kind, statusKey(a.Status, a.Code), i+1, a.Node)})
+			continue
+		}
+		if a.Status == 503 || op.Key == "" {
+			continue
+		}
+		if first == nil {
+			first = a
+			continue
+		}
+		if a.Status != first.Status || a.Code != first.Code || a.ConsumedAt != first.ConsumedAt {
+			r.add(Anomaly{Kind: KindReplayMismatch, Action: op.Action, Ops: []int{op.ID},
+				Detail: fmt.Sprintf("key %s answered %s (consumedAt %q) then %s (consumedAt %q)", op.Key,
+					statusKey(first.Status, first.Code), first.ConsumedAt, statusKey(a.Status, a.Code), a.ConsumedAt)})
+		}
+	}
+}
+
+// checkAction runs the direct checks on one action's operations.
+func checkAction(r *Report, id string, ops []*Op) {
+	var winners, wrongPINs []int
+	var created, consumed, canceled bool
+	consumedAt := map[string][]int{}
+	for _, op := range ops {
+		o := op.Outcome
+		switch {
+		case op.Kind == OpCreate && op.OK():
+			created = true
+		case op.Kind == OpConsume && op.OK():
+			if !op.Final {
+				winners = append(winners, op.ID)
+				consumed = true
+			}
+			if !o.PayloadOK {
+				r.add(Anomaly{Kind: KindWrongPayload, Action: id, Ops: []int{op.ID}, Detail: "consume returned a payload other than the one created"})
+			}
+		case op.Kind == OpConsume && !o.Unknown && o.Code == "invalid_pin":
+			wrongPINs = append(wrongPINs, op.ID)
+		case op.Kind == OpCancel && op.OK():
+			canceled = true
+		case op.Kind == OpVerify && op.OK() && o.FailedPINs > MaxPINAttempts:
+			r.add(Anomaly{Kind: KindTooManyPINs, Action: id, Ops: []int{op.ID}, Detail: fmt.Sprintf("verify reports %d failed PIN attempts", o.FailedPINs)})
+		}
+		for _, a := range op.Attempts {
+			if a.ConsumedAt != "" && (a.Status == 200 || a.Code == "already_used") {
+				consumedAt[a.ConsumedAt] = append(consumedAt[a.ConsumedAt], op.ID)
+			}
+		}
+		if op.Kind == OpVerify && op.OK() && o.ConsumedAt != "" {
+			consumedAt[o.ConsumedAt] = append(consumedAt[o.ConsumedAt], op.ID)
+		}
+	}
+	if len(winners) > 1 {
+		r.add(Anomaly{Kind: KindDoubleConsume, Action: id, Ops: winners,
+			Detail: fmt.Sprintf("%d consumes with different Idempotency-Keys got 200", len(winners))})
+	}
+	if len(wrongPINs) > MaxPINAttempts {
+		r.add(Anomaly{Kind: KindTooManyPINs, Action: id, Ops: wrongPINs,
+			Detail: fmt.Sprintf("%d wrong PINs answered invalid_pin (at most %d may count)", len(wrongPINs), MaxPINAttempts)})
+	}
+	if len(consumedAt) > 1 {
+		var all []int
+		var vals []string
+		for v, ids := range consumedAt {
+			vals = append(vals, v)
+			all = append(all, ids...)
+		}
+		sort.Strings(vals)
+		sort.Ints(all)
+		r.add(Anomaly{Kind: KindConsumedAtDiffer, Action: id, Ops: all,
+			Detail: "answers disagree on consumedAt: " + strings.Join(vals, ", ")})
+	}
+	// Lost writes: the read-backs after healing must show every
+	// acknowledged write.
+	for _, op := range ops {
+		if !op.Final || op.Kind != OpVerify || op.Outcome.Unknown {
+			continue
+		}
+		o := op.Outcome
+		switch {
+		case created && o.Status == 404:
+			r.add(Anomaly{Kind: KindLostWrite, Action: id, Ops: []int{op.ID}, Detail: "acknowledged create is gone after healing"})
+		case consumed && o.Status == 200 && !(o.State == "consumed" && o.Reason == "consumed"):
+			r.add(Anomaly{Kind: KindLostWrite, Action: id, Ops: append([]int{op.ID}, winners...),
+				Detail: fmt.Sprintf("acknowledged consume reads back as %s after healing", o.State)})
+		case canceled && o.Status == 200 && o.State != "canceled":
+			r.add(Anomaly{Kind: KindLostWrite, Action: id, Ops: []int{op.ID},
+				Detail: fmt.Sprintf("acknowledged cancel reads back as %s after healing", o.State)})
+		case o.Status == 200 && len(wrongPINs) > o.FailedPINs && len(wrongPINs) <= MaxPINAttempts:
+			r.add(Anomaly{Kind: KindLostWrite, Action: id, Ops: append([]int{op.ID}, wrongPINs...),
+				Detail: fmt.Sprintf("%d acknowledged wrong PINs but %d counted after healing", len(wrongPINs), o.FailedPINs)})
+		}
+	}
+}
+
+// checkLinearizable runs porcupine on each action's sub-history.
+func checkLinearizable(ctx context.Context, r *Report, ids []string, byAction map[string][]*Op, timeout time.Duration) {
+	model := Model()
+	deadline := time.Now().Add(timeout)
+	r.Linearizable = string(porcupine.Ok)
+	for _, id := range ids {
+		left := time.Until(deadline)
+		if left <= 0 || ctx.Err() != nil {
+			r.Linearizable = string(porcupine.Unknown)
+			r.add(Anomaly{Kind: KindCheckerTimeout, Detail: "linearizability check ran out of time; raise -check-timeout"})
+			return
+		}
+		switch porcupine.CheckOperationsTimeout(model, porcupineOps(byAction[id]), left) {
+		case porcupine.Illegal:
+			r.Linearizable = string(porcupine.Illegal)
+			r.illegal = append(r.illegal, id)
+			var opIDs []int
+			for _, op := range byAction[id] {
+				opIDs = append(opIDs, op.ID)
+			}
+			r.add(Anomaly{Kind: KindNotLinearizable, Action: id, Ops: opIDs,
+				Detail: "no order of this action's operations is allowed by SPEC.md (see the visualization)"})
+		case porcupine.Unknown:
+			r.Linearizable = string(porcupine.Unknown)
+			r.add(Anomaly{Kind: KindCheckerTimeout, Action: id, Detail: "linearizability check timed out for this action"})
+			return
+		}
+	}
+}
+
+// Visualize writes porcupine's HTML visualization of the actions that are
+// not linearizable (or of every action when all are), for reading in a browser.
+func Visualize(r *Report, ops []*Op, w io.Writer, timeout time.Duration) error {
+	sel := ops
+	if len(r.illegal) > 0 {
+		want := map[string]bool{}
+		for _, id := range r.illegal {
+			want[id] = true
+		}
+		sel = nil
+		for _, op := range ops {
+			if want[op.Action] {
+				sel = append(sel, op)
+			}
+		}
+	}
+	model := Model()
+	_, info := porcupine.CheckOperationsVerbose(model, porcupineOps(sel), timeout)
+	if err := porcupine.Visualize(model, info, w); err != nil {
+		return fmt.Errorf("porcupine visualization: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,310 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// FaultKind names one kind of fault.
+type FaultKind string
+
+// The faults the nemesis injects.
+const (
+	KillLeader    FaultKind = "kill-leader"    // SIGKILL the leader, restart on its data dir
+	KillFollower  FaultKind = "kill-follower"  // SIGKILL a follower, restart
+	KillRandom    FaultKind = "kill-random"    // SIGKILL any node, restart
+	KillAll       FaultKind = "kill-all"       // SIGKILL every node at once, restart all
+	PauseLeader   FaultKind = "pause-leader"   // SIGSTOP the leader past the election timeout, SIGCONT
+	PauseRandom   FaultKind = "pause-random"   // SIGSTOP any node, SIGCONT
+	IsolateLeader FaultKind = "isolate-leader" // cut the leader from both followers (both ways)
+	IsolateNode   FaultKind = "isolate-node"   // cut any one node from the others (both ways)
+	OneWayOut     FaultKind = "oneway-leader-out"
+	OneWayIn      FaultKind = "oneway-leader-in"
+	SnapshotLag   FaultKind = "snapshot-lag" // keep a follower away during a burst of writes so it needs a snapshot
+	ClockSkew     FaultKind = "clock-skew"   // restart a node with a test-only clock offset
+)
+
+// partitionFaults need a network that can cut links.
+var partitionFaults = []FaultKind{IsolateLeader, IsolateNode, OneWayOut, OneWayIn, SnapshotLag}
+
+// Scenarios maps a scenario name to the faults it draws from.
+var Scenarios = map[string][]FaultKind{
+	"none":      nil,
+	"kill":      {KillLeader, KillFollower, KillRandom, KillAll},
+	"pause":     {PauseLeader, PauseRandom},
+	"partition": {IsolateLeader, IsolateNode, OneWayOut, OneWayIn},
+	"snapshot":  {SnapshotLag},
+	"clock":     {ClockSkew},
+	"mixed":     {KillLeader, KillFollower, KillRandom, KillAll, PauseLeader, PauseRandom, IsolateLeader, IsolateNode, OneWayOut, OneWayIn, SnapshotLag},
+}
+
+// Fault is one scheduled fault. Pick is a random number fixed by the seed
+// that chooses among candidate nodes when the fault starts.
+type Fault struct {
+	At   time.Duration `json:"at"`
+	Kind FaultKind     `json:"kind"`
+	Hold time.Duration `json:"hold"`
+	Pick uint64        `json:"pick"`
+	// Offset is the clock offset of a clock-skew fault.
+	Offset time.Duration `json:"offset,omitempty"`
+}
+
+func (f Fault) String() string {
+	return fmt.Sprintf("+%v %s for %v", f.At.Round(time.Millisecond), f.Kind, f.Hold.Round(time.Millisecond))
+}
+
+// ScenarioSeed derives a scenario's seed from the run's seed, so that one
+// seed replays the same schedule of every scenario.
+func ScenarioSeed(seed uint64, scenario string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(scenario))
+	return seed ^ h.Sum64()
+}
+
+// NewSchedule draws the faults of a scenario of the given duration: a
+// warm-up, then faults with random holds and gaps, ending early enough to
+// leave a fault-free cool-down. The same seed gives the same schedule.
+func NewSchedule(seed uint64, kinds []FaultKind, d time.Duration) []Fault {
+	if len(kinds) == 0 {
+		return nil
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x6e656d65736973))
+	ms := func(lo, hi int) time.Duration { return time.Duration(lo+rng.IntN(hi-lo+1)) * time.Millisecond }
+	var out []Fault
+	t := ms(3000, 5000)
+	end := d - 8*time.Second
+	for t < end {
+		f := Fault{At: t, Kind: kinds[rng.IntN(len(kinds))], Pick: rng.Uint64()}
+		switch f.Kind {
+		case PauseLeader, PauseRandom:
+			f.Hold = ms(3000, 7000) // well past the election timeout
+		case SnapshotLag:
+			f.Hold = ms(12000, 18000)
+		case ClockSkew:
+			f.Hold = ms(8000, 12000)
+			f.Offset = time.Duration(rng.IntN(61)-30) * time.Second
+		case KillAll:
+			f.Hold = ms(500, 2000)
+		case IsolateLeader, IsolateNode, OneWayOut, OneWayIn:
+			f.Hold = ms(4000, 14000) // some beyond the 10s request deadline
+		default:
+			f.Hold = ms(2000, 8000)
+		}
+		if t+f.Hold > end {
+			break
+		}
+		out = append(out, f)
+		t += f.Hold + ms(3000, 6000)
+	}
+	return out
+}
+
+// FaultEvent records one fault as it happened.
+type FaultEvent struct {
+	Fault
+	// Nodes are the nodes the fault hit; Start and End are history times.
+	Nodes []int  `json:"nodes"`
+	Start int64  `json:"start"`
+	End   int64  `json:"end"`
+	Note  string `json:"note,omitempty"`
+	Err   string `json:"err,omitempty"`
+}
+
+// Nemesis injects a schedule of faults into a cluster.
+type Nemesis struct {
+	Cluster *Cluster
+	Net     Network
+	Hist    *History
+	Log     *slog.Logger
+	// Burst, when set, issues n writes (used by snapshot-lag).
+	Burst func(ctx context.Context, n int)
+}
+
+// Run executes schedule (times relative to now) and returns what happened.
+// Every fault is healed before the next starts and before Run returns.
+func (n *Nemesis) Run(ctx context.Context, schedule []Fault) []FaultEvent {
+	start := time.Now()
+	var events []FaultEvent
+	for _, f := range schedule {
+		if wait := time.Until(start.Add(f.At)); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return events
+			case <-time.After(wait):
+			}
+		}
+		ev := n.inject(ctx, f)
+		events = append(events, ev)
+		lvl := slog.LevelInfo
+		if ev.Err != "" {
+			lvl = slog.LevelWarn
+		}
+		n.Log.Log(ctx, lvl, "fault", "kind", f.Kind, "nodes", ev.Nodes, "hold", f.Hold, "note", ev.Note, "err", ev.Err)
+	}
+	return events
+}
+
+func (n *Nemesis) sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// target resolves the node a fault hits.
+func (n *Nemesis) target(ctx context.Context, f Fault) (int, string) {
+	nodes := n.Cluster.Nodes()
+	random := int(f.Pick%uint64(nodes)) + 1
+	switch f.Kind {
+	case KillLeader, PauseLeader, IsolateLeader, OneWayOut, OneWayIn:
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if l := n.Cluster.WaitLeader(lctx); l != 0 {
+			return l, "leader"
+		}
+		return random, "no leader found; random node"
+	case KillFollower, SnapshotLag:
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		l := n.Cluster.WaitLeader(lctx)
+		var fs []int
+		for i := 1; i <= nodes; i++ {
+			if i != l {
+				fs = append(fs, i)
+			}
+		}
+		if l == 0 {
+			return random, "no leader found; random node"
+		}
+		return fs[int(f.Pick%uint64(len(fs)))], "follower"
+	}
+	return random, "random"
+}
+
+func (n *Nemesis) others(x int) []int {
+	var out []int
+	for i := 1; i <= n.Cluster.Nodes(); i++ {
+		if i != x {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// inject applies one fault, holds it, and heals it.
+func (n *Nemesis) inject(ctx context.Context, f Fault) FaultEvent {
+	ev := FaultEvent{Fault: f, Start: n.Hist.Now()}
+	defer func() { ev.End = n.Hist.Now() }()
+	var errs []error
+	if slices.Contains(partitionFaults, f.Kind) && !n.Net.CanPartition() {
+		ev.Note = "skipped: this network cannot cut links"
+		return ev
+	}
+	x, how := n.target(ctx, f)
+	ev.Nodes = []int{x}
+	ev.Note = how
+	switch f.Kind {
+	case KillLeader, KillFollower, KillRandom:
+		errs = append(errs, n.Cluster.Kill(ctx, x))
+		n.sleep(ctx, f.Hold)
+		errs = append(errs, n.Cluster.Start(x))
+	case KillAll:
+		ev.Nodes = nil
+		for i := 1; i <= n.Cluster.Nodes(); i++ {
+			ev.Nodes = append(ev.Nodes, i)
+			errs = append(errs, n.Cluster.Kill(ctx, i))
+		}
+		n.sleep(ctx, f.Hold)
+		for i := 1; i <= n.Cluster.Nodes(); i++ {
+			errs = append(errs, n.Cluster.Start(i))
+		}
+	case PauseLeader, PauseRandom:
+		errs = append(errs, n.Cluster.Pause(x))
+		n.sleep(ctx, f.Hold)
+		errs = append(errs, n.Cluster.Resume(x))
+	case IsolateLeader, IsolateNode:
+		for _, y := range n.others(x) {
+			errs = append(errs, n.Net.Cut(ctx, x, y), n.Net.Cut(ctx, y, x))
+		}
+		n.sleep(ctx, f.Hold)
+		errs = append(errs, n.Net.Heal(ctx))
+	case OneWayOut:
+		for _, y := range n.others(x) {
+			errs = append(errs, n.Net.Cut(ctx, x, y))
+		}
+		n.sleep(ctx, f.Hold)
+		errs = append(errs, n.Net.Heal(ctx))
+	case OneWayIn:
+		for _, y := range n.others(x) {
+			errs = append(errs, n.Net.Cut(ctx, y, x))
+		}
+		n.sleep(ctx, f.Hold)
+		errs = append(errs, n.Net.Heal(ctx))
+	case SnapshotLag:
+		before := countInLog(n.Cluster.LogPath(x), "installed remote snapshot")
+		for _, y := range n.others(x) {
+			errs = append(errs, n.Net.Cut(ctx, x, y), n.Net.Cut(ctx, y, x))
+		}
+		holdEnd := time.Now().Add(f.Hold)
+		if n.Burst != nil {
+			bctx, cancel := context.WithDeadline(ctx, holdEnd)
+			n.Burst(bctx, 400)
+			cancel()
+		}
+		n.sleep(ctx, time.Until(holdEnd))
+		errs = append(errs, n.Net.Heal(ctx))
+		// Give the node a bounded time to catch up, then report whether
+		// it took a snapshot (needs the server's snapshot tuning hook).
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) && countInLog(n.Cluster.LogPath(x), "installed remote snapshot") == before {
+			n.sleep(ctx, 250*time.Millisecond)
+		}
+		if countInLog(n.Cluster.LogPath(x), "installed remote snapshot") > before {
+			ev.Note += "; node installed a snapshot from the leader"
+		} else {
+			ev.Note += "; node caught up from the log (no snapshot installed)"
+		}
+	case ClockSkew:
+		errs = append(errs, n.Cluster.Kill(ctx, x))
+		n.Cluster.SetNodeEnv(x, []string{"EXACTONCE_TEST_CLOCK_OFFSET=" + f.Offset.String()})
+		errs = append(errs, n.Cluster.Start(x))
+		ev.Note += fmt.Sprintf("; clock offset %v", f.Offset)
+		n.sleep(ctx, f.Hold)
+		errs = append(errs, n.Cluster.Kill(ctx, x))
+		n.Cluster.SetNodeEnv(x, nil)
+		errs = append(errs, n.Cluster.Start(x))
+	}
+	if err := errors.Join(errs...); err != nil {
+		ev.Err = err.Error()
+	}
+	// Wait (bounded) for every node to be ready again, so that faults do
+	// not pile up; the schedule's times stay fixed.
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	all := make([]int, 0, n.Cluster.Nodes())
+	for i := 1; i <= n.Cluster.Nodes(); i++ {
+		all = append(all, i)
+	}
+	if err := n.Cluster.WaitReady(rctx, all...); err != nil {
+		ev.Note += "; not all nodes ready 20s after healing: " + err.Error()
+	}
+	return ev
+}
+
+// countInLog counts case-insensitive occurrences of s in a log file.
+func countInLog(path, s string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	return bytes.Count(bytes.ToLower(b), []byte(strings.ToLower(s)))
+}

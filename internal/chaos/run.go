@@ -1,0 +1,380 @@
+package chaos
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/exactonce/exactonce/internal/client"
+)
+
+// Options configures a harness run.
+type Options struct {
+	Seed uint64
+	// Scenarios run in order; each gets a fresh cluster.
+	Scenarios []string
+	// Duration is each scenario's workload time.
+	Duration time.Duration
+	// Binary is the exactonced executable.
+	Binary string
+	// WorkDir holds the nodes' data (wiped per scenario).
+	WorkDir string
+	// OutDir receives results: <OutDir>/<seed>/<scenario>/.
+	OutDir string
+	// Net is where the nodes run.
+	Net Network
+	// NodeEnv is extra environment for every node (test hooks).
+	NodeEnv      []string
+	Workload     WorkloadConfig
+	CheckTimeout time.Duration
+	Log          *slog.Logger
+	// Out receives the human-readable summary.
+	Out io.Writer
+}
+
+// ScenarioResult is the outcome of one scenario.
+type ScenarioResult struct {
+	Scenario string       `json:"scenario"`
+	Seed     uint64       `json:"seed"`
+	Schedule []Fault      `json:"schedule"`
+	Faults   []FaultEvent `json:"faults"`
+	Report   *Report      `json:"report"`
+	// Resolved and Unresolved count unknown writes retried after healing.
+	Resolved   int    `json:"resolved"`
+	Unresolved int    `json:"unresolved"`
+	Converged  string `json:"converged"`
+	Dir        string `json:"dir"`
+	Elapsed    string `json:"elapsed"`
+}
+
+// RunScenario runs one scenario end to end on a fresh cluster and checks
+// its history. An error means the harness itself failed (not an anomaly).
+func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResult, err error) {
+	kinds, ok := Scenarios[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown scenario %q", name)
+	}
+	began := time.Now()
+	seed := ScenarioSeed(o.Seed, name)
+	res = &ScenarioResult{Scenario: name, Seed: seed, Schedule: NewSchedule(seed, kinds, o.Duration)}
+	res.Dir = filepath.Join(o.OutDir, fmt.Sprint(o.Seed), name)
+	log := o.Log.With("scenario", name)
+	fmt.Fprintf(o.Out, "== scenario %s (seed %d, scenario seed %d, %v, %d faults)\n", name, o.Seed, seed, o.Duration, len(res.Schedule))
+	for _, f := range res.Schedule {
+		fmt.Fprintf(o.Out, "   planned %s\n", f)
+	}
+
+	dir := filepath.Join(o.WorkDir, name)
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, fmt.Errorf("wipe %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("work dir: %w", err)
+	}
+	token, key := randomToken(32), base64.StdEncoding.EncodeToString(randomBytes(32))
+	cl, err := NewCluster(ClusterConfig{Binary: o.Binary, Dir: dir, Net: o.Net, Nodes: 3,
+		AdminToken: token, ClusterKey: key, Env: o.NodeEnv, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	cl.KillLeftovers()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		cl.StopAll(sctx, 10*time.Second)
+		_ = o.Net.Heal(sctx)
+		if res != nil {
+			res.Elapsed = time.Since(began).Round(time.Second).String()
+		}
+	}()
+	all := []int{1, 2, 3}
+	for _, n := range all {
+		if err := cl.Start(n); err != nil {
+			return nil, err
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	err = cl.WaitReady(rctx, all...)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("cluster did not start: %w", err)
+	}
+	clientID, secret, err := createClient(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+
+	hist := NewHistory()
+	wl, err := NewWorkload(o.Workload, cl, hist, clientID, secret, log)
+	if err != nil {
+		return nil, err
+	}
+	nem := &Nemesis{Cluster: cl, Net: o.Net, Hist: hist, Log: log, Burst: func(ctx context.Context, n int) {
+		burstProc := 10000
+		for i := 0; i < n && ctx.Err() == nil; i++ {
+			wl.create(ctx, burstProc, i%3+1, false)
+		}
+	}}
+	wctx, stopWorkload := context.WithTimeout(ctx, o.Duration)
+	defer stopWorkload()
+	var wg sync.WaitGroup
+	wg.Go(func() { wl.Run(wctx) })
+	res.Faults = nem.Run(wctx, res.Schedule)
+	wg.Wait()
+	if ctx.Err() != nil {
+		return res, fmt.Errorf("interrupted: %w", ctx.Err())
+	}
+
+	// Heal everything, wait for the cluster, then settle the history.
+	_ = o.Net.Heal(ctx)
+	for _, n := range all {
+		if cl.Paused(n) {
+			_ = cl.Resume(n)
+		}
+		if !cl.Running(n) {
+			_ = cl.Start(n)
+		}
+	}
+	var extra []Anomaly
+	rctx, cancel = context.WithTimeout(ctx, 60*time.Second)
+	err = cl.WaitReady(rctx, all...)
+	cancel()
+	if err != nil {
+		extra = append(extra, Anomaly{Kind: "unavailable-after-healing", Detail: err.Error()})
+	}
+	settle := 100000
+	res.Resolved, res.Unresolved = wl.Resolve(ctx, all, settle)
+	// A write through the leader commits everything before it; the
+	// read-backs that follow are linearizable reads on every node.
+	wl.create(ctx, settle+1, 1, false)
+	wl.ReadBack(ctx, all, settle+2)
+	conv, div := converge(ctx, cl, wl)
+	res.Converged = conv
+	extra = append(extra, div...)
+
+	ops := hist.Ops()
+	res.Report = Check(ctx, ops, o.CheckTimeout)
+	res.Report.Anomalies = append(res.Report.Anomalies, extra...)
+	if err := writeResult(o, res, ops, cl); err != nil {
+		log.Warn("could not save results", "err", err)
+	}
+	printResult(o.Out, res)
+	return res, nil
+}
+
+// createClient registers the workload's tenant, retrying until a leader
+// accepts it.
+func createClient(ctx context.Context, cl *Cluster) (string, string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var last error
+	for i := 0; cctx.Err() == nil; i++ {
+		// The same key on every try: a lost answer does not make two clients.
+		nc, err := cl.Admin(i%3+1).CreateClient(cctx, "chaos", client.WithIdempotencyKey("chaos-client"))
+		if err == nil {
+			return nc.ClientID, nc.ClientSecret, nil
+		}
+		last = err
+		select {
+		case <-cctx.Done():
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	return "", "", fmt.Errorf("create chaos client: %w", errors.Join(last, cctx.Err()))
+}
+
+// converge waits until every node has applied the same index (and reports
+// the same state hash when the server exposes one), then compares each
+// node's own view (consistency=stale) of the stats and of every action.
+func converge(ctx context.Context, cl *Cluster, wl *Workload) (string, []Anomaly) {
+	deadline := time.Now().Add(30 * time.Second)
+	var sts []*NodeStatus
+	for {
+		sts = sts[:0]
+		for n := 1; n <= cl.Nodes(); n++ {
+			if st, err := cl.Status(ctx, n); err == nil {
+				sts = append(sts, st)
+			}
+		}
+		if len(sts) == cl.Nodes() && sameApplied(sts) {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return "no", []Anomaly{{Kind: KindDiverged, Detail: "nodes did not reach the same applied index within 30s: " + describeStatuses(sts)}}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	how := fmt.Sprintf("applied index %d on every node", sts[0].AppliedIndex)
+	var out []Anomaly
+	if sts[0].StateHash != "" {
+		for _, st := range sts[1:] {
+			if st.StateHash != sts[0].StateHash {
+				out = append(out, Anomaly{Kind: KindDiverged, Detail: "state hashes differ at the same applied index: " + describeStatuses(sts)})
+				break
+			}
+		}
+		how += ", same state hash"
+	}
+	// Each node's local state, action by action.
+	views := make([]map[string]string, cl.Nodes())
+	for n := 1; n <= cl.Nodes(); n++ {
+		views[n-1] = wl.localView(ctx, n)
+	}
+	for n := 2; n <= cl.Nodes(); n++ {
+		if !reflect.DeepEqual(views[0], views[n-1]) {
+			var diffs []string
+			for id, v := range views[0] {
+				if views[n-1][id] != v {
+					diffs = append(diffs, fmt.Sprintf("%s: node1 %q node%d %q", id, v, n, views[n-1][id]))
+				}
+			}
+			sort.Strings(diffs)
+			if len(diffs) > 5 {
+				diffs = append(diffs[:5], "...")
+			}
+			out = append(out, Anomaly{Kind: KindDiverged, Detail: fmt.Sprintf("node1 and node%d hold different action states (stale local reads): %s", n, strings.Join(diffs, "; "))})
+		}
+	}
+	how += fmt.Sprintf(", %d actions identical in every node's local state", len(views[0]))
+	if len(out) > 0 {
+		return "no", out
+	}
+	return "yes (" + how + ")", nil
+}
+
+func sameApplied(sts []*NodeStatus) bool {
+	for _, st := range sts[1:] {
+		if st.AppliedIndex != sts[0].AppliedIndex {
+			return false
+		}
+	}
+	return true
+}
+
+func describeStatuses(sts []*NodeStatus) string {
+	var parts []string
+	for _, st := range sts {
+		parts = append(parts, fmt.Sprintf("%s applied=%d commit=%d hash=%q", st.NodeID, st.AppliedIndex, st.CommitIndex, st.StateHash))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// localView reads every known action from node n's local state
+// (consistency=stale) and renders the fields that must agree.
+func (w *Workload) localView(ctx context.Context, n int) map[string]string {
+	w.mu.Lock()
+	ids := make([]string, 0, len(w.actions))
+	for _, a := range w.actions {
+		ids = append(ids, a.id)
+	}
+	w.mu.Unlock()
+	out := make(map[string]string, len(ids))
+	for _, id := range ids {
+		a, err := w.clients[n-1].Get(ctx, id, client.Stale())
+		if err != nil {
+			out[id] = "error: " + client.ErrorCode(err)
+			continue
+		}
+		ca := ""
+		if a.ConsumedAt != nil {
+			ca = a.ConsumedAt.UTC().Format(time.RFC3339Nano)
+		}
+		out[id] = fmt.Sprintf("%s/%s/%d/%s", a.State, a.ConsumedReason, a.FailedPINAttempts, ca)
+	}
+	return out
+}
+
+// writeResult saves the history, faults and report; on anomalies also the
+// porcupine visualization and the node logs.
+func writeResult(o Options, res *ScenarioResult, ops []*Op, cl *Cluster) error {
+	if err := os.MkdirAll(res.Dir, 0o755); err != nil {
+		return fmt.Errorf("result dir: %w", err)
+	}
+	hb, err := MarshalHistory(ops)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(res.Dir, "history.json"), hb, 0o644); err != nil {
+		return fmt.Errorf("write history: %w", err)
+	}
+	rb, err := json.MarshalIndent(res, "", " ")
+	if err != nil {
+		return fmt.Errorf("marshal result: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(res.Dir, "result.json"), rb, 0o644); err != nil {
+		return fmt.Errorf("write result: %w", err)
+	}
+	if res.Report.OK() {
+		return nil
+	}
+	f, err := os.Create(filepath.Join(res.Dir, "linearizability.html"))
+	if err != nil {
+		return fmt.Errorf("visualization: %w", err)
+	}
+	verr := Visualize(res.Report, ops, f, o.CheckTimeout)
+	if err := f.Close(); err != nil {
+		verr = errors.Join(verr, err)
+	}
+	for n := 1; n <= cl.Nodes(); n++ {
+		if b, err := os.ReadFile(cl.LogPath(n)); err == nil {
+			_ = os.WriteFile(filepath.Join(res.Dir, fmt.Sprintf("node%d.log", n)), b, 0o644)
+		}
+	}
+	return verr
+}
+
+// printResult writes a scenario's summary.
+func printResult(w io.Writer, res *ScenarioResult) {
+	r := res.Report
+	fmt.Fprintf(w, "-- scenario %s: %d ops on %d actions, %d unknown outcomes (%d resolved by retry after healing, %d left unknown), %d ops retried\n",
+		res.Scenario, r.Ops, r.Actions, r.Unknown, res.Resolved, res.Unresolved, r.Retried)
+	keys := make([]string, 0, len(r.ByOutcome))
+	for k := range r.ByOutcome {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "   %-40s %6d\n", k, r.ByOutcome[k])
+	}
+	fmt.Fprintf(w, "   faults injected: %d\n", len(res.Faults))
+	for _, f := range res.Faults {
+		msg := fmt.Sprintf("     %s nodes=%v (%s)", f.Fault, f.Nodes, f.Note)
+		if f.Err != "" {
+			msg += " error: " + f.Err
+		}
+		fmt.Fprintln(w, msg)
+	}
+	fmt.Fprintf(w, "   linearizable: %s; replicas converged: %s\n", r.Linearizable, res.Converged)
+	if r.OK() {
+		fmt.Fprintf(w, "   no anomalies (history: %s)\n", filepath.Join(res.Dir, "history.json"))
+		return
+	}
+	fmt.Fprintf(w, "   ANOMALIES: %d (history, visualization and node logs in %s)\n", len(r.Anomalies), res.Dir)
+	for i, a := range r.Anomalies {
+		if i == 20 {
+			fmt.Fprintf(w, "     ... %d more in result.json\n", len(r.Anomalies)-20)
+			break
+		}
+		fmt.Fprintf(w, "     %s\n", a)
+	}
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux
+	return b
+}
+
+func randomToken(n int) string { return base64.RawURLEncoding.EncodeToString(randomBytes(n)) }

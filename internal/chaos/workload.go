@@ -1,0 +1,423 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/exactonce/exactonce/internal/client"
+)
+
+// The PINs the workload uses: every PIN action has RightPIN.
+const (
+	RightPIN = "4711"
+	WrongPIN = "0000"
+)
+
+// WorkloadConfig tunes the workload.
+type WorkloadConfig struct {
+	// WorkersPerNode is how many sequential clients are pinned to each node.
+	WorkersPerNode int
+	// Racers is the most concurrent consumers of one hot action.
+	Racers int
+	// RequestTimeout bounds one HTTP attempt.
+	RequestTimeout time.Duration
+	// Attempts is how many times a logical operation is tried (same
+	// Idempotency-Key) before its outcome is left unknown.
+	Attempts int
+	// Think is the pause between a worker's operations.
+	Think time.Duration
+	Seed  uint64
+}
+
+// actionInfo is what the workload knows about an action it created.
+type actionInfo struct {
+	id     string
+	hasPIN bool
+	tag    string
+	// wrongLeft is how many more wrong PINs the workload may still send
+	// (a few more than three to probe the limit).
+	wrongLeft atomic.Int32
+}
+
+// Workload drives clients pinned to each node and records the history.
+type Workload struct {
+	cfg     WorkloadConfig
+	cluster *Cluster
+	hist    *History
+	log     *slog.Logger
+	creds   client.Option
+
+	clients []*client.Client // one per node, shared by its workers
+
+	mu      sync.Mutex
+	actions []*actionInfo
+	byID    map[string]*actionInfo
+	pending []*Op // write ops whose outcome is still unknown
+
+	keySeq atomic.Int64
+}
+
+// NewWorkload prepares a workload for a client with the given credentials.
+func NewWorkload(cfg WorkloadConfig, c *Cluster, h *History, clientID, secret string, log *slog.Logger) (*Workload, error) {
+	w := &Workload{cfg: cfg, cluster: c, hist: h, log: log, byID: map[string]*actionInfo{},
+		creds: client.WithCredentials(clientID, secret)}
+	for n := 1; n <= c.Nodes(); n++ {
+		cl, err := client.New(c.URL(n), w.creds,
+			client.WithHTTPClient(&http.Client{Timeout: cfg.RequestTimeout, Transport: client.NewTransport()}))
+		if err != nil {
+			return nil, fmt.Errorf("client for node%d: %w", n, err)
+		}
+		w.clients = append(w.clients, cl)
+	}
+	return w, nil
+}
+
+// Run runs the workers until ctx ends.
+func (w *Workload) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	nw := w.cfg.WorkersPerNode * w.cluster.Nodes()
+	for i := range nw {
+		wg.Go(func() { w.worker(ctx, i, nw) })
+	}
+	wg.Wait()
+}
+
+// worker is one sequential client pinned to node i%N+1. Its process id in
+// the history is i; its hot-action racers use ids after all workers.
+func (w *Workload) worker(ctx context.Context, i, nw int) {
+	node := i%w.cluster.Nodes() + 1
+	rng := rand.New(rand.NewPCG(w.cfg.Seed, uint64(i)+1))
+	var own []*actionInfo // cold actions this worker will consume itself
+	for ctx.Err() == nil {
+		switch r := rng.IntN(100); {
+		case r < 22:
+			if a := w.create(ctx, i, node, rng.IntN(3) == 0); a != nil {
+				own = append(own, a)
+			}
+		case r < 42 && len(own) > 0:
+			a := own[0]
+			own = own[1:]
+			pin := ""
+			if a.hasPIN && rng.IntN(8) != 0 {
+				pin = "right" // sometimes none: pin_required
+			}
+			w.consume(ctx, i, node, a, pin)
+		case r < 52:
+			w.hotRace(ctx, i, nw, rng)
+		case r < 62:
+			if a := w.pick(rng, true); a != nil && a.wrongLeft.Add(-1) >= 0 {
+				w.consume(ctx, i, node, a, "wrong")
+			}
+		case r < 85:
+			if a := w.pick(rng, false); a != nil {
+				w.verify(ctx, i, node, a.id, false)
+			}
+		case r < 92:
+			if a := w.pick(rng, false); a != nil {
+				w.cancel(ctx, i, node, a)
+			}
+		default:
+			if a := w.pick(rng, false); a != nil {
+				pin := ""
+				if a.hasPIN {
+					pin = "right"
+				}
+				w.consume(ctx, i, node, a, pin)
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(w.cfg.Think):
+		}
+	}
+}
+
+// hotRace creates one action and has several racers on every node consume
+// it at once, each with its own Idempotency-Key.
+func (w *Workload) hotRace(ctx context.Context, i, nw int, rng *rand.Rand) {
+	node := i%w.cluster.Nodes() + 1
+	a := w.create(ctx, i, node, false)
+	if a == nil {
+		return
+	}
+	racers := 2 + rng.IntN(max(1, w.cfg.Racers-1))
+	var wg sync.WaitGroup
+	for r := range racers {
+		proc := nw + i*w.cfg.Racers + r
+		wg.Go(func() { w.consume(ctx, proc, r%w.cluster.Nodes()+1, a, "") })
+	}
+	wg.Wait()
+}
+
+func (w *Workload) pick(rng *rand.Rand, withPIN bool) *actionInfo {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.actions) == 0 {
+		return nil
+	}
+	for range 8 {
+		// Prefer recent actions: they are the ones still in play.
+		lo := max(0, len(w.actions)-200)
+		a := w.actions[lo+rng.IntN(len(w.actions)-lo)]
+		if !withPIN || a.hasPIN {
+			return a
+		}
+	}
+	return nil
+}
+
+func (w *Workload) key(kind OpKind) string {
+	return fmt.Sprintf("chaos-%d-%s-%d", w.cfg.Seed, kind, w.keySeq.Add(1))
+}
+
+func (w *Workload) register(a *actionInfo) {
+	w.mu.Lock()
+	w.actions = append(w.actions, a)
+	w.byID[a.id] = a
+	w.mu.Unlock()
+}
+
+// create creates one action; nil when its outcome stayed unknown or failed.
+func (w *Workload) create(ctx context.Context, proc, node int, pin bool) *actionInfo {
+	key := w.key(OpCreate)
+	body := map[string]any{"payload": map[string]any{"chaos": key}}
+	if pin {
+		body["pin"] = RightPIN
+	}
+	b, _ := json.Marshal(body)
+	op := &Op{Process: proc, Kind: OpCreate, Key: key, HasPIN: pin}
+	resp := w.exec(ctx, op, node, http.MethodPost, "/v1/actions", b)
+	if !op.OK() {
+		if op.Outcome.Unknown {
+			w.mu.Lock()
+			w.pending = append(w.pending, op)
+			w.mu.Unlock()
+			op.body = b
+		}
+		return nil
+	}
+	op.Action = resp.ActionID
+	a := &actionInfo{id: resp.ActionID, hasPIN: pin, tag: key}
+	a.wrongLeft.Store(MaxPINAttempts + 1)
+	w.register(a)
+	return a
+}
+
+func (w *Workload) consume(ctx context.Context, proc, node int, a *actionInfo, pin string) {
+	body := map[string]any{"consumer": map[string]any{"process": proc}}
+	switch pin {
+	case "right":
+		body["pin"] = RightPIN
+	case "wrong":
+		body["pin"] = WrongPIN
+	}
+	b, _ := json.Marshal(body)
+	op := &Op{Process: proc, Kind: OpConsume, Action: a.id, Key: w.key(OpConsume), PIN: pin, body: b}
+	w.exec(ctx, op, node, http.MethodPost, "/v1/actions/"+a.id+"/consume", b)
+	w.keepIfUnknown(op)
+}
+
+func (w *Workload) cancel(ctx context.Context, proc, node int, a *actionInfo) {
+	op := &Op{Process: proc, Kind: OpCancel, Action: a.id, Key: w.key(OpCancel)}
+	w.exec(ctx, op, node, http.MethodDelete, "/v1/actions/"+a.id, nil)
+	w.keepIfUnknown(op)
+}
+
+func (w *Workload) verify(ctx context.Context, proc, node int, id string, final bool) *Op {
+	op := &Op{Process: proc, Kind: OpVerify, Action: id, Final: final}
+	w.exec(ctx, op, node, http.MethodGet, "/v1/actions/"+id, nil)
+	return op
+}
+
+func (w *Workload) keepIfUnknown(op *Op) {
+	if op.Outcome.Unknown {
+		w.mu.Lock()
+		w.pending = append(w.pending, op)
+		w.mu.Unlock()
+	}
+}
+
+// response holds the fields of any answer the workload parses.
+type response struct {
+	Error             string          `json:"error"`
+	ActionID          string          `json:"actionId"`
+	State             string          `json:"state"`
+	ConsumedReason    string          `json:"consumedReason"`
+	ConsumedAt        string          `json:"consumedAt"`
+	FailedPINAttempts int             `json:"failedPinAttempts"`
+	AttemptsRemaining int             `json:"attemptsRemaining"`
+	Payload           json.RawMessage `json:"payload"`
+}
+
+// exec runs a logical operation: up to Attempts tries with the op's
+// Idempotency-Key on node, retrying after an unknown outcome (transport
+// error, timeout, 503 outcome_unknown) or 503 unavailable. It records the
+// op in the history and returns the last parsed answer.
+func (w *Workload) exec(ctx context.Context, op *Op, node int, method, path string, body []byte) response {
+	op.Call = w.hist.Now()
+	w.attempts(ctx, op, node, method, path, body, w.cfg.Attempts)
+	op.Return = w.hist.Now()
+	if op.Outcome.Unknown {
+		op.Return = -1
+	}
+	w.hist.Add(op)
+	return op.last
+}
+
+// attempts tries op up to n times and sets op.Outcome from all its
+// attempts so far.
+func (w *Workload) attempts(ctx context.Context, op *Op, node int, method, path string, body []byte, n int) {
+	backoff := 200 * time.Millisecond
+	for try := 0; try < n; try++ {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+		}
+		a, resp := w.attempt(ctx, op, node, method, path, body)
+		op.Attempts = append(op.Attempts, a)
+		op.last = resp
+		if a.Status != 0 && a.Status != 503 {
+			break
+		}
+		if ctx.Err() != nil && op.Kind == OpVerify {
+			break
+		}
+	}
+	op.Outcome = outcomeOf(op)
+}
+
+// outcomeOf derives a logical operation's outcome from its attempts: the
+// first definite non-503 answer wins (a replay repeats it); otherwise
+// unknown if any attempt may have taken effect, else 503 unavailable.
+func outcomeOf(op *Op) Outcome {
+	unknown := false
+	for _, a := range op.Attempts {
+		switch {
+		case a.Status == 0 || (a.Status == 503 && a.Code != "unavailable"):
+			unknown = true
+		case a.Status != 503:
+			return op.parsed(a)
+		}
+	}
+	if unknown || len(op.Attempts) == 0 {
+		return Outcome{Unknown: true}
+	}
+	return Outcome{Status: 503, Code: "unavailable"}
+}
+
+// attempt sends one HTTP request. A context that ends before the request
+// is sent is not counted as a try by the caller (status 0 is unknown, which
+// is always safe).
+func (w *Workload) attempt(ctx context.Context, op *Op, node int, method, path string, body []byte) (Attempt, response) {
+	cl := w.clients[node-1]
+	a := Attempt{Node: node, Call: w.hist.Now()}
+	var opts []client.CallOption
+	if op.Key != "" {
+		opts = append(opts, client.WithIdempotencyKey(op.Key))
+	}
+	// The request outlives the workload's context by its own timeout so
+	// that stopping the workload does not turn answers into unknowns.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.RequestTimeout)
+	defer cancel()
+	status, raw, err := cl.Do(rctx, method, path, body, "", opts...)
+	a.Return = w.hist.Now()
+	var apiErr *client.APIError
+	if err != nil && !errors.As(err, &apiErr) {
+		a.Err = err.Error()
+		return a, response{}
+	}
+	var resp response
+	if jerr := json.Unmarshal(raw, &resp); jerr != nil && status < 300 {
+		a.Err = "undecodable answer: " + jerr.Error()
+		return a, response{}
+	}
+	a.Status, a.Code, a.ConsumedAt = status, resp.Error, resp.ConsumedAt
+	if status == 200 && op.Kind == OpConsume {
+		a.PayloadOK = w.payloadOK(op.Action, resp.Payload)
+	}
+	a.resp = resp
+	return a, resp
+}
+
+// payloadOK checks a consumed payload against the one created.
+func (w *Workload) payloadOK(id string, payload json.RawMessage) bool {
+	w.mu.Lock()
+	a := w.byID[id]
+	w.mu.Unlock()
+	var p struct {
+		Chaos string `json:"chaos"`
+	}
+	return a != nil && json.Unmarshal(payload, &p) == nil && p.Chaos == a.tag
+}
+
+// Resolve retries every write whose outcome is still unknown with its
+// Idempotency-Key against healthy nodes, extending the op to the retry.
+func (w *Workload) Resolve(ctx context.Context, nodes []int, proc int) (resolved, still int) {
+	w.mu.Lock()
+	pending := w.pending
+	w.pending = nil
+	w.mu.Unlock()
+	for i, op := range pending {
+		node := nodes[i%len(nodes)]
+		var method, path string
+		var body []byte
+		switch op.Kind {
+		case OpCreate:
+			method, path, body = http.MethodPost, "/v1/actions", op.body
+		case OpConsume:
+			method, path, body = http.MethodPost, "/v1/actions/"+op.Action+"/consume", op.body
+		case OpCancel:
+			method, path = http.MethodDelete, "/v1/actions/"+op.Action
+		}
+		op.Process = proc
+		w.attempts(ctx, op, node, method, path, body, 3)
+		if op.Outcome.Unknown {
+			still++
+			continue
+		}
+		resolved++
+		op.Return = w.hist.Now()
+		if op.Kind == OpCreate && op.OK() && op.last.ActionID != "" {
+			op.Action = op.last.ActionID
+			a := &actionInfo{id: op.Action, hasPIN: op.HasPIN, tag: op.Key}
+			w.register(a)
+		}
+	}
+	return resolved, still
+}
+
+// ReadBack verifies every known action once (marked Final), round-robin
+// over nodes, retrying until a definite answer or ctx ends.
+func (w *Workload) ReadBack(ctx context.Context, nodes []int, proc int) (missing int) {
+	w.mu.Lock()
+	ids := make([]string, 0, len(w.actions))
+	for _, a := range w.actions {
+		ids = append(ids, a.id)
+	}
+	w.mu.Unlock()
+	for i, id := range ids {
+		op := w.verify(ctx, proc, nodes[i%len(nodes)], id, true)
+		if !op.OK() {
+			missing++
+		}
+	}
+	return missing
+}
+
+// Actions returns how many actions the workload created.
+func (w *Workload) Actions() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.actions)
+}

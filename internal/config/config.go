@@ -1,0 +1,368 @@
+// Package config parses exactonced's settings from command-line flags and
+// EXACTONCE_* environment variables. A flag given on the command line beats
+// the environment; the environment beats the built-in default.
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// EnvPrefix is prepended to a flag's upper-cased name (with - as _) to give
+// its environment variable, e.g. --data-dir is EXACTONCE_DATA_DIR.
+const EnvPrefix = "EXACTONCE_"
+
+// Config is exactonced's validated configuration.
+type Config struct {
+	DataDir string
+
+	HTTPAddr string
+	// HTTPAdvertise is the API base URL other nodes use to reach this node.
+	HTTPAdvertise   string
+	RaftAddr        string
+	RaftAdvertise   string
+	GossipAddr      string
+	GossipAdvertise string
+
+	// NodeID is empty when not given; the server then uses the id kept in
+	// the data dir (generated on first start).
+	NodeID string
+	Join   []string
+	// BootstrapExpect is 1 by default without Join and 0 (join an existing
+	// cluster, never bootstrap) by default with Join.
+	BootstrapExpect int
+
+	// AdminToken is empty when not given; the server then uses the token
+	// kept in the data dir (generated on first start).
+	AdminToken string
+	Dev        bool
+
+	// ClusterKey is the base64 cluster key as given, empty for the key file.
+	ClusterKey string
+	// GossipKey is the decoded gossip encryption key, nil when not given.
+	GossipKey []byte
+
+	TLSCert     string
+	TLSKey      string
+	TLSClientCA string
+
+	RaftTLSCert string
+	RaftTLSKey  string
+	RaftTLSCA   string
+
+	MaxBodyBytes    int64
+	MaxCSVBodyBytes int64
+	MaxPayloadBytes int64
+	MaxCSVRows      int
+	DefaultTTL      time.Duration
+	MaxTTL          time.Duration
+
+	LogLevel  slog.Level
+	LogFormat string
+}
+
+// TLS reports whether the HTTP API is served over HTTPS.
+func (c *Config) TLS() bool { return c.TLSCert != "" }
+
+// RaftTLS reports whether node-to-node traffic uses mutual TLS.
+func (c *Config) RaftTLS() bool { return c.RaftTLSCert != "" }
+
+// Defaults for the limits, shared with the documentation.
+const (
+	DefaultMaxBodyBytes    = 1 << 20
+	DefaultMaxCSVBodyBytes = 16 << 20
+	DefaultMaxPayloadBytes = 16 << 10
+	DefaultMaxCSVRows      = 10000
+	DefaultDefaultTTL      = 24 * time.Hour
+	DefaultMaxTTL          = 366 * 24 * time.Hour
+)
+
+// raw holds flag values before validation.
+type raw struct {
+	bootstrapExpect string
+	join            string
+	gossipKey       string
+	defaultTTL      string
+	maxTTL          string
+	logLevel        string
+}
+
+// UsageError is returned for a bad flag or environment value; the server
+// exits with status 2 on it.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+func usagef(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// EnvName returns the environment variable for a flag name.
+func EnvName(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Parse parses args (without the program name) and the environment read
+// through getenv. It returns flag.ErrHelp for -h/--help (after printing the
+// usage to out) and a *UsageError for any invalid value.
+func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, error) {
+	c := &Config{}
+	var r raw
+	fs := flag.NewFlagSet("exactonced", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: exactonced [flags]\n\nRuns one ExactOnce node. Every flag is also an environment variable\n%s<FLAG> (upper case, - as _); a flag on the command line wins.\n\n", EnvPrefix)
+		fs.PrintDefaults()
+	}
+
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory for state, Raft log, keys and tokens")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP API listen address")
+	fs.StringVar(&c.HTTPAdvertise, "http-advertise", "", "API base URL other nodes use (default http(s)://<http-addr>)")
+	fs.StringVar(&c.RaftAddr, "raft-addr", "127.0.0.1:8300", "Raft listen address")
+	fs.StringVar(&c.RaftAdvertise, "raft-advertise", "", "Raft address other nodes dial (default --raft-addr)")
+	fs.StringVar(&c.GossipAddr, "gossip-addr", "127.0.0.1:8400", "memberlist gossip listen address")
+	fs.StringVar(&c.GossipAdvertise, "gossip-advertise", "", "gossip address other nodes use (default --gossip-addr)")
+	fs.StringVar(&c.NodeID, "node-id", "", "stable node id (default generated once and kept in the data dir)")
+	fs.StringVar(&r.join, "join", "", "comma-separated gossip addresses of existing members")
+	fs.StringVar(&r.bootstrapExpect, "bootstrap-expect", "", "number of nodes forming the first cluster (default 1 without --join, 0 with it: join an existing cluster)")
+	fs.StringVar(&c.AdminToken, "admin-token", "", "admin bearer token (default generated once into <data-dir>/admin.token)")
+	fs.BoolVar(&c.Dev, "dev", false, "development mode: create a client and print its id and secret")
+	fs.StringVar(&c.ClusterKey, "cluster-key", "", "base64 32-byte cluster key, the same on every node (default generated into <data-dir>/cluster.key)")
+	fs.StringVar(&r.gossipKey, "gossip-key", "", "base64 16/24/32-byte gossip encryption key (default derived from the cluster key)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate: serve the API over HTTPS")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA bundle: require API clients to present a certificate signed by it")
+	fs.StringVar(&c.RaftTLSCert, "raft-tls-cert", "", "PEM certificate for mutual TLS between nodes")
+	fs.StringVar(&c.RaftTLSKey, "raft-tls-key", "", "PEM private key for --raft-tls-cert")
+	fs.StringVar(&c.RaftTLSCA, "raft-tls-ca", "", "PEM CA bundle that signs every node's certificate")
+	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", DefaultMaxBodyBytes, "largest JSON request body accepted")
+	fs.Int64Var(&c.MaxCSVBodyBytes, "max-csv-body-bytes", DefaultMaxCSVBodyBytes, "largest text/csv create body accepted")
+	fs.Int64Var(&c.MaxPayloadBytes, "max-payload-bytes", DefaultMaxPayloadBytes, "largest encoded action payload")
+	fs.IntVar(&c.MaxCSVRows, "max-csv-rows", DefaultMaxCSVRows, "most data rows in one CSV create")
+	fs.StringVar(&r.defaultTTL, "default-ttl", "24h", "expiry of an action created without expires_at (Go duration or Nd)")
+	fs.StringVar(&r.maxTTL, "max-ttl", "366d", "longest allowed time from now to expires_at (Go duration or Nd)")
+	fs.StringVar(&r.logLevel, "log-level", "info", "debug|info|warn|error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text|json")
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, &UsageError{Err: err}
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	// Environment fills in every flag not given on the command line.
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if envErr != nil || given[f.Name] || getenv == nil {
+			return
+		}
+		if v := getenv(EnvName(f.Name)); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = usagef("%s=%q: %v", EnvName(f.Name), v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if err := c.finish(&r); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+var nodeIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidNodeID reports whether id is acceptable as a node id.
+func ValidNodeID(id string) bool { return nodeIDRe.MatchString(id) }
+
+func (c *Config) finish(r *raw) error {
+	if strings.TrimSpace(c.DataDir) == "" {
+		return usagef("--data-dir must not be empty")
+	}
+	for _, a := range []struct{ name, v string }{
+		{"http-addr", c.HTTPAddr}, {"raft-addr", c.RaftAddr}, {"gossip-addr", c.GossipAddr},
+	} {
+		if err := checkHostPort(a.v); err != nil {
+			return usagef("--%s %q: %v", a.name, a.v, err)
+		}
+	}
+	for _, a := range []struct{ name, v string }{
+		{"raft-advertise", c.RaftAdvertise}, {"gossip-advertise", c.GossipAdvertise},
+	} {
+		if a.v == "" {
+			continue
+		}
+		if err := checkHostPort(a.v); err != nil {
+			return usagef("--%s %q: %v", a.name, a.v, err)
+		}
+		if host, _, _ := net.SplitHostPort(a.v); host == "" || isUnspecified(host) {
+			return usagef("--%s %q: needs a host other nodes can reach", a.name, a.v)
+		}
+	}
+	if c.NodeID != "" && !ValidNodeID(c.NodeID) {
+		return usagef("--node-id %q: use 1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit", c.NodeID)
+	}
+	for _, j := range strings.Split(r.join, ",") {
+		if j = strings.TrimSpace(j); j == "" {
+			continue
+		}
+		if err := checkHostPort(j); err != nil {
+			return usagef("--join %q: %v", j, err)
+		}
+		c.Join = append(c.Join, j)
+	}
+	be := -1
+	if r.bootstrapExpect != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(r.bootstrapExpect))
+		if err != nil || n < 0 {
+			return usagef("--bootstrap-expect %q: want a number, 0 or more", r.bootstrapExpect)
+		}
+		be = n
+	}
+	switch {
+	case be == -1 && len(c.Join) == 0:
+		c.BootstrapExpect = 1
+	case be == -1:
+		c.BootstrapExpect = 0
+	case be == 0 && len(c.Join) == 0:
+		return usagef("--bootstrap-expect 0 needs --join: a lone node must bootstrap")
+	default:
+		c.BootstrapExpect = be
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		return usagef("--admin-token: at least 16 characters")
+	}
+	if c.ClusterKey != "" {
+		if _, err := decodeKey(c.ClusterKey, 32); err != nil {
+			return usagef("--cluster-key: %v", err)
+		}
+	}
+	if r.gossipKey != "" {
+		k, err := decodeKey(r.gossipKey, 16, 24, 32)
+		if err != nil {
+			return usagef("--gossip-key: %v", err)
+		}
+		c.GossipKey = k
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return usagef("--tls-cert and --tls-key go together")
+	}
+	if c.TLSClientCA != "" && c.TLSCert == "" {
+		return usagef("--tls-client-ca needs --tls-cert and --tls-key")
+	}
+	nRaft := 0
+	for _, v := range []string{c.RaftTLSCert, c.RaftTLSKey, c.RaftTLSCA} {
+		if v != "" {
+			nRaft++
+		}
+	}
+	if nRaft != 0 && nRaft != 3 {
+		return usagef("--raft-tls-cert, --raft-tls-key and --raft-tls-ca go together")
+	}
+	if c.HTTPAdvertise == "" {
+		scheme := "http"
+		if c.TLS() {
+			scheme = "https"
+		}
+		c.HTTPAdvertise = scheme + "://" + c.HTTPAddr
+	} else if !strings.HasPrefix(c.HTTPAdvertise, "http://") && !strings.HasPrefix(c.HTTPAdvertise, "https://") {
+		return usagef("--http-advertise %q: must be an http:// or https:// URL", c.HTTPAdvertise)
+	}
+	c.HTTPAdvertise = strings.TrimRight(c.HTTPAdvertise, "/")
+	if c.MaxBodyBytes < 1024 {
+		return usagef("--max-body-bytes %d: at least 1024", c.MaxBodyBytes)
+	}
+	if c.MaxCSVBodyBytes < 1024 {
+		return usagef("--max-csv-body-bytes %d: at least 1024", c.MaxCSVBodyBytes)
+	}
+	if c.MaxPayloadBytes < 2 || c.MaxPayloadBytes > c.MaxBodyBytes {
+		return usagef("--max-payload-bytes %d: between 2 and --max-body-bytes", c.MaxPayloadBytes)
+	}
+	if c.MaxCSVRows < DefaultMaxCSVRows {
+		return usagef("--max-csv-rows %d: at least %d", c.MaxCSVRows, DefaultMaxCSVRows)
+	}
+	var err error
+	if c.DefaultTTL, err = ParseDuration(r.defaultTTL); err != nil || c.DefaultTTL <= 0 {
+		return usagef("--default-ttl %q: want a positive duration like 24h or 7d", r.defaultTTL)
+	}
+	if c.MaxTTL, err = ParseDuration(r.maxTTL); err != nil || c.MaxTTL <= 0 {
+		return usagef("--max-ttl %q: want a positive duration like 8784h or 366d", r.maxTTL)
+	}
+	if c.DefaultTTL > c.MaxTTL {
+		return usagef("--default-ttl %s is longer than --max-ttl %s", c.DefaultTTL, c.MaxTTL)
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(r.logLevel)); err != nil {
+		return usagef("--log-level %q: want debug, info, warn or error", r.logLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return usagef("--log-format %q: want text or json", c.LogFormat)
+	}
+	return nil
+}
+
+// ParseDuration is time.ParseDuration that also accepts whole days ("7d").
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseInt(d, 10, 32)
+		if err != nil {
+			return 0, fmt.Errorf("parse days %q: %w", s, err)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("parse duration: %w", err)
+	}
+	return d, nil
+}
+
+func checkHostPort(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("want host:port: %w", err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("bad port %q", port)
+	}
+	return nil
+}
+
+func isUnspecified(host string) bool {
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+func decodeKey(s string, sizes ...int) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+		b, err := enc.DecodeString(s)
+		if err != nil {
+			continue
+		}
+		for _, n := range sizes {
+			if len(b) == n {
+				return b, nil
+			}
+		}
+		return nil, fmt.Errorf("decodes to %d bytes, want %v", len(b), sizes)
+	}
+	return nil, errors.New("not valid base64")
+}

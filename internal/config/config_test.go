@@ -1,0 +1,142 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != "./data" || c.HTTPAddr != "127.0.0.1:8080" || c.RaftAddr != "127.0.0.1:8300" || c.GossipAddr != "127.0.0.1:8400" {
+		t.Errorf("unexpected address defaults: %+v", c)
+	}
+	if c.HTTPAdvertise != "http://127.0.0.1:8080" {
+		t.Errorf("HTTPAdvertise = %q", c.HTTPAdvertise)
+	}
+	if c.BootstrapExpect != 1 {
+		t.Errorf("BootstrapExpect = %d, want 1 without --join", c.BootstrapExpect)
+	}
+	if c.DefaultTTL != 24*time.Hour || c.MaxTTL != 366*24*time.Hour {
+		t.Errorf("TTLs = %s, %s", c.DefaultTTL, c.MaxTTL)
+	}
+}
+
+func TestFlagBeatsEnv(t *testing.T) {
+	e := env(map[string]string{
+		"EXACTONCE_HTTP_ADDR": "127.0.0.1:9999",
+		"EXACTONCE_DATA_DIR":  "/from/env",
+	})
+	c, err := Parse([]string{"--http-addr", "127.0.0.1:7777"}, e, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:7777" {
+		t.Errorf("HTTPAddr = %q, want the flag's value", c.HTTPAddr)
+	}
+	if c.DataDir != "/from/env" {
+		t.Errorf("DataDir = %q, want the env value", c.DataDir)
+	}
+}
+
+func TestEnvUsed(t *testing.T) {
+	e := env(map[string]string{
+		"EXACTONCE_JOIN":        "10.0.0.1:8400, 10.0.0.2:8400",
+		"EXACTONCE_DEV":         "true",
+		"EXACTONCE_DEFAULT_TTL": "2d",
+		"EXACTONCE_LOG_FORMAT":  "json",
+		"EXACTONCE_TLS_CERT":    "c.pem",
+		"EXACTONCE_TLS_KEY":     "k.pem",
+	})
+	c, err := Parse(nil, e, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Join) != 2 || c.Join[1] != "10.0.0.2:8400" {
+		t.Errorf("Join = %q", c.Join)
+	}
+	if c.BootstrapExpect != 0 {
+		t.Errorf("BootstrapExpect = %d, want 0 with --join", c.BootstrapExpect)
+	}
+	c3, err := Parse([]string{"--join", "10.0.0.1:8400"}, env(map[string]string{"EXACTONCE_BOOTSTRAP_EXPECT": "3"}), io.Discard)
+	if err != nil || c3.BootstrapExpect != 3 {
+		t.Errorf("BootstrapExpect from env = %v, %v; want 3", c3, err)
+	}
+	if !c.Dev || c.DefaultTTL != 48*time.Hour || c.LogFormat != "json" {
+		t.Errorf("env not applied: %+v", c)
+	}
+	if c.HTTPAdvertise != "https://127.0.0.1:8080" {
+		t.Errorf("HTTPAdvertise = %q, want https with TLS", c.HTTPAdvertise)
+	}
+}
+
+func TestRejected(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"bad duration", []string{"--default-ttl", "soon"}, nil, "--default-ttl"},
+		{"bad env duration", nil, map[string]string{"EXACTONCE_MAX_TTL": "10x"}, "--max-ttl"},
+		{"negative duration", []string{"--default-ttl", "-1h"}, nil, "--default-ttl"},
+		{"ttl over max", []string{"--default-ttl", "400d"}, nil, "longer than --max-ttl"},
+		{"bad int env", nil, map[string]string{"EXACTONCE_MAX_CSV_ROWS": "many"}, "EXACTONCE_MAX_CSV_ROWS"},
+		{"bad addr", []string{"--http-addr", "localhost"}, nil, "--http-addr"},
+		{"bad log level", []string{"--log-level", "loud"}, nil, "--log-level"},
+		{"bad log format", []string{"--log-format", "xml"}, nil, "--log-format"},
+		{"half tls", []string{"--tls-cert", "c.pem"}, nil, "--tls-key"},
+		{"half raft tls", []string{"--raft-tls-cert", "c.pem", "--raft-tls-key", "k.pem"}, nil, "--raft-tls-ca"},
+		{"short cluster key", []string{"--cluster-key", "c2hvcnQ="}, nil, "--cluster-key"},
+		{"bad node id", []string{"--node-id", "a b"}, nil, "--node-id"},
+		{"unknown flag", []string{"--nope"}, nil, "nope"},
+		{"stray arg", []string{"extra"}, nil, "extra"},
+		{"lone zero bootstrap", []string{"--bootstrap-expect", "0"}, nil, "--bootstrap-expect"},
+		{"bad bootstrap", nil, map[string]string{"EXACTONCE_BOOTSTRAP_EXPECT": "three"}, "--bootstrap-expect"},
+		{"negative bootstrap", []string{"--bootstrap-expect", "-2"}, nil, "--bootstrap-expect"},
+		{"unspecified advertise", []string{"--raft-advertise", "0.0.0.0:8300"}, nil, "--raft-advertise"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(tc.args, env(tc.env), io.Discard)
+			var ue *UsageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("err = %v, want a *UsageError", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %q, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var sb strings.Builder
+	_, err := Parse([]string{"-h"}, env(nil), &sb)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v, want flag.ErrHelp", err)
+	}
+	if !strings.Contains(sb.String(), "-data-dir") {
+		t.Errorf("usage does not list flags: %s", sb.String())
+	}
+}
+
+func TestGossipKey(t *testing.T) {
+	c, err := Parse([]string{"--gossip-key", "AAAAAAAAAAAAAAAAAAAAAA=="}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.GossipKey) != 16 {
+		t.Errorf("GossipKey has %d bytes, want 16", len(c.GossipKey))
+	}
+}
