@@ -25,6 +25,11 @@ func (n *Node) Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error)
 	if err := n.waitTermReady(ctx); err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		// Checked before proposing so that an expired request is never
+		// proposed and then reported as unknown.
+		return nil, fmt.Errorf("cluster: apply: %w (%w)", ErrUnavailable, err)
+	}
 	f, err := n.propose(cmd)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -73,22 +74,34 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 
 	if !existing && cfg.BootstrapExpect <= 1 && len(cfg.Join) == 0 {
 		if err := n.bootstrap([]raft.Server{{Suffrage: raft.Voter, ID: n.nodeID, Address: trans.LocalAddr()}}); err != nil {
-			n.raft.Shutdown()
-			n.wg.Wait()
+			n.abortStart()
 			return err
 		}
 	}
 
 	if cfg.GossipAddr != "" {
 		if err := n.startGossip(); err != nil {
-			n.cancel()
-			n.raft.Shutdown()
-			n.wg.Wait()
+			n.abortStart()
 			return err
 		}
 	}
 	_ = ctx // Open does not block on the network; WaitLeader does.
 	return nil
+}
+
+// abortStart stops what start already started (Raft, gossip, goroutines)
+// when a later step fails. The caller closes the stores.
+func (n *Node) abortStart() {
+	n.cancel()
+	if err := n.raft.Shutdown().Error(); err != nil {
+		n.log.Warn("raft shutdown after failed start", "err", err)
+	}
+	if n.ml != nil {
+		if err := n.ml.Shutdown(); err != nil {
+			n.log.Warn("gossip shutdown after failed start", "err", err)
+		}
+	}
+	n.wg.Wait()
 }
 
 // raftConfig builds the Raft configuration from the node config.
@@ -190,16 +203,7 @@ func (n *Node) restoreNewerSnapshot() error {
 // bootstrap writes the initial configuration. servers is sorted by id so
 // every node that bootstraps the same member set writes identical bytes.
 func (n *Node) bootstrap(servers []raft.Server) error {
-	servers = slices.Clone(servers)
-	slices.SortFunc(servers, func(a, b raft.Server) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	servers = sortServers(servers)
 	n.log.Info("bootstrapping cluster", "servers", len(servers))
 	if err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
 		if errors.Is(err, raft.ErrCantBootstrap) {
@@ -211,4 +215,11 @@ func (n *Node) bootstrap(servers []raft.Server) error {
 	}
 	n.hasState.Store(true)
 	return nil
+}
+
+// sortServers returns a copy of servers sorted by id.
+func sortServers(servers []raft.Server) []raft.Server {
+	out := slices.Clone(servers)
+	slices.SortFunc(out, func(a, b raft.Server) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	return out
 }

@@ -20,8 +20,8 @@ import (
 
 // testTiming is the Raft tuning used by tests: small timeouts for speed.
 const (
-	testHeartbeat = 200 * time.Millisecond
-	testElection  = 200 * time.Millisecond
+	testHeartbeat = 400 * time.Millisecond
+	testElection  = 400 * time.Millisecond
 )
 
 // freePort returns a loopback TCP address that was free a moment ago.
@@ -248,4 +248,41 @@ func (tn *testNode) kill() {
 		n.closeErr = n.shutdown(ctx, false)
 	})
 	tn.close()
+}
+
+// applyOnLeader applies cmd on whichever node is the ready leader,
+// retrying across leader changes (the loaded test machine can cause
+// spurious elections). After an attempt with an unknown outcome, a
+// CodeConflict (create) or CodeAlreadyUsed (consume) answer means an
+// earlier attempt committed: that counts as success.
+func applyOnLeader(t testing.TB, nodes []*testNode, cmd *fsm.Command) *fsm.Result {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	uncertain := false
+	for {
+		for _, tn := range nodes {
+			if tn.node == nil || !tn.node.IsLeader() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			res, err := tn.node.Apply(ctx, cmd)
+			cancel()
+			switch {
+			case err == nil && res.Code == fsm.CodeOK:
+				return res
+			case err == nil && uncertain && (res.Code == fsm.CodeConflict || res.Code == fsm.CodeAlreadyUsed):
+				return res
+			case err == nil:
+				t.Fatalf("apply %v: code %q (%s)", cmd.Type, res.Code, res.Message)
+			case errors.Is(err, ErrOutcomeUnknown):
+				uncertain = true
+			case !isOneOf(err, ErrNotLeader, ErrUnavailable):
+				t.Fatalf("apply %v: %v", cmd.Type, err)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("apply %v: no leader accepted it within 20s", cmd.Type)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -10,20 +10,37 @@ import (
 	"github.com/exactonce/exactonce/fsm"
 )
 
-// setReady changes the leader-readiness flag and wakes waiters.
-func (n *Node) setReady(ready bool) {
+// unsetReady clears leader readiness and wakes waiters.
+func (n *Node) unsetReady() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.ready = ready
+	n.readyTerm = 0
 	close(n.changed)
 	n.changed = make(chan struct{})
 }
 
-// readiness returns the flag and the channel closed at its next change.
+// readiness reports whether this node is the leader of the term in which
+// its barrier applied, and returns the channel closed at the next change.
+//
+// The term check matters when notifications lag: a node that lost
+// leadership in term T and won term T+1 is Raft leader again before the
+// observer has processed "lost"; the readiness of term T must not count
+// for term T+1, whose commit index may still lag entries committed by an
+// intermediate leader.
 func (n *Node) readiness() (bool, <-chan struct{}) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.ready, n.changed
+	term, changed := n.readyTerm, n.changed
+	n.mu.Unlock()
+	return term != 0 && n.isLeaderOfTerm(term), changed
+}
+
+// isLeaderOfTerm reports whether Raft is leader in exactly term. The term
+// is read before and after the state so that a concurrent election cannot
+// pair a new term's state with an old term.
+func (n *Node) isLeaderOfTerm(term uint64) bool {
+	before := n.raft.CurrentTerm()
+	leader := n.raft.State() == raft.Leader
+	return leader && before == term && n.raft.CurrentTerm() == term
 }
 
 // observeLeadership is the single goroutine that follows Raft's leadership
@@ -53,7 +70,7 @@ func (n *Node) observeLeadership() {
 			return
 		case leader := <-n.notifyCh:
 			// Any transition ends the previous term's readiness.
-			n.setReady(false)
+			n.unsetReady()
 			stop()
 			if !leader {
 				n.log.Info("lost leadership")
@@ -86,15 +103,23 @@ func (n *Node) observeLeadership() {
 // commit index" is reachable at every moment of the term.
 func (n *Node) leaderLoop(ctx context.Context) {
 	backoff := 50 * time.Millisecond
+	var term uint64
 	for {
+		// The barrier counts for term only if this node led term from
+		// before proposing it until after it applied: a node leads at most
+		// one continuous stretch of a term.
+		term = n.raft.CurrentTerm()
+		if !n.isLeaderOfTerm(term) {
+			return
+		}
 		err := n.termBarrier(ctx)
-		if err == nil {
+		if err == nil && n.isLeaderOfTerm(term) {
 			break
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		n.log.Warn("term barrier failed", "err", err)
+		n.log.Warn("term barrier failed", "term", term, "err", err)
 		if n.raft.State() != raft.Leader {
 			return
 		}
@@ -106,14 +131,14 @@ func (n *Node) leaderLoop(ctx context.Context) {
 		backoff = min(backoff*2, time.Second)
 	}
 	n.mu.Lock()
-	if ctx.Err() == nil && n.raft.State() == raft.Leader {
-		n.ready = true
+	if ctx.Err() == nil {
+		n.readyTerm = term
 		close(n.changed)
 		n.changed = make(chan struct{})
 	}
 	n.mu.Unlock()
 	n.hasState.Store(true)
-	n.log.Info("leader ready", "term", n.raft.CurrentTerm(), "commitIndex", n.raft.CommitIndex())
+	n.log.Info("leader ready", "term", term, "commitIndex", n.raft.CommitIndex())
 
 	if n.ml == nil {
 		<-ctx.Done()

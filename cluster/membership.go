@@ -30,7 +30,7 @@ type memberMeta struct {
 // member is one gossip member as last seen.
 type member struct {
 	memberMeta
-	// Gossip is memberlist's state name: alive, suspect, dead, left.
+	// Gossip is gossipAlive or gossipGone.
 	Gossip string
 	Addr   string
 }
@@ -75,20 +75,15 @@ func (t *memberTable) all() []member {
 	return out
 }
 
-// gossipState names memberlist node states.
-func gossipState(s memberlist.NodeStateType) string {
-	switch s {
-	case memberlist.StateAlive:
-		return "alive"
-	case memberlist.StateSuspect:
-		return "suspect"
-	case memberlist.StateDead:
-		return "dead"
-	case memberlist.StateLeft:
-		return "left"
-	}
-	return "unknown"
-}
+// Gossip health values in the member table. memberlist v0.6.0 does not
+// expose a node's state through the *Node handed to event delegates (its
+// internal nodeState.State shadows Node.State, which stays zero), so the
+// health is derived from the event kind: join/update = alive, leave =
+// gone (failed or left; memberlist does not tell which here).
+const (
+	gossipAlive = "alive"
+	gossipGone  = "gone"
+)
 
 // delegate implements memberlist.Delegate (metadata only) and
 // memberlist.EventDelegate (feeds the member table and a coalescing
@@ -109,17 +104,20 @@ func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (delegate) LocalState(join bool) []byte                { return nil }
 func (delegate) MergeRemoteState(buf []byte, join bool)     {}
 
-func (d delegate) NotifyJoin(node *memberlist.Node)   { d.n.observeMember(node) }
-func (d delegate) NotifyLeave(node *memberlist.Node)  { d.n.observeMember(node) }
-func (d delegate) NotifyUpdate(node *memberlist.Node) { d.n.observeMember(node) }
+func (d delegate) NotifyJoin(node *memberlist.Node)   { d.n.observeMember(node, gossipAlive) }
+func (d delegate) NotifyLeave(node *memberlist.Node)  { d.n.observeMember(node, gossipGone) }
+func (d delegate) NotifyUpdate(node *memberlist.Node) { d.n.observeMember(node, gossipAlive) }
 
 // localMeta is this node's gossip metadata.
 func (n *Node) localMeta() memberMeta {
-	return memberMeta{ID: string(n.nodeID), Raft: n.cfg.RaftAdvertise, HTTP: n.cfg.HTTPAdvertise, State: n.hasState.Load()}
+	// The transport's address, not the configured string: it is what the
+	// Raft configuration holds for this node (a hostname is resolved), so
+	// reconciliation never sees a spurious address change.
+	return memberMeta{ID: string(n.nodeID), Raft: string(n.transport.LocalAddr()), HTTP: n.cfg.HTTPAdvertise, State: n.hasState.Load()}
 }
 
 // observeMember records a gossip event and signals the reconciler.
-func (n *Node) observeMember(node *memberlist.Node) {
+func (n *Node) observeMember(node *memberlist.Node, health string) {
 	var meta memberMeta
 	if err := json.Unmarshal(node.Meta, &meta); err != nil || meta.ID == "" {
 		n.log.Warn("ignoring gossip member without valid metadata", "name", node.Name, "err", err)
@@ -129,7 +127,10 @@ func (n *Node) observeMember(node *memberlist.Node) {
 		n.log.Warn("ignoring gossip member whose metadata id differs from its name", "name", node.Name, "id", meta.ID)
 		return
 	}
-	n.members.put(member{memberMeta: meta, Gossip: gossipState(node.State), Addr: node.Address()})
+	if prev, ok := n.members.get(meta.ID); !ok || prev.Gossip != health {
+		n.log.Info("gossip member", "member", meta.ID, "gossip", health)
+	}
+	n.members.put(member{memberMeta: meta, Gossip: health, Addr: node.Address()})
 	select {
 	case n.memberEvents <- struct{}{}:
 	default:
@@ -152,7 +153,23 @@ func (n *Node) startGossip() error {
 		if err != nil {
 			return fmt.Errorf("cluster: gossip advertise address: %w", err)
 		}
-		mc.AdvertiseAddr = ah
+		// An unspecified host (bound to all interfaces, no advertise
+		// given) is left to memberlist, which picks a private address.
+		ip := net.ParseIP(ah)
+		if ip == nil && ah != "" {
+			// memberlist wants an IP: resolve a host name once.
+			ips, err := net.LookupIP(ah)
+			if err == nil && len(ips) == 0 {
+				err = errors.New("no addresses")
+			}
+			if err != nil {
+				return fmt.Errorf("cluster: resolve gossip advertise host %q: %w", ah, err)
+			}
+			ip = ips[0]
+		}
+		if ip != nil && !ip.IsUnspecified() {
+			mc.AdvertiseAddr = ip.String()
+		}
 		mc.AdvertisePort = ap
 	}
 	if len(n.cfg.GossipKey) > 0 {
@@ -165,8 +182,8 @@ func (n *Node) startGossip() error {
 	mc.Logger = newHCLogger(n.log).Named("memberlist").StandardLogger(nil)
 	if n.cfg.HeartbeatTimeout > 0 && n.cfg.HeartbeatTimeout < time.Second {
 		// Test tuning: faster failure detection and sync.
-		mc.ProbeInterval = 200 * time.Millisecond
-		mc.ProbeTimeout = 100 * time.Millisecond
+		mc.ProbeInterval = 250 * time.Millisecond
+		mc.ProbeTimeout = 200 * time.Millisecond
 		mc.GossipInterval = 50 * time.Millisecond
 		mc.PushPullInterval = 2 * time.Second
 	}
@@ -294,7 +311,7 @@ func (n *Node) bootstrapCandidates() ([]raft.Server, string) {
 	self := n.localMeta()
 	servers := []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(self.ID), Address: raft.ServerAddress(self.Raft)}}
 	for _, m := range n.members.all() {
-		if m.ID == self.ID || m.Gossip != "alive" {
+		if m.ID == self.ID || m.Gossip != gossipAlive {
 			continue
 		}
 		if m.State {
@@ -370,7 +387,7 @@ func (n *Node) reconcile(ctx context.Context, nonvoterSince map[raft.ServerID]ti
 	}
 	var errs []error
 	for _, m := range n.members.all() {
-		if m.Gossip != "alive" || m.Raft == "" {
+		if m.Gossip != gossipAlive || m.Raft == "" {
 			continue
 		}
 		id := raft.ServerID(m.ID)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -168,6 +170,31 @@ func TestThreeNodeCluster(t *testing.T) {
 	}
 	assertSameState(t, nodes)
 
+	// Concurrent follower reads share read-index requests to the leader.
+	f := followers(nodes, leader)[0]
+	before := f.node.remote.rounds.Load()
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- f.node.ReadBarrier(ctxTimeout(t, 10*time.Second))
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent follower read barrier: %v", err)
+		}
+	}
+	if r := f.node.remote.rounds.Load() - before; r >= 100 {
+		t.Fatalf("%d read-index requests for 100 concurrent follower reads; want them shared", r)
+	} else {
+		t.Logf("100 follower reads shared %d read-index requests", r)
+	}
+
 	st, err := followers(nodes, leader)[0].node.Status(ctxTimeout(t, 5*time.Second))
 	if err != nil {
 		t.Fatalf("status: %v", err)
@@ -195,17 +222,33 @@ func TestThreeNodeCluster(t *testing.T) {
 		t.Fatalf("create after failover: %+v", res)
 	}
 	assertSameState(t, nodes)
-	// A failed (closed) member is never removed automatically.
-	st, err = leader.node.Status(ctxTimeout(t, 5*time.Second))
-	if err != nil {
-		t.Fatalf("status: %v", err)
-	}
+	// A failed (closed) member is never removed automatically; Status
+	// shows it as gone in gossip.
+	waitFor(t, "status to show the closed node gone", 10*time.Second, func() bool {
+		st, err = leader.node.Status(ctxTimeout(t, 5*time.Second))
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		for _, m := range st.Members {
+			if m.ID == old.cfg.NodeID {
+				return m.Gossip == gossipGone && m.Suffrage == "voter"
+			}
+		}
+		return false
+	})
 	if len(st.Members) != 3 {
 		t.Fatalf("members after leader loss = %+v; want all 3 kept", st.Members)
 	}
 
-	// Operators can move leadership.
+	// Operators can move leadership; only the leader can, and only to or
+	// remove a known server.
 	target := followers(nodes, leader)[0]
+	if err := target.node.TransferLeadership(ctxTimeout(t, 5*time.Second), ""); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("transfer on a follower: err = %v, want ErrNotLeader", err)
+	}
+	if err := leader.node.RemoveServer(ctxTimeout(t, 5*time.Second), "nope"); !errors.Is(err, ErrUnknownServer) {
+		t.Fatalf("remove unknown server: err = %v, want ErrUnknownServer", err)
+	}
 	if err := leader.node.TransferLeadership(ctxTimeout(t, 10*time.Second), target.cfg.NodeID); err != nil {
 		t.Fatalf("transfer leadership: %v", err)
 	}
@@ -254,8 +297,9 @@ func TestWipedNodeRejoinsThroughSnapshot(t *testing.T) {
 	}
 	wiped.kill()
 	for i := range 60 {
-		mustApply(t, leader.node, createCmd("cl_a", fmt.Sprintf("act_%d", i)))
+		applyOnLeader(t, nodes, createCmd("cl_a", fmt.Sprintf("act_%d", i)))
 	}
+	leader = waitOneLeader(t, nodes, 10*time.Second)
 	waitFor(t, "the leader to compact its log", 10*time.Second, func() bool {
 		list, err := leader.node.snaps.List()
 		return err == nil && len(list) > 0 && list[0].Index > 40
@@ -275,7 +319,8 @@ func TestWipedNodeRejoinsThroughSnapshot(t *testing.T) {
 	if err != nil || len(list) == 0 {
 		t.Fatalf("wiped node has no installed snapshot (err %v): it did not catch up through one", err)
 	}
-	mustApply(t, leader.node, createCmd("cl_a", "act_after"))
+	applyOnLeader(t, nodes, createCmd("cl_a", "act_after"))
+	leader = waitOneLeader(t, nodes, 10*time.Second)
 	assertSameState(t, nodes)
 	st, err := leader.node.Status(ctxTimeout(t, 5*time.Second))
 	if err != nil {
@@ -318,7 +363,7 @@ func TestNewNodeJoinsAsNonvoterThenVoter(t *testing.T) {
 	extra.kill()
 	waitFor(t, "gossip to see n4 gone", 10*time.Second, func() bool {
 		m, ok := leader.node.members.get("n4")
-		return ok && m.Gossip != "alive"
+		return ok && m.Gossip == gossipGone
 	})
 	if err := leader.node.RemoveServer(ctxTimeout(t, 5*time.Second), "n4"); err != nil {
 		t.Fatalf("remove server: %v", err)
@@ -333,4 +378,59 @@ func TestNewNodeJoinsAsNonvoterThenVoter(t *testing.T) {
 		}
 	}
 	mustApply(t, leader.node, createCmd("cl_a", "act_2"))
+}
+
+// TestOpenFailsCleanly: a start that fails (gossip port taken) returns an
+// error and releases the data dir, so a corrected open succeeds.
+func TestOpenFailsCleanly(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	tn := newTestNode(t, "n1")
+	tn.cfg.GossipAddr = busy.Addr().String()
+	if err := tn.open(); err == nil {
+		t.Fatal("open with a busy gossip port succeeded")
+	}
+	tn.cfg.GossipAddr = freePort(t)
+	tn.mustOpen()
+	if err := tn.node.WaitLeader(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatalf("wait leader: %v", err)
+	}
+	mustApply(t, tn.node, clientCmd("cl_a"))
+}
+
+// TestFullClusterRestart: all three nodes stop and start again on their
+// data dirs: no new bootstrap, a leader again, state kept, writes work.
+func TestFullClusterRestart(t *testing.T) {
+	nodes := newGossipCluster(t, 3, nil)
+	for _, tn := range nodes {
+		tn.mustOpen()
+	}
+	leader := waitOneLeader(t, nodes, 20*time.Second)
+	mustApply(t, leader.node, clientCmd("cl_a"))
+	mustApply(t, leader.node, createCmd("cl_a", "act_1"))
+	assertSameState(t, nodes)
+	for _, tn := range nodes {
+		tn.close()
+	}
+	for _, tn := range nodes {
+		tn.mustOpen()
+	}
+	leader = waitOneLeader(t, nodes, 20*time.Second)
+	applyOnLeader(t, nodes, consumeCmd("cl_a", "act_1"))
+	assertSameState(t, nodes)
+	for _, tn := range nodes {
+		if a := action(t, tn.fsm, "cl_a", "act_1"); a == nil || a.ConsumedAt == 0 {
+			t.Fatalf("%s: act_1 = %+v after restart, want kept and consumed", tn.cfg.NodeID, a)
+		}
+	}
+	st, err := leader.node.Status(ctxTimeout(t, 5*time.Second))
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	if len(st.Members) != 3 {
+		t.Fatalf("members after restart = %+v; want the same 3", st.Members)
+	}
 }

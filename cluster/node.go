@@ -71,8 +71,9 @@ type Node struct {
 
 	// mu guards the leadership readiness fields below.
 	mu sync.Mutex
-	// ready is true while this node is leader and its term barrier applied.
-	ready bool
+	// readyTerm is the term whose barrier applied while this node led it
+	// (0: not ready). See readiness.
+	readyTerm uint64
 	// changed is closed and replaced whenever ready or the leadership
 	// changes, so waiters can re-check.
 	changed chan struct{}
@@ -84,7 +85,10 @@ type Node struct {
 	stampMu   sync.Mutex
 	lastStamp int64
 
-	verifier *verifier
+	// verifier coalesces the leader's VerifyLeader rounds; remote
+	// coalesces a follower's read-index requests to the leader.
+	verifier *coalescer
+	remote   *coalescer
 	client   *http.Client
 
 	closeOnce sync.Once
@@ -98,20 +102,12 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.FSM == nil {
 		return nil, errors.New("cluster: open: Config.FSM is nil")
 	}
-	n, err := openNode(ctx, cfg, cfg.FSM)
-	if err != nil {
-		return nil, err
-	}
-	n.fsm = cfg.FSM
-	return n, nil
+	return openWith(ctx, cfg, cfg.FSM, nil)
 }
 
-// openNode is Open over any stateMachine (tests use fakes and in-memory
-// transports through openWith).
-func openNode(ctx context.Context, cfg Config, sm stateMachine) (*Node, error) {
-	return openWith(ctx, cfg, sm, nil)
-}
-
+// openWith is Open over any stateMachine and, when trans is not nil, a
+// given Raft transport (tests use raft's in-memory transport to partition
+// nodes).
 func openWith(ctx context.Context, cfg Config, sm stateMachine, trans raft.Transport) (*Node, error) {
 	if cfg.NodeID == "" {
 		return nil, errors.New("cluster: open: NodeID is empty")
@@ -128,6 +124,10 @@ func openWith(ctx context.Context, cfg Config, sm stateMachine, trans raft.Trans
 	if cfg.BootstrapExpect <= 0 {
 		cfg.BootstrapExpect = 1
 	}
+	if cfg.GossipAddr == "" && trans == nil && (len(cfg.Join) > 0 || cfg.BootstrapExpect > 1) {
+		// Without gossip such a node could never bootstrap nor be found.
+		return nil, errors.New("cluster: open: Join and BootstrapExpect > 1 need GossipAddr")
+	}
 	if cfg.RaftAdvertise == "" {
 		cfg.RaftAdvertise = cfg.RaftAddr
 	}
@@ -139,6 +139,7 @@ func openWith(ctx context.Context, cfg Config, sm stateMachine, trans raft.Trans
 		cfg:          cfg,
 		log:          cfg.Logger.With("component", "cluster", "node", cfg.NodeID),
 		sm:           sm,
+		fsm:          cfg.FSM,
 		now:          cfg.Now,
 		nodeID:       raft.ServerID(cfg.NodeID),
 		ctx:          nctx,
@@ -149,10 +150,15 @@ func openWith(ctx context.Context, cfg Config, sm stateMachine, trans raft.Trans
 		memberEvents: make(chan struct{}, 1),
 		client:       newInternalClient(cfg.InternalTLS),
 	}
-	n.verifier = &verifier{n: n}
+	n.verifier = newCoalescer(nctx, func(ctx context.Context) (uint64, error) {
+		return 0, waitFuture(ctx, n.raft.VerifyLeader())
+	})
+	n.remote = newCoalescer(nctx, n.remoteReadIndex)
 	if err := n.start(ctx, trans); err != nil {
 		cancel()
-		n.closeStores()
+		if cerr := n.closeStores(); cerr != nil {
+			n.log.Warn("close stores after failed open", "err", cerr)
+		}
 		return nil, err
 	}
 	return n, nil
@@ -164,12 +170,8 @@ func (n *Node) FSM() *fsm.FSM { return n.fsm }
 // IsLeader reports whether this node is the leader and has applied a
 // barrier in its term (ready to serve).
 func (n *Node) IsLeader() bool {
-	if n.raft.State() != raft.Leader {
-		return false
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.ready
+	ready, _ := n.readiness()
+	return ready
 }
 
 // LeaderHTTP returns the leader's API base URL, "" when unknown.
@@ -246,7 +248,7 @@ func (n *Node) shutdown(ctx context.Context, transfer bool) error {
 	}
 	// Wake every waiter before stopping Raft so nothing blocks on it.
 	n.cancel()
-	n.setReady(false)
+	n.unsetReady()
 	if err := n.raft.Shutdown().Error(); err != nil {
 		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
 	}

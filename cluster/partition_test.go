@@ -55,7 +55,6 @@ func (c *inmemCluster) open(t *testing.T, tn *testNode) {
 	if err != nil {
 		t.Fatalf("open %s: %v", cfg.NodeID, err)
 	}
-	n.fsm = f
 	tn.fsm, tn.node = f, n
 	tn.cur.Store(n)
 	t.Cleanup(tn.close)

@@ -16,6 +16,10 @@ import (
 	"github.com/hashicorp/raft"
 )
 
+// remoteReadTimeout bounds one read-index request to the leader; the
+// readers' own deadlines bound how often it is retried.
+const remoteReadTimeout = 5 * time.Second
+
 // Internal HTTP paths served by InternalHandler.
 const (
 	// ReadIndexPath answers a follower's request for a linearizable read
@@ -66,7 +70,11 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 			return i, err
 		}
 	}
-	return n.remoteReadIndex(ctx)
+	index, err := n.remote.do(ctx)
+	if err != nil && !errors.Is(err, ErrUnavailable) {
+		return 0, fmt.Errorf("cluster: read barrier: %w (%w)", ErrUnavailable, err)
+	}
+	return index, err
 }
 
 // leaderReadIndex is the leader's half of the read-index protocol: after
@@ -81,63 +89,73 @@ func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("cluster: read barrier: %w", err)
 	}
 	index := n.raft.CommitIndex()
-	if err := n.verifier.verify(ctx); err != nil {
+	if _, err := n.verifier.do(ctx); err != nil {
 		return 0, fmt.Errorf("cluster: read barrier: verify leadership: %w (%w)", ErrUnavailable, err)
 	}
 	return index, nil
 }
 
-// verifier coalesces VerifyLeader calls: readers that arrive while a round
-// is running wait for the next round, and one round serves all of them. A
-// reader never joins a round that started before it arrived, so the round
-// that confirms leadership always began after the reader took its index.
-type verifier struct {
-	n       *Node
+// coalescer shares one round of an expensive confirmation among
+// concurrent readers. Readers that arrive while a round is running wait for
+// the next round, and one round serves all of them. A reader never joins a
+// round that started before it arrived, so whatever the round observes
+// (a quorum confirming leadership, the leader's commit index) happened
+// after the reader's call began. Rounds run one at a time.
+type coalescer struct {
+	// round does the work; ctx is the node's lifetime.
+	round   func(ctx context.Context) (uint64, error)
+	ctx     context.Context
 	mu      sync.Mutex
-	next    *verifyRound
+	next    *coalescedRound
 	running bool
-	// rounds counts VerifyLeader rounds (observability and tests).
+	// rounds counts executed rounds (observability and tests).
 	rounds atomic.Uint64
 }
 
-type verifyRound struct {
-	done chan struct{}
-	err  error
+type coalescedRound struct {
+	done  chan struct{}
+	index uint64
+	err   error
 }
 
-func (v *verifier) verify(ctx context.Context) error {
-	v.mu.Lock()
-	if v.next == nil {
-		v.next = &verifyRound{done: make(chan struct{})}
+func newCoalescer(ctx context.Context, round func(context.Context) (uint64, error)) *coalescer {
+	return &coalescer{ctx: ctx, round: round}
+}
+
+// do waits for the next round to complete (or ctx) and returns its result.
+func (c *coalescer) do(ctx context.Context) (uint64, error) {
+	c.mu.Lock()
+	if c.next == nil {
+		c.next = &coalescedRound{done: make(chan struct{})}
 	}
-	r := v.next
-	if !v.running {
-		v.running = true
-		go v.run()
+	r := c.next
+	if !c.running {
+		c.running = true
+		go c.run()
 	}
-	v.mu.Unlock()
+	c.mu.Unlock()
 	select {
 	case <-r.done:
-		return r.err
+		return r.index, r.err
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 }
 
 // run executes rounds while readers are waiting for one.
-func (v *verifier) run() {
+func (c *coalescer) run() {
 	for {
-		v.mu.Lock()
-		r := v.next
-		v.next = nil
+		c.mu.Lock()
+		r := c.next
+		c.next = nil
 		if r == nil {
-			v.running = false
-			v.mu.Unlock()
+			c.running = false
+			c.mu.Unlock()
 			return
 		}
-		v.mu.Unlock()
-		v.rounds.Add(1)
-		r.err = waitFuture(v.n.ctx, v.n.raft.VerifyLeader())
+		c.mu.Unlock()
+		c.rounds.Add(1)
+		r.index, r.err = c.round(c.ctx)
 		close(r.done)
 	}
 }
@@ -153,8 +171,11 @@ type nodeStatusResponse struct {
 	AppliedIndex uint64 `json:"appliedIndex"`
 }
 
-// remoteReadIndex asks the leader for a read index over HTTP.
+// remoteReadIndex asks the leader for a read index over HTTP. Followers
+// call it through n.remote, so concurrent readers share one request.
 func (n *Node) remoteReadIndex(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, remoteReadTimeout)
+	defer cancel()
 	base := n.LeaderHTTP()
 	if base == "" {
 		return 0, fmt.Errorf("cluster: read barrier: leader unknown: %w", ErrUnavailable)

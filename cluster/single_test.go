@@ -199,15 +199,15 @@ func TestApplyCanceledContext(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	// With ctx already done the outcome is either known quickly or reported
-	// unknown: never a success claim without a result, never "not proposed"
-	// for something that was enqueued.
-	res, err := tn.node.Apply(ctx, &fsm.Command{Type: fsm.CmdNoop})
-	if err == nil && res == nil {
-		t.Fatal("nil result without error")
+	// An expired request is never proposed: ErrUnavailable, and nothing
+	// reaches the log.
+	before := tn.node.raft.LastIndex()
+	_, err := tn.node.Apply(ctx, createCmd("cl_a", "act_late"))
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("err = %v; want ErrUnavailable", err)
 	}
-	if err != nil && !errors.Is(err, ErrOutcomeUnknown) {
-		t.Fatalf("err = %v; want nil or ErrOutcomeUnknown", err)
+	if after := tn.node.raft.LastIndex(); after != before {
+		t.Fatalf("log grew from %d to %d for a request that was already canceled", before, after)
 	}
 }
 

@@ -27,7 +27,7 @@ type Status struct {
 	AppliedIndex uint64 `json:"appliedIndex"`
 	// LastContact is when a follower last heard from the leader (zero on
 	// the leader or when never).
-	LastContact time.Time `json:"lastContact,omitempty"`
+	LastContact time.Time `json:"lastContact,omitzero"`
 	// Members are the servers of the Raft configuration plus gossip
 	// members not (yet) in it.
 	Members []MemberStatus `json:"members"`
@@ -41,8 +41,8 @@ type MemberStatus struct {
 	Suffrage    string `json:"suffrage"`
 	RaftAddress string `json:"raftAddress"`
 	HTTP        string `json:"http,omitempty"`
-	// Gossip is the memberlist health: alive, suspect, dead, left, or
-	// "unknown" when gossip has not seen it (or is disabled).
+	// Gossip is the memberlist health: "alive", "gone" (failed or left),
+	// or "unknown" when gossip has not seen it.
 	Gossip string `json:"gossip"`
 	Leader bool   `json:"leader"`
 }
@@ -86,14 +86,16 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 		if s.ID == n.nodeID {
 			ms.HTTP = n.cfg.HTTPAdvertise
 			if n.ml == nil {
-				ms.Gossip = "alive"
+				ms.Gossip = gossipAlive
 			}
 		}
 		seen[ms.ID] = true
 		st.Members = append(st.Members, ms)
 	}
 	for _, m := range n.members.all() {
-		if seen[m.ID] {
+		// Gossip members outside the configuration are shown while alive
+		// (about to be added); gone ones (removed servers) are not.
+		if seen[m.ID] || m.Gossip != gossipAlive {
 			continue
 		}
 		st.Members = append(st.Members, MemberStatus{ID: m.ID, Suffrage: "none", RaftAddress: m.Raft, HTTP: m.HTTP, Gossip: m.Gossip})

@@ -345,3 +345,25 @@ func TestApplyBatchEntries(t *testing.T) {
 		t.Fatalf("re-applied an old entry: %v", out[0])
 	}
 }
+
+// TestOneWinnerPerBatch: many consumes of one action in one batch (as from
+// concurrent requests on several nodes) yield exactly one 200.
+func TestOneWinnerPerBatch(t *testing.T) {
+	h := newHarness(t)
+	h.mustOK(createCmd(clA, t0, CreateRow{ActionID: "act_1"}))
+	var logs []*raft.Log
+	for i := 0; i < 20; i++ {
+		h.idx++
+		logs = append(logs, entry(t, h.idx, withConsumer(consumeCmd(clA, t0+1, "act_1"), fmt.Sprintf(`{"n":%d}`, i))))
+	}
+	out := h.f.ApplyBatch(logs)
+	for i, r := range out {
+		code := r.(*Result).Code
+		if (i == 0) != (code == CodeOK) || (i > 0 && code != CodeAlreadyUsed) {
+			t.Fatalf("entry %d: %q", i, code)
+		}
+	}
+	if a := h.action(clA, "act_1"); string(a.Consumer) != `{"n":0}` {
+		t.Fatalf("winner %s", a.Consumer)
+	}
+}

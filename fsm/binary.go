@@ -21,7 +21,8 @@ const actionBinaryV1 byte = 1
 
 var errShort = errors.New("truncated data")
 
-// binWriter appends encoded fields.
+// binWriter appends encoded fields: varints, and strings and byte slices
+// prefixed by their length.
 type binWriter struct{ b []byte }
 
 func (w *binWriter) byte1(v byte)     { w.b = append(w.b, v) }
@@ -32,6 +33,8 @@ func (w *binWriter) str(v string)     { w.uvarint(uint64(len(v))); w.b = append(
 func (w *binWriter) boolean(v bool)   { w.byte1(boolByte(v)) }
 func (w *binWriter) varintInt(v int)  { w.varint(int64(v)) }
 func (w *binWriter) uvarintInt(v int) { w.uvarint(uint64(v)) }
+
+// boolByte encodes a bool as 0 or 1.
 func boolByte(v bool) byte {
 	if v {
 		return 1

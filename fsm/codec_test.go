@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
-	"time"
 )
 
 // sampleCommands holds one command of every type with every field set.
@@ -79,8 +78,7 @@ func TestCodec(t *testing.T) {
 // TestActionCodec: stored actions round-trip, and JSON values written by
 // the earlier encoding are still read.
 func TestActionCodec(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 3))
 	rb := func() []byte {
 		if rng.IntN(3) == 0 {

@@ -129,8 +129,7 @@ func applySplit(f *FSM, logs []*raft.Log, rng *rand.Rand, maxBatch int) []interf
 // TestDeterminism applies one random log to FSMs with different batch
 // splits: equal state hashes and equal per-entry results.
 func TestDeterminism(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	logs := randomLog(t, seed, 3000)
 	dir := t.TempDir()
 	var hashes []string
@@ -203,8 +202,7 @@ func snapshotBytes(t testing.TB, f *FSM) []byte {
 // TestSnapshotRestore: restore into a fresh FSM gives the same hash, index,
 // clock and reads; restoring over an FSM with other state replaces it.
 func TestSnapshotRestore(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	logs := randomLog(t, seed, 1500)
 	dir := t.TempDir()
 	src := openFSM(t, filepath.Join(dir, "src"))
@@ -250,8 +248,7 @@ func TestSnapshotRestore(t *testing.T) {
 // equals the state of an FSM that applied exactly the log up to the
 // snapshot's index; readers and WaitApplied keep working across a restore.
 func TestSnapshotWhileApplying(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	logs := randomLog(t, seed, 2000)
 	dir := t.TempDir()
 	f := openFSM(t, filepath.Join(dir, "live"))
@@ -325,8 +322,7 @@ func TestSnapshotWhileApplying(t *testing.T) {
 // TestRestart: state and applied index survive a reopen; re-applying
 // entries at or below the applied index is a no-op.
 func TestRestart(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	logs := randomLog(t, seed, 1000)
 	path := filepath.Join(t.TempDir(), "state.db")
 	f, err := Open(Options{Path: path})
@@ -387,5 +383,67 @@ func TestWaitApplied(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("waiter not woken")
 		}
+	}
+}
+
+// allActions reads every stored action, by id.
+func allActions(t testing.TB, f *FSM) map[string]*Action {
+	t.Helper()
+	out := map[string]*Action{}
+	err := f.db.View(func(tx *boltTx) error {
+		return tx.Bucket(bucketActions).ForEach(func(k, v []byte) error {
+			a, err := decodeAction(v)
+			out[string(k)] = a
+			return err
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestInvariants over a random log: at most one successful consume per
+// action (replays aside), and terminal actions never change afterwards.
+func TestInvariants(t *testing.T) {
+	seed := testSeed(t)
+	logs := randomLog(t, seed, 3000)
+	f := openFSM(t, filepath.Join(t.TempDir(), "inv"))
+	out := f.ApplyBatch(logs[:1500])
+	terminal := map[string]*Action{}
+	for id, a := range allActions(t, f) {
+		if a.ConsumedAt != 0 || a.CanceledAt != 0 {
+			terminal[id] = a
+		}
+	}
+	if len(terminal) == 0 {
+		t.Fatalf("seed %d: no terminal actions to check", seed)
+	}
+	out = append(out, f.ApplyBatch(logs[1500:])...)
+	after := allActions(t, f)
+	for id, a := range terminal {
+		if !reflect.DeepEqual(after[id], a) {
+			t.Fatalf("seed %d: terminal action %s changed:\n%+v\n%+v", seed, id, a, after[id])
+		}
+	}
+	winners := map[string]int{}
+	for i, r := range out {
+		res, ok := r.(*Result)
+		cmd, err := DecodeCommand(logs[i].Data)
+		if !ok || err != nil || cmd.Type != CmdConsume || res.Code != CodeOK || res.Replayed {
+			continue
+		}
+		winners[cmd.Consume.ActionID]++
+	}
+	for id, n := range winners {
+		if n != 1 {
+			t.Fatalf("seed %d: action %s consumed %d times", seed, id, n)
+		}
+		if a := after[id]; a.ConsumedReason != ReasonConsumed {
+			t.Fatalf("seed %d: winner of %s but stored reason %q", seed, id, a.ConsumedReason)
+		}
+	}
+	if len(winners) == 0 {
+		t.Fatalf("seed %d: no consume succeeded", seed)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,10 @@ func Open(opts Options) (*FSM, error) {
 	}
 	if opts.InitialMmapSize == 0 {
 		opts.InitialMmapSize = defaultMmapSize
+	}
+	// A restore interrupted by a crash leaves its temp file behind.
+	if err := os.Remove(opts.Path + restoreSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("fsm: remove stale restore file: %w", err)
 	}
 	db, err := openDB(opts.Path, opts)
 	if err != nil {
@@ -257,7 +262,11 @@ func (f *FSM) WaitApplied(index uint64, done <-chan struct{}) bool {
 	}
 }
 
-// View runs fn against a consistent read-only view of the state.
+// View runs fn against a consistent read-only view of the state. The *View
+// is valid only inside fn; values it returns are copies and stay valid.
+// fn must not call View, StateHash or Snapshot again (a pending Restore
+// would deadlock the nested shared lock) and should be short: a Restore
+// waits for running views.
 func (f *FSM) View(fn func(v *View) error) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -269,5 +278,5 @@ func (f *FSM) View(fn func(v *View) error) error {
 	})
 }
 
-// Close-safe helper for snapshot/restore code paths.
+// closeQuietly closes c, ignoring the error (for readers we only consume).
 func closeQuietly(c io.Closer) { _ = c.Close() }

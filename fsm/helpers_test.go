@@ -3,8 +3,11 @@ package fsm
 import (
 	"bytes"
 	"encoding/hex"
+	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
@@ -148,3 +151,19 @@ func pinHash(pin string) []byte { return []byte("h(" + pin + ")") }
 
 // boltTx lets tests peek at buckets.
 type boltTx = bolt.Tx
+
+// testSeed returns the seed for a randomized test: FSM_TEST_SEED when set
+// (to reproduce a failure), else the clock. It is always logged.
+func testSeed(t testing.TB) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("FSM_TEST_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("FSM_TEST_SEED: %v", err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (rerun with FSM_TEST_SEED=%d)", seed, seed)
+	return seed
+}

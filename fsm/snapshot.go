@@ -16,6 +16,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// restoreSuffix names the temp file a snapshot is streamed into.
+const restoreSuffix = ".restore"
+
 // Snapshot returns a consistent point-in-time copy of the state (raft.FSM).
 // It only begins a bbolt read transaction, so it is cheap on Raft's FSM
 // goroutine; Persist streams that transaction's pages while applies go on.
@@ -62,7 +65,7 @@ func (s *snapshot) Release() {
 // old file. AppliedIndex and LastTime come from the restored file.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer closeQuietly(rc)
-	tmp := f.opts.Path + ".restore"
+	tmp := f.opts.Path + restoreSuffix
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("fsm: restore: remove stale %s: %w", tmp, err)
 	}

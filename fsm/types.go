@@ -201,6 +201,8 @@ type Result struct {
 	Message string `json:"msg,omitempty"`
 	// Action is the action after the command (for create, consume, cancel
 	// and their typed errors: consumedAt, expiresAt, activeAt, canceledAt...).
+	// Its SealedPayload is set only for a successful consume (the one
+	// response that shows the payload); nil for not-found.
 	Action *Action `json:"action,omitempty"`
 	// AttemptsRemaining is set with CodeInvalidPIN.
 	AttemptsRemaining int `json:"left,omitempty"`

@@ -7,7 +7,7 @@
 # It builds bin/exactonced and bin/exactonce-bench, installs Debian's
 # etcd-server when etcd is missing (as root), starts and stops both clusters
 # itself on loopback (ExactOnce 18081-18083/18301-18303/18401-18403, etcd
-# 23791-23793/23801-23803) and writes bench-out/{table.txt,results.jsonl,report.json}.
+# 23791-23793/23801-23803) and writes bin/bench/{table.txt,results.jsonl,report.json} (and CPU profiles with -pprof).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -23,6 +23,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,17 +39,18 @@ func main() {
 
 // options are the command-line settings beyond bench.Config.
 type options struct {
-	build   bool
-	outDir  string
-	timeout time.Duration
-	verbose bool
-	noEtcd  bool
-	million bool
-	conc    string
-	wl      string
-	etcdWl  string
-	seed    uint64
-	pprof   bool
+	build    bool
+	outDir   string
+	timeout  time.Duration
+	verbose  bool
+	noEtcd   bool
+	million  bool
+	conc     string
+	wl       string
+	etcdWl   string
+	seed     uint64
+	pprof    bool
+	selfProf string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -80,14 +83,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.PprofPort, "pprof-port", 18601, "first ExactOnce node's pprof port (with -pprof)")
 	fs.IntVar(&cfg.EtcdClientPort, "etcd-client-port", 23791, "first etcd member's client port")
 	fs.IntVar(&cfg.EtcdPeerPort, "etcd-peer-port", 23801, "first etcd member's peer port")
-	fs.BoolVar(&o.pprof, "pprof", false, "build the server with a pprof listener and profile the leader during an extra consume run")
+	fs.BoolVar(&o.pprof, "pprof", false, "build the server with a pprof listener and profile every node during extra consume, verify and CSV runs")
 	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", 8, "length of the CPU profile")
-	fs.IntVar(&cfg.ProfileConc, "profile-conc", 64, "concurrency of the profiled consume run")
-	fs.StringVar(&o.outDir, "out", "bench-out", "directory for results.jsonl, report.json, table.txt and profiles")
+	fs.IntVar(&cfg.ProfileConc, "profile-conc", 64, "concurrency of the profiled runs")
+	fs.StringVar(&o.outDir, "out", "bin/bench", "directory for results.jsonl, report.json, table.txt and profiles")
 	fs.StringVar(&cfg.TempBase, "tmp", "", "parent of the fresh data directories (default $TMPDIR)")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep data directories and node logs")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "abort the whole session after this long")
 	fs.BoolVar(&o.verbose, "v", false, "debug logging")
+	fs.StringVar(&o.selfProf, "self-cpuprofile", "", "write a CPU profile of the load generator itself to this file")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -116,6 +120,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "exactonce-bench:", err)
 			return 1
 		}
+	}
+	if o.selfProf != "" {
+		f, err := os.Create(o.selfProf)
+		if err != nil {
+			fmt.Fprintln(stderr, "exactonce-bench:", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "exactonce-bench: start CPU profile:", err)
+			return 1
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	rep, runErr := bench.Run(ctx, cfg)
 	if runErr != nil {
@@ -244,12 +263,27 @@ func buildServer(ctx context.Context, log *slog.Logger, bin string, withPprof bo
 	}
 	args = append(args, "./cmd/exactonced")
 	log.Info("building server", "cmd", "go "+strings.Join(args, " "))
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build %s: %w\n%s", bin, err, out)
+	var last error
+	// A shared build cache under concurrent builds occasionally fails
+	// transiently; try a few times before giving up.
+	for attempt := range 3 {
+		if attempt > 0 {
+			log.Warn("build failed; retrying", "err", last)
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("build %s: %w", bin, ctx.Err())
+			case <-time.After(3 * time.Second):
+			}
+		}
+		cmd := exec.CommandContext(ctx, "go", args...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		last = fmt.Errorf("build %s: %w\n%s", bin, err, out)
 	}
-	return nil
+	return last
 }
 
 // write prints the table, checks and JSON lines, and saves them in outDir.
@@ -262,21 +296,32 @@ func write(stdout io.Writer, outDir string, rep *bench.Report) error {
 	if err := bench.WriteTable(&table, rep.Rows); err != nil {
 		return err
 	}
-	table.WriteString("\n(* = the run ended early because its prepared actions ran out; figures cover the time it ran)\n\nmemory:\n")
+	table.WriteString("\n(* = the run ended early because its prepared actions ran out; figures cover the time it ran)\n\nnotes:\n")
+	for _, r := range rep.Rows {
+		if r.Note != "" {
+			fmt.Fprintf(&table, "  %-9s %-7s c=%-5d %s\n", r.System, r.Workload, r.Concurrency, r.Note)
+		}
+	}
+	table.WriteString("\nmemory:\n")
 	for _, m := range rep.Memory {
 		l := ""
 		if m.Leader {
 			l = " (leader)"
 		}
-		fmt.Fprintf(&table, "  %-9s %-5s%-9s %-13s RSS %6.1f MiB  peak %6.1f MiB  data %7.1f MiB  actions %d\n",
-			m.System, m.Node, l, m.Stage, m.RSSMiB, m.PeakMiB, m.DataMiB, m.Actions)
+		actions := ""
+		if m.System == "exactonce" {
+			actions = fmt.Sprintf("  actions %d", m.Actions)
+		}
+		fmt.Fprintf(&table, "  %-9s %-5s%-9s %-13s RSS %6.1f MiB  peak %6.1f MiB  data %7.1f MiB%s\n",
+			m.System, m.Node, l, m.Stage, m.RSSMiB, m.PeakMiB, m.DataMiB, actions)
 	}
 	for _, r := range rep.Restart {
 		fmt.Fprintf(&table, "restart: %s ready after %.2f s with %d actions stored %s\n", r.Node, r.Seconds, r.Actions, r.Err)
 	}
-	if rep.ProfilePath != "" {
-		fmt.Fprintf(&table, "leader CPU profile: %s (top: %s.top.txt)\n", rep.ProfilePath, rep.ProfilePath)
+	for _, p := range rep.Profiles {
+		fmt.Fprintf(&table, "CPU profile: %s (top: .flat.txt, .cum.txt)\n", p)
 	}
+	fmt.Fprintf(&table, "load average (1m 5m 15m; %d cores): %s\n", runtime.NumCPU(), strings.Join(rep.Load, "; "))
 	table.WriteString("\ntargets:\n")
 	if err := bench.WriteChecks(&table, rep.Checks); err != nil {
 		return err

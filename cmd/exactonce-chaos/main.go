@@ -85,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	names := strings.Split(*scenarios, ",")
 	for _, n := range names {
-		if _, ok := chaos.Scenarios[n]; !ok {
+		if _, ok := chaos.ScenarioFaults(n); !ok {
 			fmt.Fprintf(stderr, "exactonce-chaos: unknown scenario %q (have %s)\n", n, scenarioNames())
 			return 2
 		}
@@ -129,9 +129,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "note: network namespaces unavailable (need root); partition faults are skipped")
 	}
 
+	// Small snapshot settings (honoured by a chaostest build) make nodes
+	// snapshot often, so restarts restore snapshots and a node kept away
+	// catches up by snapshot. -node-env values come later and win.
+	env := append([]string{
+		"EXACTONCE_TEST_SNAPSHOT_THRESHOLD=256",
+		"EXACTONCE_TEST_TRAILING_LOGS=128",
+		"EXACTONCE_TEST_SNAPSHOT_INTERVAL=2s",
+	}, nodeEnv...)
 	o := chaos.Options{
 		Seed: *seed, Scenarios: names, Duration: *duration / time.Duration(len(names)),
-		Binary: bin, WorkDir: *workDir, OutDir: *outDir, Net: network, NodeEnv: nodeEnv,
+		Binary: bin, WorkDir: *workDir, OutDir: *outDir, Net: network, NodeEnv: env,
 		Workload: chaos.WorkloadConfig{WorkersPerNode: *workers, Racers: *racers, RequestTimeout: *reqTimeout,
 			Attempts: *attempts, Think: *think, Seed: *seed},
 		CheckTimeout: *checkTimeout, Log: log, Out: stdout,
@@ -162,9 +170,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func scenarioNames() string {
-	return "none, kill, pause, partition, snapshot, clock, mixed"
-}
+func scenarioNames() string { return strings.Join(chaos.ScenarioNames(), ", ") }
 
 // build compiles exactonced with the extra build tags.
 func build(ctx context.Context, out, tags string, stdout io.Writer) error {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -206,5 +208,28 @@ func TestParseTime(t *testing.T) {
 		if _, err := parseTime("x", bad, now); err == nil {
 			t.Errorf("parseTime(%q) accepted", bad)
 		}
+	}
+}
+
+func TestTLSFlags(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"total":0}`)
+	}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake is expected
+	srv.StartTLS()
+	defer srv.Close()
+	if code, _, errs := runCLI(t, nil, "", "--addr", srv.URL, "stats"); code != 1 || !strings.Contains(errs, "certificate") {
+		t.Errorf("untrusted server: exit %d stderr %q", code, errs)
+	}
+	if code, out, errs := runCLI(t, nil, "", "--addr", srv.URL, "--insecure", "stats"); code != 0 || !strings.Contains(out, `"total": 0`) {
+		t.Errorf("--insecure: exit %d out %q stderr %q", code, out, errs)
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(ca, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := runCLI(t, map[string]string{"EXACTONCE_CACERT": ca}, "", "--addr", srv.URL, "stats"); code != 0 {
+		t.Errorf("EXACTONCE_CACERT: exit %d stderr %q", code, errs)
 	}
 }

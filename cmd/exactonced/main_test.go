@@ -33,8 +33,17 @@ func freePort(t *testing.T) string {
 // buildServer compiles exactonced once per test binary run.
 var buildOnce struct {
 	sync.Once
+	dir  string
 	path string
 	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildOnce.dir != "" {
+		os.RemoveAll(buildOnce.dir)
+	}
+	os.Exit(code)
 }
 
 func buildServer(t *testing.T) string {
@@ -45,6 +54,7 @@ func buildServer(t *testing.T) string {
 			buildOnce.err = err
 			return
 		}
+		buildOnce.dir = dir
 		buildOnce.path = filepath.Join(dir, "exactonced")
 		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
 		if err != nil {
@@ -246,6 +256,15 @@ func TestDevServerEndToEnd(t *testing.T) {
 	if _, err := admin.ClusterStatus(ctx); err != nil {
 		t.Errorf("cluster status with the generated admin token: %v", err)
 	}
+	if _, err := c.ClusterStatus(ctx); !client.IsCode(err, "unauthorized") {
+		t.Errorf("cluster status without the admin token: %v, want 401 unauthorized", err)
+	}
+	if _, err := admin.TransferLeadership(ctx, ""); !client.IsCode(err, "conflict") {
+		t.Errorf("transfer on a single node: %v, want 409 conflict", err)
+	}
+	if _, err := admin.RemoveServer(ctx, "no-such-node"); !client.IsCode(err, "not_found") {
+		t.Errorf("remove unknown server: %v, want 404 not_found", err)
+	}
 	p2.stop(t, 30*time.Second)
 }
 
@@ -305,5 +324,16 @@ func TestAdminTokenGeneratedOnce(t *testing.T) {
 	given, path, err := loadAdminToken(dir, "explicit-token-123456")
 	if err != nil || given != "explicit-token-123456" || path != "" {
 		t.Errorf("explicit token: %q %q %v", given, path, err)
+	}
+}
+
+func TestMissingTLSFilesExitTwo(t *testing.T) {
+	dir := t.TempDir()
+	var errb bytes.Buffer
+	code := run(context.Background(), []string{"--data-dir", dir, "--http-addr", freePort(t),
+		"--tls-cert", filepath.Join(dir, "none.pem"), "--tls-key", filepath.Join(dir, "none.key")},
+		func(string) string { return "" }, io.Discard, &errb)
+	if code != 2 || !strings.Contains(errb.String(), "--tls-cert") {
+		t.Errorf("exit %d, stderr %q; want 2 naming --tls-cert", code, errb.String())
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,6 +106,15 @@ func (s *server) run(ctx context.Context) error {
 		fmt.Fprintf(s.stdout, "admin-token-file: %s\n", tokenPath)
 	}
 
+	if u, err := url.Parse(cfg.HTTPAdvertise); err == nil {
+		if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
+			log.Warn("the advertised API URL has an unspecified host; other nodes cannot forward to it: set --http-advertise",
+				"http_advertise", cfg.HTTPAdvertise)
+		}
+	}
+	if cfg.TestClockOffset != 0 {
+		log.Warn("test clock offset in effect: this node's clock is shifted", "offset", cfg.TestClockOffset.String(), "env", config.TestClockOffsetEnv)
+	}
 	apiTLS, peerTLS, raftTLS, err := tlsConfigs(cfg)
 	if err != nil {
 		return &config.UsageError{Err: err}
@@ -127,14 +137,13 @@ func (s *server) run(ctx context.Context) error {
 		}
 	}()
 
-	gossipAddr := cfg.GossipAddr
 	node, err := cluster.Open(ctx, cluster.Config{
 		NodeID:          nodeID,
 		DataDir:         cfg.DataDir,
 		RaftAddr:        cfg.RaftAddr,
 		RaftAdvertise:   cfg.RaftAdvertise,
 		HTTPAdvertise:   cfg.HTTPAdvertise,
-		GossipAddr:      gossipAddr,
+		GossipAddr:      cfg.GossipAddr,
 		GossipAdvertise: cfg.GossipAdvertise,
 		Join:            cfg.Join,
 		BootstrapExpect: cfg.BootstrapExpect,
@@ -142,6 +151,7 @@ func (s *server) run(ctx context.Context) error {
 		RaftTLS:         raftTLS,
 		InternalTLS:     peerTLS,
 		FSM:             state,
+		Now:             cfg.Now,
 		Logger:          baseLog,
 	})
 	if err != nil {
@@ -184,6 +194,7 @@ func (s *server) run(ctx context.Context) error {
 		Registry:         reg,
 		Gatherer:         reg,
 		ForwardTransport: fwd,
+		Now:              cfg.Now,
 		Extra:            clusterRoutes(node, secure.HashSecret(adminToken), fwd, log.With("component", "cluster-admin")),
 	}, node)
 	if err != nil {

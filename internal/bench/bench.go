@@ -64,8 +64,8 @@ type Config struct {
 	HTTPPort, RaftPort, GossipPort int
 	EtcdClientPort, EtcdPeerPort   int
 
-	// ProfileDir, when set, receives a CPU profile of the ExactOnce leader
-	// taken during an extra consume run (the server binary must honour
+	// ProfileDir, when set, receives CPU profiles of every ExactOnce node
+	// taken during extra consume, verify and CSV runs (the server binary must honour
 	// BENCH_PPROF_ADDR; see the harness's pprof overlay), and PprofPort is
 	// the first node's pprof port.
 	ProfileDir     string
@@ -87,8 +87,11 @@ type Report struct {
 	Restart []RestartResult   `json:"restart"`
 	Hot     map[string]HotRes `json:"hot"`
 	CSV     *Row              `json:"csv,omitempty"`
-	// ProfilePath is the leader's CPU profile, if one was taken.
-	ProfilePath string `json:"profilePath,omitempty"`
+	// Profiles lists the nodes' CPU profiles, if any were taken.
+	Profiles []string `json:"profiles,omitempty"`
+	// Load samples /proc/loadavg around each phase: the machine may be
+	// shared, and a busy machine explains noisy figures.
+	Load []string `json:"loadavg"`
 	// Stored counts the actions the harness created in ExactOnce.
 	Stored int `json:"stored"`
 }
@@ -162,21 +165,38 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	s := &session{cfg: cfg, log: cfg.Log, rates: map[string]float64{},
 		rep: &Report{Seed: cfg.Seed, Hot: map[string]HotRes{}}}
 	var errs []error
+	s.loadavg("start")
 	if len(cfg.Workloads) > 0 || cfg.Million > 0 {
 		if err := s.runExactOnce(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("exactonce: %w", err))
 		}
+		s.loadavg("after exactonce")
 	}
 	if cfg.EtcdBin != "" && len(cfg.EtcdWorkloads) > 0 && ctx.Err() == nil {
 		if err := s.runEtcd(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("etcd: %w", err))
 		}
+		s.loadavg("after etcd")
 	}
 	Compare(s.rows)
 	SortRows(s.rows, WorkloadOrder)
 	s.rep.Rows = s.rows
 	s.rep.Checks = s.checks()
 	return s.rep, errors.Join(errs...)
+}
+
+// loadavg records the machine's load average.
+func (s *session) loadavg(stage string) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return
+	}
+	f := strings.Fields(string(b))
+	if len(f) >= 3 {
+		v := fmt.Sprintf("%s: %s %s %s", stage, f[0], f[1], f[2])
+		s.rep.Load = append(s.rep.Load, v)
+		s.log.Info("load average", "stage", stage, "1m", f[0], "5m", f[1], "15m", f[2])
+	}
 }
 
 func (s *session) cleanupDir(dir string) {
@@ -235,8 +255,10 @@ func (s *session) runExactOnce(ctx context.Context) (err error) {
 		}
 	}
 	if cfg.ProfileDir != "" && ctx.Err() == nil {
-		if err := s.profile(ctx, cl, t, pool); err != nil {
-			s.log.Warn("no CPU profile", "err", err)
+		for _, wl := range []string{WConsume, WVerify, WCSV} {
+			if err := s.profile(ctx, cl, t, pool, wl); err != nil {
+				s.log.Warn("no CPU profile", "workload", wl, "err", err)
+			}
 		}
 	}
 	s.memory(ctx, cl, "after runs")

@@ -293,7 +293,7 @@ func (c *EOCluster) Restart(ctx context.Context, i int) (time.Duration, error) {
 
 // Stop stops every node.
 func (c *EOCluster) Stop() {
-	stopAll(c.Log, c.Procs())
+	stopAll(c.Log, c.Procs(), 15*time.Second)
 }
 
 // EtcdCluster is an n-member etcd cluster on loopback with fresh data.
@@ -383,5 +383,5 @@ func (c *EtcdCluster) Leader(ctx context.Context) int {
 
 // Stop stops every member.
 func (c *EtcdCluster) Stop() {
-	stopAll(c.Log, c.Members)
+	stopAll(c.Log, c.Members, 5*time.Second)
 }

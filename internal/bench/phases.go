@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -170,53 +171,92 @@ func (s *session) hot(ctx context.Context, t Target, warm func(context.Context))
 	return nil
 }
 
-// profile takes a CPU profile of the ExactOnce leader during a consume run.
-func (s *session) profile(ctx context.Context, cl *EOCluster, t *ExactOnce, pool *Pool) error {
+// profile takes CPU profiles of every ExactOnce node (file names mark the
+// leader) during an extra, unreported run of workload wl (consume,
+// verify at ProfileConc clients, or csv at one).
+func (s *session) profile(ctx context.Context, cl *EOCluster, t *ExactOnce, pool *Pool, wl string) error {
 	leader := cl.Leader(ctx)
-	if leader < 0 {
-		return fmt.Errorf("profile: %w", errNoLeader)
-	}
-	addr := cl.Nodes[leader].PprofAddr
-	if addr == "" {
-		return fmt.Errorf("profile: node has no pprof address")
-	}
 	if err := os.MkdirAll(s.cfg.ProfileDir, 0o755); err != nil {
 		return fmt.Errorf("profile dir: %w", err)
 	}
 	secs := s.cfg.ProfileSeconds
 	c := s.cfg.ProfileConc
-	need := int(s.estimate(t, WConsume, c)*float64(secs+2)) + 1000
-	if err := s.prefill(ctx, t, pool, min(need, s.cfg.MaxPrefill)); err != nil {
-		return err
+	var op Op
+	switch wl {
+	case WConsume:
+		need := int(s.estimate(t, WConsume, c)*float64(secs+2)) + 1000
+		if err := s.prefill(ctx, t, pool, min(need, s.cfg.MaxPrefill)); err != nil {
+			return err
+		}
+		op = consumeOp(t, pool)
+	case WVerify:
+		op = func(ctx context.Context, w *Worker) error {
+			id, ok := pool.Any(w.Rand)
+			if !ok {
+				return ErrPoolEmpty
+			}
+			return t.Verify(ctx, w, id)
+		}
+	case WCSV:
+		c = 1
+		body := CSVBody(s.cfg.CSVRows, t.Payload)
+		op = func(ctx context.Context, w *Worker) error {
+			ids, err := t.CreateCSV(ctx, w.Node(len(t.URLs)), body, s.cfg.CSVRows)
+			s.rep.Stored += len(ids) // one worker: no race
+			return err
+		}
+	default:
+		return fmt.Errorf("profile: workload %q not supported", wl)
 	}
-	path := filepath.Join(s.cfg.ProfileDir, "exactonce-leader-consume.pprof")
-	errc := make(chan error, 1)
-	go func() {
-		errc <- fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), path, time.Duration(secs+30)*time.Second)
-	}()
+	type prof struct {
+		path string
+		errc chan error
+	}
+	var profs []prof
+	for i, n := range cl.Nodes {
+		if n.PprofAddr == "" {
+			return fmt.Errorf("profile: %s has no pprof address", n.Name)
+		}
+		role := "follower"
+		if i == leader {
+			role = "leader"
+		}
+		p := prof{path: filepath.Join(s.cfg.ProfileDir, fmt.Sprintf("exactonce-%s-%s-%s.pprof", wl, n.Name, role)), errc: make(chan error, 1)}
+		go func() {
+			p.errc <- fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", n.PprofAddr, secs), p.path, time.Duration(secs+30)*time.Second)
+		}()
+		profs = append(profs, p)
+	}
 	res, err := RunLoop(ctx, RunSpec{Concurrency: c, Duration: time.Duration(secs)*time.Second + time.Second,
-		OpTimeout: s.cfg.OpTimeout, Seed: s.seed(), Op: consumeOp(t, pool)})
+		OpTimeout: s.cfg.OpTimeout, Seed: s.seed(), Op: op})
 	if err != nil {
 		return err
 	}
-	if err := <-errc; err != nil {
-		return err
+	s.log.Info("profiled run (not in the table)", "workload", wl, "conc", c,
+		"ops/s", int(float64(res.Ops)/res.Elapsed.Seconds()), "dir", s.cfg.ProfileDir)
+	var errs []error
+	for _, p := range profs {
+		if err := <-p.errc; err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.rep.Profiles = append(s.rep.Profiles, p.path)
+		for _, mode := range []string{"flat", "cum"} {
+			args := []string{"tool", "pprof", "-top", "-nodecount=40"}
+			if mode == "cum" {
+				args = append(args, "-cum")
+			}
+			out, err := exec.CommandContext(ctx, "go", append(args, cl.Bin, p.path)...).CombinedOutput()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("go tool pprof: %w: %s", err, out))
+				break
+			}
+			if err := os.WriteFile(p.path+"."+mode+".txt", out, 0o644); err != nil {
+				errs = append(errs, fmt.Errorf("write profile top: %w", err))
+			}
+		}
 	}
-	s.log.Info("profiled consume run (not in the table)", "node", cl.Nodes[leader].Name, "conc", c,
-		"ops/s", int(float64(res.Ops)/res.Elapsed.Seconds()), "profile", path)
-	s.rep.ProfilePath = path
-	top, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=35", cl.Bin, path).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("go tool pprof: %w: %s", err, top)
-	}
-	if err := os.WriteFile(path+".top.txt", top, 0o644); err != nil {
-		return fmt.Errorf("write profile top: %w", err)
-	}
-	cum, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-cum", "-nodecount=35", cl.Bin, path).CombinedOutput()
-	if err == nil {
-		_ = os.WriteFile(path+".cum.txt", cum, 0o644)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func fetch(ctx context.Context, url, path string, timeout time.Duration) error {
@@ -390,6 +430,10 @@ func (s *session) checks() []Check {
 	} else {
 		out = append(out, na("hot action", "not run"))
 	}
+	if h, ok := s.rep.Hot["etcd"]; ok {
+		out = append(out, Check{fmt.Sprintf("(reference) etcd hot key, %d racers: exactly one compare succeeds", h.Racers), verdict(h.Pass),
+			fmt.Sprintf("won=%d lost=%d errors=%d%s, %.0f answers/s", h.Won, h.Lost, h.Errors, kindsString(h.Kinds), h.PerSec)})
+	}
 	if r, ok := s.row("exactonce", WVerify, 64); ok {
 		out = append(out, Check{"linearizable verify @64 >= 10,000/s", verdict(r.OpsPerSec >= 10000 && r.Errors == 0),
 			fmt.Sprintf("%.0f ops/s, p99 %.1f ms, %d errors", r.OpsPerSec, r.P99Ms, r.Errors)})
@@ -410,8 +454,8 @@ func (s *session) checks() []Check {
 			mem = append(mem, m)
 		}
 	}
-	million := len(mem) > 0
-	if !million {
+	million := len(mem) > 0 && mem[0].Actions >= 1000000
+	if len(mem) == 0 {
 		stage = "after runs"
 		for _, m := range s.rep.Memory {
 			if m.System == "exactonce" && m.Stage == stage {
@@ -429,7 +473,7 @@ func (s *session) checks() []Check {
 		st := verdict(worst.RSSMiB < 512 && mem[0].Actions >= 1000000)
 		if !million {
 			st = "N/A"
-			name = "each node < 512 MiB RSS (one million not loaded; run -million)"
+			name = "each node < 512 MiB RSS (one million not stored; run -million)"
 		}
 		out = append(out, Check{name, st, fmt.Sprintf("%s at %d actions", strings.Join(parts, ", "), mem[0].Actions)})
 	}
@@ -438,7 +482,7 @@ func (s *session) checks() []Check {
 		name := "restarted node ready < 5 s with one million actions"
 		st := verdict(r.Err == "" && r.Seconds < 5 && r.Actions >= 1000000)
 		if r.Actions < 1000000 {
-			name = "restarted node ready < 5 s (one million not loaded; run -million)"
+			name = "restarted node ready < 5 s (one million not stored; run -million)"
 			if r.Err != "" || r.Seconds >= 5 {
 				st = "FAIL"
 			} else {

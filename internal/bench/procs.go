@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -166,12 +165,12 @@ func tailFile(path string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// stopAll stops procs in parallel.
-func stopAll(log *slog.Logger, procs []*Proc) {
+// stopAll stops procs in parallel, killing any still running after grace.
+func stopAll(log *slog.Logger, procs []*Proc, grace time.Duration) {
 	done := make(chan struct{}, len(procs))
 	for _, p := range procs {
 		go func() {
-			p.Stop(10 * time.Second)
+			p.Stop(grace)
 			done <- struct{}{}
 		}()
 	}
@@ -208,5 +207,3 @@ func dirSize(dir string) int64 {
 	})
 	return n
 }
-
-var errNoLeader = errors.New("leader unknown")

@@ -21,6 +21,7 @@ type Anomaly struct {
 	Ops []int `json:"ops,omitempty"`
 }
 
+// String renders the anomaly on one line.
 func (a Anomaly) String() string {
 	s := a.Kind
 	if a.Action != "" {
@@ -41,6 +42,8 @@ const (
 	KindUnexpected       = "unexpected-response"
 	KindDiverged         = "replicas-diverged"
 	KindCheckerTimeout   = "checker-timeout"
+	KindClockBackwards   = "time-went-backwards"
+	KindMembership       = "membership-not-restored"
 )
 
 // Report is the result of checking a history.
@@ -67,12 +70,31 @@ func (r *Report) OK() bool { return len(r.Anomalies) == 0 }
 
 func (r *Report) add(a Anomaly) { r.Anomalies = append(r.Anomalies, a) }
 
-// expectedStatus lists the (status, code) pairs SPEC.md allows per kind.
-var expectedStatus = map[OpKind]map[string]bool{
-	OpCreate:  {"201": true, "503 unavailable": true, "503 outcome_unknown": true},
-	OpConsume: {"200": true, "401 pin_required": true, "401 invalid_pin": true, "409 already_used": true, "410 canceled": true, "404 action_not_found": true, "503 unavailable": true, "503 outcome_unknown": true},
-	OpCancel:  {"200": true, "409 already_used": true, "404 action_not_found": true, "503 unavailable": true, "503 outcome_unknown": true},
-	OpVerify:  {"200": true, "404 action_not_found": true, "503 unavailable": true},
+// expectedStatus reports whether SPEC.md allows the answer "status code"
+// (as rendered by statusKey) for an operation kind.
+func expectedStatus(kind OpKind, key string) bool {
+	switch key {
+	case "503 unavailable":
+		return true
+	case "503 outcome_unknown":
+		return kind != OpVerify
+	case "404 action_not_found":
+		return kind != OpCreate
+	}
+	switch kind {
+	case OpCreate:
+		return key == "201"
+	case OpConsume:
+		switch key {
+		case "200", "401 pin_required", "401 invalid_pin", "409 already_used", "410 canceled":
+			return true
+		}
+	case OpCancel:
+		return key == "200" || key == "409 already_used"
+	case OpVerify:
+		return key == "200"
+	}
+	return false
 }
 
 func statusKey(status int, code string) string {
@@ -116,8 +138,48 @@ func Check(ctx context.Context, ops []*Op, timeout time.Duration) *Report {
 	for _, id := range ids {
 		checkAction(r, id, byAction[id])
 	}
+	checkClock(r, ops)
 	checkLinearizable(ctx, r, ids, byAction, timeout)
 	return r
+}
+
+// checkClock checks that the FSM's clock never goes back: a consume that
+// returned 200 before another was called has a consumedAt no later than
+// the other's (the leader's stamps never go backwards, SPEC.md).
+func checkClock(r *Report, ops []*Op) {
+	type stamp struct {
+		op *Op
+		at time.Time
+	}
+	var byCall []stamp
+	for _, op := range ops {
+		if op.Kind != OpConsume || !op.OK() || op.Return < 0 {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, op.Outcome.ConsumedAt)
+		if err != nil {
+			continue
+		}
+		byCall = append(byCall, stamp{op, at})
+	}
+	byReturn := append([]stamp(nil), byCall...)
+	sort.Slice(byCall, func(i, j int) bool { return byCall[i].op.Call < byCall[j].op.Call })
+	sort.Slice(byReturn, func(i, j int) bool { return byReturn[i].op.Return < byReturn[j].op.Return })
+	var latest *stamp
+	j, reported := 0, 0
+	for _, cur := range byCall {
+		for ; j < len(byReturn) && byReturn[j].op.Return < cur.op.Call; j++ {
+			if latest == nil || byReturn[j].at.After(latest.at) {
+				latest = &byReturn[j]
+			}
+		}
+		if latest != nil && cur.at.Before(latest.at) {
+			if reported++; reported <= 10 {
+				r.add(Anomaly{Kind: KindClockBackwards, Action: cur.op.Action, Ops: []int{latest.op.ID, cur.op.ID},
+					Detail: fmt.Sprintf("consumed at %s, after op#%d had returned consumedAt %s", cur.op.Outcome.ConsumedAt, latest.op.ID, latest.op.Outcome.ConsumedAt)})
+			}
+		}
+	}
 }
 
 // checkAttempts flags unexpected answers and replays that differ from the
@@ -129,7 +191,7 @@ func checkAttempts(r *Report, op *Op) {
 		if a.Status == 0 {
 			continue
 		}
-		if !expectedStatus[op.Kind][statusKey(a.Status, a.Code)] {
+		if !expectedStatus(op.Kind, statusKey(a.Status, a.Code)) {
 			r.add(Anomaly{Kind: KindUnexpected, Action: op.Action, Ops: []int{op.ID},
 				Detail: fmt.Sprintf("%s answered %s (attempt %d on node%d)", op.Kind, statusKey(a.Status, a.Code), i+1, a.Node)})
 			continue

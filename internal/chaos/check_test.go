@@ -133,7 +133,7 @@ func TestCheckIdempotentReplayIsOneWinner(t *testing.T) {
 	h := &hb{}
 	h.create("a1", false, 0, 10)
 	h.add(Op{Process: 1, Kind: OpConsume, Action: "a1", Key: "k1", Call: 20, Return: 90,
-		Outcome: Outcome{Status: 200, ConsumedAt: at, PayloadOK: true},
+		Outcome:  Outcome{Status: 200, ConsumedAt: at, PayloadOK: true},
 		Attempts: []Attempt{{Call: 20, Return: 30, Err: "timeout"}, {Call: 40, Return: 45, Status: 503, Code: "outcome_unknown"}, {Call: 80, Return: 90, Status: 200, ConsumedAt: at}}})
 	h.consume(2, "a1", "k2", 50, 60, Outcome{Status: 409, Code: "already_used", Reason: "consumed", ConsumedAt: at})
 	if r := check(t, h); !r.OK() {
@@ -145,7 +145,7 @@ func TestCheckReportsReplayMismatch(t *testing.T) {
 	h := &hb{}
 	h.create("a1", false, 0, 10)
 	h.add(Op{Process: 1, Kind: OpConsume, Action: "a1", Key: "k1", Call: 20, Return: 90,
-		Outcome: Outcome{Status: 409, Code: "already_used", Reason: "consumed", ConsumedAt: at},
+		Outcome:  Outcome{Status: 409, Code: "already_used", Reason: "consumed", ConsumedAt: at},
 		Attempts: []Attempt{{Call: 20, Return: 30, Status: 200, ConsumedAt: at}, {Call: 80, Return: 90, Status: 409, Code: "already_used", ConsumedAt: at}}})
 	if got := kinds(check(t, h)); !strings.Contains(got, KindReplayMismatch) {
 		t.Fatalf("replay mismatch not reported: %q", got)
@@ -219,5 +219,25 @@ func TestVisualizeAndHistoryRoundTrip(t *testing.T) {
 	}
 	if got := kinds(Check(context.Background(), back, 5*time.Second)); got != kinds(r) {
 		t.Fatalf("re-checked history from JSON reports %q, want %q", got, kinds(r))
+	}
+}
+
+func TestCheckReportsClockGoingBackwards(t *testing.T) {
+	h := &hb{}
+	h.create("a1", false, 0, 10)
+	h.create("a2", false, 0, 10)
+	h.consume(1, "a1", "k1", 20, 30, Outcome{Status: 200, ConsumedAt: "2026-01-01T00:00:10.000Z"})
+	h.consume(1, "a2", "k2", 40, 50, Outcome{Status: 200, ConsumedAt: "2026-01-01T00:00:09.000Z"})
+	if got := kinds(check(t, h)); got != KindClockBackwards {
+		t.Fatalf("got %q, want %s", got, KindClockBackwards)
+	}
+	ok := &hb{}
+	ok.create("a1", false, 0, 10)
+	ok.create("a2", false, 0, 10)
+	// Concurrent consumes may be stamped in either order.
+	ok.consume(1, "a1", "k1", 20, 50, Outcome{Status: 200, ConsumedAt: "2026-01-01T00:00:10.000Z"})
+	ok.consume(2, "a2", "k2", 30, 60, Outcome{Status: 200, ConsumedAt: "2026-01-01T00:00:09.000Z"})
+	if r := check(t, ok); !r.OK() {
+		t.Fatalf("concurrent consumes flagged: %s", kinds(r))
 	}
 }

@@ -68,6 +68,21 @@ type NodeStatus struct {
 	AppliedIndex uint64 `json:"appliedIndex"`
 	// StateHash is the FSM state hash, when the server exposes one.
 	StateHash string `json:"stateHash"`
+	Members   []struct {
+		ID       string `json:"id"`
+		Suffrage string `json:"suffrage"`
+	} `json:"members"`
+}
+
+// Voters counts the voters in the node's view of the Raft configuration.
+func (s *NodeStatus) Voters() int {
+	v := 0
+	for _, m := range s.Members {
+		if m.Suffrage == "voter" {
+			v++
+		}
+	}
+	return v
 }
 
 // NewCluster prepares (but does not start) a cluster.
@@ -286,6 +301,17 @@ func (c *Cluster) StopAll(ctx context.Context, grace time.Duration) {
 		wg.Go(func() { _ = c.Terminate(ctx, i, grace) })
 	}
 	wg.Wait()
+}
+
+// Wipe deletes node n's data dir; the node must be stopped.
+func (c *Cluster) Wipe(n int) error {
+	if c.Running(n) {
+		return fmt.Errorf("wipe node%d: still running", n)
+	}
+	if err := os.RemoveAll(c.nodes[n-1].dataDir); err != nil {
+		return fmt.Errorf("wipe node%d: %w", n, err)
+	}
+	return nil
 }
 
 // SetNodeEnv sets extra environment for node n's next start.

@@ -100,7 +100,9 @@ func (o *Op) parsed(a Attempt) Outcome {
 func (o *Op) Definite() bool { return !o.Outcome.Unknown }
 
 // OK reports a definite 2xx answer.
-func (o *Op) OK() bool { return !o.Outcome.Unknown && o.Outcome.Status >= 200 && o.Outcome.Status < 300 }
+func (o *Op) OK() bool {
+	return !o.Outcome.Unknown && o.Outcome.Status >= 200 && o.Outcome.Status < 300
+}
 
 // String renders the operation for reports.
 func (o *Op) String() string {

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"slices"
 	"strings"
 	"time"
 )
@@ -30,21 +29,47 @@ const (
 	OneWayOut     FaultKind = "oneway-leader-out"
 	OneWayIn      FaultKind = "oneway-leader-in"
 	SnapshotLag   FaultKind = "snapshot-lag" // keep a follower away during a burst of writes so it needs a snapshot
-	ClockSkew     FaultKind = "clock-skew"   // restart a node with a test-only clock offset
+	ClockSkew     FaultKind = "clock-skew"   // restart a node with a test-only clock offset and make it leader
+	ReplaceNode   FaultKind = "replace-node" // kill a follower, remove it from Raft, wipe it, start it fresh (re-added)
 )
 
-// partitionFaults need a network that can cut links.
-var partitionFaults = []FaultKind{IsolateLeader, IsolateNode, OneWayOut, OneWayIn, SnapshotLag}
+// needsPartition reports whether a fault needs a network that can cut links.
+func needsPartition(k FaultKind) bool {
+	switch k {
+	case IsolateLeader, IsolateNode, OneWayOut, OneWayIn, SnapshotLag:
+		return true
+	}
+	return false
+}
 
-// Scenarios maps a scenario name to the faults it draws from.
-var Scenarios = map[string][]FaultKind{
-	"none":      nil,
-	"kill":      {KillLeader, KillFollower, KillRandom, KillAll},
-	"pause":     {PauseLeader, PauseRandom},
-	"partition": {IsolateLeader, IsolateNode, OneWayOut, OneWayIn},
-	"snapshot":  {SnapshotLag},
-	"clock":     {ClockSkew},
-	"mixed":     {KillLeader, KillFollower, KillRandom, KillAll, PauseLeader, PauseRandom, IsolateLeader, IsolateNode, OneWayOut, OneWayIn, SnapshotLag},
+// ScenarioNames lists the scenarios in a stable order.
+func ScenarioNames() []string {
+	return []string{"none", "kill", "pause", "partition", "snapshot", "clock", "members", "mixed"}
+}
+
+// ScenarioFaults returns the faults a scenario draws from.
+func ScenarioFaults(name string) ([]FaultKind, bool) {
+	switch name {
+	case "none":
+		return nil, true
+	case "kill":
+		// Listed twice: drawn twice as often as killing every node.
+		return []FaultKind{KillLeader, KillFollower, KillRandom, KillLeader, KillFollower, KillRandom, KillAll}, true
+	case "pause":
+		return []FaultKind{PauseLeader, PauseRandom}, true
+	case "partition":
+		return []FaultKind{IsolateLeader, IsolateNode, OneWayOut, OneWayIn}, true
+	case "snapshot":
+		return []FaultKind{SnapshotLag}, true
+	case "clock":
+		return []FaultKind{ClockSkew}, true
+	case "members":
+		return []FaultKind{ReplaceNode}, true
+	case "mixed":
+		return []FaultKind{KillLeader, KillFollower, KillRandom, KillAll, PauseLeader, PauseRandom,
+			IsolateLeader, IsolateNode, OneWayOut, OneWayIn, SnapshotLag, ReplaceNode}, true
+	}
+	return nil, false
 }
 
 // Fault is one scheduled fault. Pick is a random number fixed by the seed
@@ -58,6 +83,7 @@ type Fault struct {
 	Offset time.Duration `json:"offset,omitempty"`
 }
 
+// String renders the fault as "+<at> <kind> for <hold>".
 func (f Fault) String() string {
 	return fmt.Sprintf("+%v %s for %v", f.At.Round(time.Millisecond), f.Kind, f.Hold.Round(time.Millisecond))
 }
@@ -86,10 +112,10 @@ func NewSchedule(seed uint64, kinds []FaultKind, d time.Duration) []Fault {
 		f := Fault{At: t, Kind: kinds[rng.IntN(len(kinds))], Pick: rng.Uint64()}
 		switch f.Kind {
 		case PauseLeader, PauseRandom:
-			f.Hold = ms(3000, 7000) // well past the election timeout
+			f.Hold = ms(3000, 14000) // past the election timeout, some past the request deadline
 		case SnapshotLag:
 			f.Hold = ms(12000, 18000)
-		case ClockSkew:
+		case ClockSkew, ReplaceNode:
 			f.Hold = ms(8000, 12000)
 			f.Offset = time.Duration(rng.IntN(61)-30) * time.Second
 		case KillAll:
@@ -125,8 +151,9 @@ type Nemesis struct {
 	Net     Network
 	Hist    *History
 	Log     *slog.Logger
-	// Burst, when set, issues n writes (used by snapshot-lag).
-	Burst func(ctx context.Context, n int)
+	// Burst, when set, issues n writes through the given nodes (used by
+	// snapshot-lag).
+	Burst func(ctx context.Context, n int, nodes []int)
 }
 
 // Run executes schedule (times relative to now) and returns what happened.
@@ -172,7 +199,7 @@ func (n *Nemesis) target(ctx context.Context, f Fault) (int, string) {
 			return l, "leader"
 		}
 		return random, "no leader found; random node"
-	case KillFollower, SnapshotLag:
+	case KillFollower, SnapshotLag, ReplaceNode:
 		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		l := n.Cluster.WaitLeader(lctx)
@@ -205,7 +232,7 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) FaultEvent {
 	ev := FaultEvent{Fault: f, Start: n.Hist.Now()}
 	defer func() { ev.End = n.Hist.Now() }()
 	var errs []error
-	if slices.Contains(partitionFaults, f.Kind) && !n.Net.CanPartition() {
+	if needsPartition(f.Kind) && !n.Net.CanPartition() {
 		ev.Note = "skipped: this network cannot cut links"
 		return ev
 	}
@@ -250,14 +277,15 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) FaultEvent {
 		n.sleep(ctx, f.Hold)
 		errs = append(errs, n.Net.Heal(ctx))
 	case SnapshotLag:
-		before := countInLog(n.Cluster.LogPath(x), "installed remote snapshot")
+		// Without a restart, any snapshot restore is one sent by the leader.
+		before := countInLog(n.Cluster.LogPath(x), snapshotRestored)
 		for _, y := range n.others(x) {
 			errs = append(errs, n.Net.Cut(ctx, x, y), n.Net.Cut(ctx, y, x))
 		}
 		holdEnd := time.Now().Add(f.Hold)
 		if n.Burst != nil {
 			bctx, cancel := context.WithDeadline(ctx, holdEnd)
-			n.Burst(bctx, 400)
+			n.Burst(bctx, 400, n.others(x))
 			cancel()
 		}
 		n.sleep(ctx, time.Until(holdEnd))
@@ -265,10 +293,10 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) FaultEvent {
 		// Give the node a bounded time to catch up, then report whether
 		// it took a snapshot (needs the server's snapshot tuning hook).
 		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) && countInLog(n.Cluster.LogPath(x), "installed remote snapshot") == before {
+		for time.Now().Before(deadline) && countInLog(n.Cluster.LogPath(x), snapshotRestored) == before {
 			n.sleep(ctx, 250*time.Millisecond)
 		}
-		if countInLog(n.Cluster.LogPath(x), "installed remote snapshot") > before {
+		if countInLog(n.Cluster.LogPath(x), snapshotRestored) > before {
 			ev.Note += "; node installed a snapshot from the leader"
 		} else {
 			ev.Note += "; node caught up from the log (no snapshot installed)"
@@ -278,10 +306,44 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) FaultEvent {
 		n.Cluster.SetNodeEnv(x, []string{"EXACTONCE_TEST_CLOCK_OFFSET=" + f.Offset.String()})
 		errs = append(errs, n.Cluster.Start(x))
 		ev.Note += fmt.Sprintf("; clock offset %v", f.Offset)
+		// Make the skewed node leader, so that its clock stamps entries.
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := n.Cluster.WaitReady(rctx, x)
+		if err == nil {
+			_, err = n.Cluster.Admin(x).TransferLeadership(rctx, fmt.Sprintf("node%d", x))
+		}
+		cancel()
+		if err != nil {
+			ev.Note += "; leadership not transferred: " + err.Error()
+		} else {
+			ev.Note += "; skewed node made leader"
+		}
 		n.sleep(ctx, f.Hold)
 		errs = append(errs, n.Cluster.Kill(ctx, x))
 		n.Cluster.SetNodeEnv(x, nil)
 		errs = append(errs, n.Cluster.Start(x))
+	case ReplaceNode:
+		errs = append(errs, n.Cluster.Kill(ctx, x))
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		var err error
+		for rctx.Err() == nil {
+			y := n.others(x)[0]
+			if n.Cluster.Leader(rctx) == y {
+				y = n.others(x)[1]
+			}
+			if _, err = n.Cluster.Admin(y).RemoveServer(rctx, fmt.Sprintf("node%d", x)); err == nil {
+				break
+			}
+			n.sleep(rctx, 500*time.Millisecond)
+		}
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("remove node%d: %w", x, err))
+		}
+		errs = append(errs, n.Cluster.Wipe(x))
+		n.sleep(ctx, f.Hold)
+		errs = append(errs, n.Cluster.Start(x))
+		ev.Note += "; removed from Raft, data wiped, restarted empty"
 	}
 	if err := errors.Join(errs...); err != nil {
 		ev.Err = err.Error()
@@ -294,11 +356,14 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) FaultEvent {
 	for i := 1; i <= n.Cluster.Nodes(); i++ {
 		all = append(all, i)
 	}
-	if err := n.Cluster.WaitReady(rctx, all...); err != nil {
+	if err := n.Cluster.WaitReady(rctx, all...); err != nil && ctx.Err() == nil {
 		ev.Note += "; not all nodes ready 20s after healing: " + err.Error()
 	}
 	return ev
 }
+
+// snapshotRestored is what the FSM logs when it restores a snapshot.
+const snapshotRestored = "restored snapshot"
 
 // countInLog counts case-insensitive occurrences of s in a log file.
 func countInLog(path, s string) int {

@@ -62,7 +62,7 @@ type ScenarioResult struct {
 // RunScenario runs one scenario end to end on a fresh cluster and checks
 // its history. An error means the harness itself failed (not an anomaly).
 func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResult, err error) {
-	kinds, ok := Scenarios[name]
+	kinds, ok := ScenarioFaults(name)
 	if !ok {
 		return nil, fmt.Errorf("unknown scenario %q", name)
 	}
@@ -121,12 +121,7 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 	if err != nil {
 		return nil, err
 	}
-	nem := &Nemesis{Cluster: cl, Net: o.Net, Hist: hist, Log: log, Burst: func(ctx context.Context, n int) {
-		burstProc := 10000
-		for i := 0; i < n && ctx.Err() == nil; i++ {
-			wl.create(ctx, burstProc, i%3+1, false)
-		}
-	}}
+	nem := &Nemesis{Cluster: cl, Net: o.Net, Hist: hist, Log: log, Burst: wl.Burst}
 	wctx, stopWorkload := context.WithTimeout(ctx, o.Duration)
 	defer stopWorkload()
 	var wg sync.WaitGroup
@@ -199,7 +194,30 @@ func createClient(ctx context.Context, cl *Cluster) (string, string, error) {
 // the same state hash when the server exposes one), then compares each
 // node's own view (consistency=stale) of the stats and of every action.
 func converge(ctx context.Context, cl *Cluster, wl *Workload) (string, []Anomaly) {
-	deadline := time.Now().Add(30 * time.Second)
+	var out []Anomaly
+	// Every node must be a voter again (a replaced node is re-added as a
+	// nonvoter and promoted once caught up).
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		l := cl.Leader(ctx)
+		var st *NodeStatus
+		if l != 0 {
+			st, _ = cl.Status(ctx, l)
+		}
+		if st != nil && st.Voters() == cl.Nodes() {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			d := "no leader"
+			if st != nil {
+				d = fmt.Sprintf("%+v", st.Members)
+			}
+			out = append(out, Anomaly{Kind: KindMembership, Detail: "not every node is a voter 60s after healing: " + d})
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	deadline = time.Now().Add(30 * time.Second)
 	var sts []*NodeStatus
 	for {
 		sts = sts[:0]
@@ -212,12 +230,11 @@ func converge(ctx context.Context, cl *Cluster, wl *Workload) (string, []Anomaly
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return "no", []Anomaly{{Kind: KindDiverged, Detail: "nodes did not reach the same applied index within 30s: " + describeStatuses(sts)}}
+			return "no", append(out, Anomaly{Kind: KindDiverged, Detail: "nodes did not reach the same applied index within 30s: " + describeStatuses(sts)})
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	how := fmt.Sprintf("applied index %d on every node", sts[0].AppliedIndex)
-	var out []Anomaly
 	if sts[0].StateHash != "" {
 		for _, st := range sts[1:] {
 			if st.StateHash != sts[0].StateHash {

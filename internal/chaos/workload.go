@@ -63,12 +63,17 @@ type Workload struct {
 	pending []*Op // write ops whose outcome is still unknown
 
 	keySeq atomic.Int64
+	// procSeq numbers racer processes (after the workers).
+	procSeq atomic.Int64
+	racing  chan struct{}
+	racers  sync.WaitGroup
 }
 
 // NewWorkload prepares a workload for a client with the given credentials.
 func NewWorkload(cfg WorkloadConfig, c *Cluster, h *History, clientID, secret string, log *slog.Logger) (*Workload, error) {
 	w := &Workload{cfg: cfg, cluster: c, hist: h, log: log, byID: map[string]*actionInfo{},
-		creds: client.WithCredentials(clientID, secret)}
+		creds: client.WithCredentials(clientID, secret), racing: make(chan struct{}, 64)}
+	w.procSeq.Store(1000)
 	for n := 1; n <= c.Nodes(); n++ {
 		cl, err := client.New(c.URL(n), w.creds,
 			client.WithHTTPClient(&http.Client{Timeout: cfg.RequestTimeout, Transport: client.NewTransport()}))
@@ -80,19 +85,29 @@ func NewWorkload(cfg WorkloadConfig, c *Cluster, h *History, clientID, secret st
 	return w, nil
 }
 
-// Run runs the workers until ctx ends.
+// Run runs the workers until ctx ends and waits for their racers.
 func (w *Workload) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	nw := w.cfg.WorkersPerNode * w.cluster.Nodes()
 	for i := range nw {
-		wg.Go(func() { w.worker(ctx, i, nw) })
+		wg.Go(func() { w.worker(ctx, i) })
 	}
 	wg.Wait()
+	w.racers.Wait()
+}
+
+// Burst issues n creates round-robin over nodes (used while a node is
+// kept away, so that it falls behind by many log entries).
+func (w *Workload) Burst(ctx context.Context, n int, nodes []int) {
+	proc := int(w.procSeq.Add(1))
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		w.create(ctx, proc, nodes[i%len(nodes)], false)
+	}
 }
 
 // worker is one sequential client pinned to node i%N+1. Its process id in
-// the history is i; its hot-action racers use ids after all workers.
-func (w *Workload) worker(ctx context.Context, i, nw int) {
+// the history is i.
+func (w *Workload) worker(ctx context.Context, i int) {
 	node := i%w.cluster.Nodes() + 1
 	rng := rand.New(rand.NewPCG(w.cfg.Seed, uint64(i)+1))
 	var own []*actionInfo // cold actions this worker will consume itself
@@ -111,7 +126,7 @@ func (w *Workload) worker(ctx context.Context, i, nw int) {
 			}
 			w.consume(ctx, i, node, a, pin)
 		case r < 52:
-			w.hotRace(ctx, i, nw, rng)
+			w.hotRace(ctx, i, rng)
 		case r < 62:
 			if a := w.pick(rng, true); a != nil && a.wrongLeft.Add(-1) >= 0 {
 				w.consume(ctx, i, node, a, "wrong")
@@ -141,20 +156,33 @@ func (w *Workload) worker(ctx context.Context, i, nw int) {
 }
 
 // hotRace creates one action and has several racers on every node consume
-// it at once, each with its own Idempotency-Key.
-func (w *Workload) hotRace(ctx context.Context, i, nw int, rng *rand.Rand) {
+// it at once, each with its own Idempotency-Key and process id. The worker
+// does not wait for its racers (a racer stuck on a cut-off node would stall
+// it); at most cap(racing) racers are in flight.
+func (w *Workload) hotRace(ctx context.Context, i int, rng *rand.Rand) {
 	node := i%w.cluster.Nodes() + 1
 	a := w.create(ctx, i, node, false)
 	if a == nil {
 		return
 	}
 	racers := 2 + rng.IntN(max(1, w.cfg.Racers-1))
-	var wg sync.WaitGroup
+	var start sync.WaitGroup
+	start.Add(1)
 	for r := range racers {
-		proc := nw + i*w.cfg.Racers + r
-		wg.Go(func() { w.consume(ctx, proc, r%w.cluster.Nodes()+1, a, "") })
+		select {
+		case w.racing <- struct{}{}:
+		case <-ctx.Done():
+			start.Done()
+			return
+		}
+		proc := int(w.procSeq.Add(1))
+		w.racers.Go(func() {
+			defer func() { <-w.racing }()
+			start.Wait()
+			w.consume(ctx, proc, r%w.cluster.Nodes()+1, a, "")
+		})
 	}
-	wg.Wait()
+	start.Done()
 }
 
 func (w *Workload) pick(rng *rand.Rand, withPIN bool) *actionInfo {

@@ -68,7 +68,19 @@ type Config struct {
 
 	LogLevel  slog.Level
 	LogFormat string
+
+	// TestClockOffset shifts this node's clock (leader stamps and read
+	// states). A fault-injection hook for the chaos harness, set only by the
+	// environment variable TestClockOffsetEnv; never use it in production.
+	TestClockOffset time.Duration
 }
+
+// TestClockOffsetEnv is the environment variable of Config.TestClockOffset
+// (a Go duration, may be negative). It has no flag on purpose.
+const TestClockOffsetEnv = "EXACTONCE_TEST_CLOCK_OFFSET"
+
+// Now returns the node's clock: time.Now shifted by TestClockOffset.
+func (c *Config) Now() time.Time { return time.Now().Add(c.TestClockOffset) }
 
 // TLS reports whether the HTTP API is served over HTTPS.
 func (c *Config) TLS() bool { return c.TLSCert != "" }
@@ -182,6 +194,15 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	}
 	if err := c.finish(&r); err != nil {
 		return nil, err
+	}
+	if getenv != nil {
+		if v := strings.TrimSpace(getenv(TestClockOffsetEnv)); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return nil, usagef("%s=%q: %v", TestClockOffsetEnv, v, err)
+			}
+			c.TestClockOffset = d
+		}
 	}
 	return c, nil
 }

@@ -1,0 +1,139 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestSummarize(t *testing.T) {
+	var s []time.Duration
+	for i := 100; i >= 1; i-- {
+		s = append(s, time.Duration(i)*time.Millisecond)
+	}
+	got := Summarize(s)
+	if got.Count != 100 || got.P50 != 50*time.Millisecond || got.P95 != 95*time.Millisecond ||
+		got.P99 != 99*time.Millisecond || got.Max != 100*time.Millisecond {
+		t.Fatalf("Summarize = %+v", got)
+	}
+	if z := Summarize(nil); z.Count != 0 {
+		t.Fatalf("empty summary = %+v", z)
+	}
+}
+
+func TestPool(t *testing.T) {
+	var p Pool
+	p.Add("a", "b")
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 2 {
+		if _, ok := p.Take(); !ok {
+			t.Fatal("Take failed with fresh ids left")
+		}
+	}
+	if _, ok := p.Take(); ok {
+		t.Fatal("Take succeeded on an empty pool")
+	}
+	if id, ok := p.Any(r); !ok || (id != "a" && id != "b") {
+		t.Fatalf("Any = %q, %v", id, ok)
+	}
+}
+
+func TestRunLoopCountsAndStops(t *testing.T) {
+	var n atomic.Int64
+	res, err := RunLoop(context.Background(), RunSpec{
+		Concurrency: 4, Duration: 2 * time.Second, Seed: 1,
+		Op: func(ctx context.Context, w *Worker) error {
+			switch v := n.Add(1); {
+			case v > 100:
+				return ErrPoolEmpty
+			case v%10 == 0:
+				return &OpError{Kind: "409 already_used"}
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.PoolExhausted || res.Ops != 90 || res.Errors != 10 || res.ErrorKinds["409 already_used"] != 10 {
+		t.Fatalf("result = %+v", res)
+	}
+	if res.Elapsed >= 2*time.Second {
+		t.Fatalf("run did not end early: %v", res.Elapsed)
+	}
+}
+
+func TestCSVBody(t *testing.T) {
+	payload := json.RawMessage(`{"a":"x,y","b":"\"q\""}`)
+	recs, err := csv.NewReader(bytes.NewReader(CSVBody(3, payload))).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 4 || strings.Join(recs[0], ",") != "payload_json,pin,active_at,expires_at" || recs[1][0] != string(payload) {
+		t.Fatalf("records = %q", recs)
+	}
+}
+
+func TestExactOnceConsumeOutcomes(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("client-id") != "cid" || r.Header.Get("client-secret") != "sec" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/won/consume"):
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte(`{"state":"consumed"}`))
+		case strings.HasSuffix(r.URL.Path, "/lost/consume"):
+			w.WriteHeader(http.StatusConflict)
+			_, _ = w.Write([]byte(`{"error":"already_used"}`))
+		default:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"error":"unavailable","message":"no leader"}`))
+		}
+	}))
+	defer srv.Close()
+	e := NewExactOnce([]string{srv.URL}, "cid", "sec", 4)
+	w := &Worker{}
+	ctx := context.Background()
+	if out, err := e.Consume(ctx, w, "won"); err != nil || out != Won {
+		t.Fatalf("won: %v %v", out, err)
+	}
+	if out, err := e.Consume(ctx, w, "lost"); err != nil || out != Lost {
+		t.Fatalf("lost: %v %v", out, err)
+	}
+	_, err := e.Consume(ctx, w, "other")
+	var oe *OpError
+	if !errors.As(err, &oe) || oe.Kind != "503 unavailable" {
+		t.Fatalf("other: %v", err)
+	}
+}
+
+func TestCompareAndChecks(t *testing.T) {
+	rows := []Row{
+		{System: "exactonce", Workload: WConsume, Concurrency: 64, OpsPerSec: 3000, P50Ms: 2, P99Ms: 20},
+		{System: "etcd", Workload: WConsume, Concurrency: 64, OpsPerSec: 1000, P50Ms: 4},
+	}
+	Compare(rows)
+	if rows[0].VsEtcd == nil || *rows[0].VsEtcd != 3 || *rows[0].P50VsEtcd != 0.5 {
+		t.Fatalf("ratios = %v %v", rows[0].VsEtcd, rows[0].P50VsEtcd)
+	}
+	s := &session{rows: rows, rep: &Report{Hot: map[string]HotRes{}}}
+	checks := s.checks()
+	if checks[0].Status != "PASS" {
+		t.Fatalf("consume check = %+v", checks[0])
+	}
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, rows); err != nil || !strings.Contains(buf.String(), "3.00x") {
+		t.Fatalf("table = %q, %v", buf.String(), err)
+	}
+}

@@ -1,0 +1,59 @@
+package chaos
+
+import (
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestScheduleIsReplayedBySeed(t *testing.T) {
+	const seed = 42
+	t.Logf("seed %d", seed)
+	for _, name := range ScenarioNames() {
+		kinds, _ := ScenarioFaults(name)
+		s := ScenarioSeed(seed, name)
+		a := NewSchedule(s, kinds, time.Minute)
+		b := NewSchedule(s, kinds, time.Minute)
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("%s: the same seed gave different schedules", name)
+		}
+		if len(kinds) > 0 && len(a) == 0 {
+			t.Fatalf("%s: a one-minute scenario has no fault", name)
+		}
+		var prevEnd time.Duration
+		for _, f := range a {
+			if f.At < prevEnd {
+				t.Errorf("%s: fault %s starts before the previous one ends", name, f)
+			}
+			if end := f.At + f.Hold; end > time.Minute-8*time.Second {
+				t.Errorf("%s: fault %s runs into the cool-down", name, f)
+			}
+			prevEnd = f.At + f.Hold
+		}
+	}
+	mixed, _ := ScenarioFaults("mixed")
+	if reflect.DeepEqual(NewSchedule(ScenarioSeed(1, "mixed"), mixed, time.Minute),
+		NewSchedule(ScenarioSeed(2, "mixed"), mixed, time.Minute)) {
+		t.Error("seeds 1 and 2 gave the same mixed schedule")
+	}
+}
+
+func TestOutcomeOfAttempts(t *testing.T) {
+	cases := []struct {
+		name     string
+		attempts []Attempt
+		want     Outcome
+	}{
+		{"definite", []Attempt{{Status: 200}}, Outcome{Status: 200}},
+		{"transport error then replay", []Attempt{{Err: "timeout"}, {Status: 200}}, Outcome{Status: 200}},
+		{"only unavailable: nothing proposed", []Attempt{{Status: 503, Code: "unavailable"}, {Status: 503, Code: "unavailable"}}, Outcome{Status: 503, Code: "unavailable"}},
+		{"outcome_unknown then unavailable", []Attempt{{Status: 503, Code: "outcome_unknown"}, {Status: 503, Code: "unavailable"}}, Outcome{Unknown: true}},
+		{"timeouts only", []Attempt{{Err: "timeout"}}, Outcome{Unknown: true}},
+	}
+	for _, c := range cases {
+		op := &Op{Kind: OpConsume, Attempts: c.attempts}
+		if got := outcomeOf(op); got != c.want {
+			t.Errorf("%s: outcome %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}
