@@ -40,6 +40,21 @@ clean: ## remove built binaries
 print-staticcheck:
 	@echo $(STATICCHECK)
 
+# Local three-node cluster on loopback (scripts/cluster.sh): node N serves
+# HTTP on 127.0.0.1:808N, Raft on 830N, gossip on 840N, data in .cluster/.
+.PHONY: cluster cluster-stop test-cluster
+cluster: ## three nodes on loopback; prints their URLs and a dev client
+	scripts/cluster.sh start
+
+cluster-stop: ## stops exactly the nodes `make cluster` started
+	scripts/cluster.sh stop
+
+# Container tests (internal/containertest): a scratch image, three nodes under
+# docker-compose, leader killed, a follower cut off and reconnected, all
+# restarted. Needs a Docker engine and docker-compose.
+test-cluster: ## three containers: kill, partition, restart; no acknowledged write lost
+	$(GO) test -count=1 -tags container -timeout 15m -v ./internal/containertest/
+
 # Chaos harness (docs/chaos.md): a real three-node cluster under faults,
 # checked for linearizability and exactly-once. Runs as root for network
 # namespaces (partitions); without root it falls back to loopback and skips

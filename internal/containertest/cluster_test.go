@@ -122,7 +122,13 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	return 0
 }
 
-func (c *cluster) ready(n node) bool {
+// ready reports whether n answers /readyz with 200. A container that has
+// exited fails the test at once instead of waiting out the deadline.
+func (c *cluster) ready(t *testing.T, n node) bool {
+	out, err := exec.Command("docker", "inspect", "-f", "{{.State.Running}}", container(n.service)).Output()
+	if err == nil && strings.TrimSpace(string(out)) == "false" {
+		t.Fatalf("container %s is not running", container(n.service))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	st, _ := c.call(ctx, "GET", n.apiURL+"/readyz", nil, false)
@@ -167,7 +173,8 @@ func TestThreeNodeCluster(t *testing.T) {
 		admin: randomB64(32),
 		http:  &http.Client{Timeout: 20 * time.Second},
 	}
-	c.env = []string{"EXACTONCE_CLUSTER_KEY=" + randomB64(32), "EXACTONCE_ADMIN_TOKEN=" + c.admin, "EXACTONCE_IMAGE=exactonce:test"}
+	// CGO_ENABLED=0: the image is FROM scratch, so the binaries must be static.
+	c.env = []string{"CGO_ENABLED=0", "EXACTONCE_CLUSTER_KEY=" + randomB64(32), "EXACTONCE_ADMIN_TOKEN=" + c.admin, "EXACTONCE_IMAGE=exactonce:test"}
 
 	c.run("go", "build", "-o", "bin/exactonced", "./cmd/exactonced")
 	c.run("go", "build", "-o", "bin/exactonce", "./cmd/exactonce")
@@ -192,7 +199,7 @@ func TestThreeNodeCluster(t *testing.T) {
 	})
 	c.compose("up", "-d")
 	for _, n := range nodes {
-		waitFor(t, n.service+" ready", 90*time.Second, func() bool { return c.ready(n) })
+		waitFor(t, n.service+" ready", 90*time.Second, func() bool { return c.ready(t, n) })
 	}
 
 	// A client for the traffic, created through any node (forwarded to the leader).
@@ -272,7 +279,7 @@ func TestThreeNodeCluster(t *testing.T) {
 		acked[id] = false
 		checkAll("after leader kill", others)
 		c.run("docker", "start", container(lead.service))
-		waitFor(t, lead.service+" ready after restart", 60*time.Second, func() bool { return c.ready(lead) })
+		waitFor(t, lead.service+" ready after restart", 60*time.Second, func() bool { return c.ready(t, lead) })
 		checkAll("restarted node caught up", []node{lead})
 	})
 
@@ -328,7 +335,7 @@ func TestThreeNodeCluster(t *testing.T) {
 		c.compose("stop", "-t", "20")
 		c.compose("start")
 		for _, n := range nodes {
-			waitFor(t, n.service+" ready after full restart", 90*time.Second, func() bool { return c.ready(n) })
+			waitFor(t, n.service+" ready after full restart", 90*time.Second, func() bool { return c.ready(t, n) })
 		}
 		checkAll("after full restart", nodes)
 		for id, consumed := range acked {
