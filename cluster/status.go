@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -25,6 +26,10 @@ type Status struct {
 	CommitIndex  uint64 `json:"commitIndex"`
 	LastIndex    uint64 `json:"lastIndex"`
 	AppliedIndex uint64 `json:"appliedIndex"`
+	// StateHash is the hex SHA-256 of this node's replicated state at
+	// AppliedIndex (read together): nodes at equal applied indexes must
+	// report equal hashes. Computing it reads the whole state.
+	StateHash string `json:"stateHash"`
 	// LastContact is when a follower last heard from the leader (zero on
 	// the leader or when never).
 	LastContact time.Time `json:"lastContact,omitzero"`
@@ -51,18 +56,22 @@ type MemberStatus struct {
 func (n *Node) Status(ctx context.Context) (Status, error) {
 	leaderAddr, leaderID := n.raft.LeaderWithID()
 	st := Status{
-		NodeID:       string(n.nodeID),
-		State:        n.raft.State().String(),
-		Ready:        n.Ready(),
-		IsLeader:     n.IsLeader(),
-		LeaderID:     string(leaderID),
-		LeaderRaft:   string(leaderAddr),
-		LeaderHTTP:   n.LeaderHTTP(),
-		Term:         n.raft.CurrentTerm(),
-		CommitIndex:  n.raft.CommitIndex(),
-		LastIndex:    n.raft.LastIndex(),
-		AppliedIndex: n.sm.AppliedIndex(),
+		NodeID:      string(n.nodeID),
+		State:       n.raft.State().String(),
+		Ready:       n.Ready(),
+		IsLeader:    n.IsLeader(),
+		LeaderID:    string(leaderID),
+		LeaderRaft:  string(leaderAddr),
+		LeaderHTTP:  n.LeaderHTTP(),
+		Term:        n.raft.CurrentTerm(),
+		CommitIndex: n.raft.CommitIndex(),
+		LastIndex:   n.raft.LastIndex(),
 	}
+	hash, applied, err := n.sm.StateHashAt()
+	if err != nil {
+		return st, fmt.Errorf("cluster: status: %w", err)
+	}
+	st.StateHash, st.AppliedIndex = hex.EncodeToString(hash), applied
 	if st.State != raft.Leader.String() {
 		st.LastContact = n.raft.LastContact()
 	}

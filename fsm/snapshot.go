@@ -154,13 +154,25 @@ func syncDir(dir string) {
 // every key and value are hashed, length-prefixed, in bbolt's sorted order;
 // the FSM time is included.
 func (f *FSM) StateHash() ([]byte, error) {
+	h, _, err := f.StateHashAt()
+	return h, err
+}
+
+// StateHashAt is StateHash together with the applied index it describes,
+// both read in one transaction, so that nodes can be compared at equal
+// indexes while writes go on.
+func (f *FSM) StateHashAt() (hash []byte, applied uint64, err error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.closed {
-		return nil, ErrClosed
+		return nil, 0, ErrClosed
 	}
 	h := sha256.New()
-	err := f.db.View(func(tx *bolt.Tx) error {
+	err = f.db.View(func(tx *bolt.Tx) error {
+		var merr error
+		if applied, _, merr = readMeta(tx); merr != nil {
+			return merr
+		}
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 			writeLP(h, name)
 			return b.ForEach(func(k, v []byte) error {
@@ -174,9 +186,9 @@ func (f *FSM) StateHash() ([]byte, error) {
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("fsm: state hash: %w", err)
+		return nil, 0, fmt.Errorf("fsm: state hash: %w", err)
 	}
-	return h.Sum(nil), nil
+	return h.Sum(nil), applied, nil
 }
 
 // writeLP writes b to h prefixed by its length.

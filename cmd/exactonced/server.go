@@ -115,6 +115,9 @@ func (s *server) run(ctx context.Context) error {
 	if cfg.TestClockOffset != 0 {
 		log.Warn("test clock offset in effect: this node's clock is shifted", "offset", cfg.TestClockOffset.String(), "env", config.TestClockOffsetEnv)
 	}
+	if cfg.TestSnapshotThreshold != 0 || cfg.TestTrailingLogs != 0 || cfg.TestSnapshotInterval != 0 {
+		log.Warn("test snapshot tuning in effect", "threshold", cfg.TestSnapshotThreshold, "trailing_logs", cfg.TestTrailingLogs, "interval", cfg.TestSnapshotInterval.String())
+	}
 	apiTLS, peerTLS, raftTLS, err := tlsConfigs(cfg)
 	if err != nil {
 		return &config.UsageError{Err: err}
@@ -153,6 +156,10 @@ func (s *server) run(ctx context.Context) error {
 		FSM:             state,
 		Now:             cfg.Now,
 		Logger:          baseLog,
+		// Zero unless the chaos harness sets its test-only variables.
+		SnapshotThreshold: cfg.TestSnapshotThreshold,
+		TrailingLogs:      cfg.TestTrailingLogs,
+		SnapshotInterval:  cfg.TestSnapshotInterval,
 	})
 	if err != nil {
 		return fmt.Errorf("open cluster node: %w", err)

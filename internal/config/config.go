@@ -73,11 +73,28 @@ type Config struct {
 	// states). A fault-injection hook for the chaos harness, set only by the
 	// environment variable TestClockOffsetEnv; never use it in production.
 	TestClockOffset time.Duration
+
+	// TestSnapshotThreshold, TestTrailingLogs and TestSnapshotInterval make
+	// Raft snapshot and compact its log often, so that the chaos harness can
+	// force a lagging node to catch up through InstallSnapshot. Set only by
+	// the environment variables TestSnapshotThresholdEnv, TestTrailingLogsEnv
+	// and TestSnapshotIntervalEnv; zero keeps the production defaults.
+	TestSnapshotThreshold uint64
+	TestTrailingLogs      uint64
+	TestSnapshotInterval  time.Duration
 }
 
 // TestClockOffsetEnv is the environment variable of Config.TestClockOffset
 // (a Go duration, may be negative). It has no flag on purpose.
 const TestClockOffsetEnv = "EXACTONCE_TEST_CLOCK_OFFSET"
+
+// Environment variables of the test-only snapshot tuning (no flags on
+// purpose): a whole number of entries, and a Go duration.
+const (
+	TestSnapshotThresholdEnv = "EXACTONCE_TEST_SNAPSHOT_THRESHOLD"
+	TestTrailingLogsEnv      = "EXACTONCE_TEST_TRAILING_LOGS"
+	TestSnapshotIntervalEnv  = "EXACTONCE_TEST_SNAPSHOT_INTERVAL"
+)
 
 // Now returns the node's clock: time.Now shifted by TestClockOffset.
 func (c *Config) Now() time.Time { return time.Now().Add(c.TestClockOffset) }
@@ -202,6 +219,25 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 				return nil, usagef("%s=%q: %v", TestClockOffsetEnv, v, err)
 			}
 			c.TestClockOffset = d
+		}
+		for _, u := range []struct {
+			env string
+			dst *uint64
+		}{{TestSnapshotThresholdEnv, &c.TestSnapshotThreshold}, {TestTrailingLogsEnv, &c.TestTrailingLogs}} {
+			if v := strings.TrimSpace(getenv(u.env)); v != "" {
+				n, err := strconv.ParseUint(v, 10, 64)
+				if err != nil || n == 0 {
+					return nil, usagef("%s=%q: want a positive whole number", u.env, v)
+				}
+				*u.dst = n
+			}
+		}
+		if v := strings.TrimSpace(getenv(TestSnapshotIntervalEnv)); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return nil, usagef("%s=%q: want a positive duration", TestSnapshotIntervalEnv, v)
+			}
+			c.TestSnapshotInterval = d
 		}
 	}
 	return c, nil

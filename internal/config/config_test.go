@@ -156,3 +156,27 @@ func TestClockOffsetFromEnvOnly(t *testing.T) {
 		t.Errorf("a bad clock offset was accepted")
 	}
 }
+
+func TestSnapshotTuningFromEnvOnly(t *testing.T) {
+	c, err := Parse(nil, env(map[string]string{
+		TestSnapshotThresholdEnv: "256", TestTrailingLogsEnv: "128", TestSnapshotIntervalEnv: "2s",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TestSnapshotThreshold != 256 || c.TestTrailingLogs != 128 || c.TestSnapshotInterval != 2*time.Second {
+		t.Errorf("snapshot tuning = %d %d %s", c.TestSnapshotThreshold, c.TestTrailingLogs, c.TestSnapshotInterval)
+	}
+	d, err := Parse(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.TestSnapshotThreshold != 0 || d.TestTrailingLogs != 0 || d.TestSnapshotInterval != 0 {
+		t.Error("snapshot tuning set without its environment variables")
+	}
+	for name, val := range map[string]string{TestSnapshotThresholdEnv: "-1", TestTrailingLogsEnv: "many", TestSnapshotIntervalEnv: "0s"} {
+		if _, err := Parse(nil, env(map[string]string{name: val}), io.Discard); err == nil {
+			t.Errorf("%s=%s accepted", name, val)
+		}
+	}
+}
