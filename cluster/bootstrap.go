@@ -43,6 +43,7 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 		}
 	}
 	n.transport = trans
+	n.guard = newRaftGuard(trans, n.log)
 
 	rc := n.raftConfig(hlog)
 	if err := raft.ValidateConfig(rc); err != nil {
@@ -63,14 +64,16 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	}
 	n.hasState.Store(existing)
 
-	r, err := raft.NewRaft(rc, n.sm, store, store, snaps, trans)
+	r, err := raft.NewRaft(rc, n.sm, store, store, snaps, n.guard.raftTransport())
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
 	n.raft = r
+	n.guard.raft.Store(r)
 
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.observeLeadership()
+	go n.breakSnapshotLivelocks()
 
 	if !existing && cfg.BootstrapExpect <= 1 && len(cfg.Join) == 0 {
 		if err := n.bootstrap([]raft.Server{{Suffrage: raft.Voter, ID: n.nodeID, Address: trans.LocalAddr()}}); err != nil {

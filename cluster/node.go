@@ -30,6 +30,7 @@ type stateMachine interface {
 	AppliedIndex() uint64
 	LastTime() int64
 	WaitApplied(index uint64, done <-chan struct{}) bool
+	StateHashAt() (hash []byte, applied uint64, err error)
 }
 
 // Timing constants not worth a Config field.
@@ -56,6 +57,10 @@ type Node struct {
 	transport raft.Transport
 	store     *raftboltdb.BoltStore
 	snaps     raft.SnapshotStore
+
+	// guard wraps transport for Raft (hashicorp/raft #695 and #697, see
+	// raftguard.go).
+	guard *raftGuard
 
 	ml      *memberlist.Memberlist
 	members *memberTable

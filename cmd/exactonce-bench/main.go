@@ -70,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.etcdWl, "etcd-workloads", "create,consume,verify,mix,hot", "etcd workloads (csv has no etcd equivalent)")
 	fs.IntVar(&cfg.HotRacers, "hot-racers", 10000, "concurrent consumers of the one hot action")
 	fs.IntVar(&cfg.HotConns, "hot-conns", 1500, "connections the hot racers share, over all nodes (ExactOnce)")
+	fs.BoolVar(&cfg.RawClient, "raw-client", true, "send ExactOnce's create/consume/verify requests with the lean raw HTTP/1.1 keep-alive client; false: net/http")
+	fs.BoolVar(&cfg.HotPipelined, "hot-pipelined", true, "race on ExactOnce with pipelined raw HTTP/1.1 (every request in flight at once, low client CPU); false: a goroutine and net/http request per racer")
 	fs.IntVar(&cfg.CSVRows, "csv-rows", 10000, "rows per CSV batch create")
 	fs.IntVar(&cfg.CSVRepeats, "csv-repeats", 5, "CSV batch creates to time")
 	fs.IntVar(&cfg.MaxPrefill, "max-prefill", 400000, "most actions prepared for one consume run")
@@ -312,14 +314,14 @@ func write(stdout io.Writer, outDir string, rep *bench.Report) error {
 		if m.System == "exactonce" {
 			actions = fmt.Sprintf("  actions %d", m.Actions)
 		}
-		fmt.Fprintf(&table, "  %-9s %-5s%-9s %-13s RSS %6.1f MiB  peak %6.1f MiB  data %7.1f MiB%s\n",
-			m.System, m.Node, l, m.Stage, m.RSSMiB, m.PeakMiB, m.DataMiB, actions)
+		fmt.Fprintf(&table, "  %-9s %-5s%-9s %-13s RSS %6.1f MiB (anon %6.1f, file %6.1f)  peak %6.1f MiB  data %7.1f MiB%s\n",
+			m.System, m.Node, l, m.Stage, m.RSSMiB, m.AnonMiB, m.FileMiB, m.PeakMiB, m.DataMiB, actions)
 	}
 	for _, r := range rep.Restart {
 		fmt.Fprintf(&table, "restart: %s ready after %.2f s with %d actions stored %s\n", r.Node, r.Seconds, r.Actions, r.Err)
 	}
 	for _, p := range rep.Profiles {
-		fmt.Fprintf(&table, "CPU profile: %s (top: .flat.txt, .cum.txt)\n", p)
+		fmt.Fprintf(&table, "profile: %s (tops in the .txt files beside it)\n", p)
 	}
 	fmt.Fprintf(&table, "load average (1m 5m 15m; %d cores): %s\n", runtime.NumCPU(), strings.Join(rep.Load, "; "))
 	table.WriteString("\ntargets:\n")

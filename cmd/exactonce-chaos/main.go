@@ -36,9 +36,13 @@ func main() {
 	os.Exit(code)
 }
 
+// stringList is a repeatable string flag.
 type stringList []string
 
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
+// String implements flag.Value.
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+
+// Set implements flag.Value: each use appends.
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 // run is the whole command; it returns the exit status: 0 no anomaly, 1
@@ -49,7 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", 0, "seed for the fault schedule and workload choices (0: random, printed)")
 	scenarios := fs.String("scenarios", "kill,pause,partition,snapshot", "comma-separated scenarios: "+scenarioNames())
 	duration := fs.Duration("duration", 4*time.Minute, "total workload time, split evenly over the scenarios")
-	tags := fs.String("tags", "chaostest", "build tags for exactonced (chaostest enables the test hooks; add chaosbug for the self-test)")
+	tags := fs.String("tags", "chaostest", "build tags for exactonced (add chaosbug for the self-test)")
 	binPath := fs.String("binary", "", "use this exactonced binary instead of building one")
 	outDir := fs.String("out", "chaos-out", "results directory (<out>/<seed>/<scenario>/)")
 	workDir := fs.String("workdir", filepath.Join(os.TempDir(), "exactonce-chaos"), "node data directory (wiped per scenario)")
@@ -60,7 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	workers := fs.Int("workers-per-node", 2, "sequential clients pinned to each node")
 	racers := fs.Int("racers", 5, "most concurrent consumers of one hot action")
 	reqTimeout := fs.Duration("request-timeout", 12*time.Second, "timeout of one HTTP attempt (above the server's 10s request deadline, so its 503s are seen)")
-	attempts := fs.Int("attempts", 4, "tries of one operation (same Idempotency-Key) before its outcome stays unknown")
+	attempts := fs.Int("attempts", 6, "tries of one operation (same Idempotency-Key) before its outcome stays unknown")
 	think := fs.Duration("think", 20*time.Millisecond, "pause between a worker's operations")
 	checkTimeout := fs.Duration("check-timeout", 2*time.Minute, "time budget of the linearizability check per scenario")
 	expectAnomaly := fs.Bool("expect-anomaly", false, "self-test: succeed only if an anomaly is found (use with -tags chaosbug)")
@@ -126,10 +130,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 	if !network.CanPartition() {
-		fmt.Fprintln(stdout, "note: network namespaces unavailable (need root); partition faults are skipped")
+		fmt.Fprintln(stdout, "note: this network cannot cut links (network namespaces need root); partition faults are skipped")
 	}
 
-	// Small snapshot settings (honoured by a chaostest build) make nodes
+	// Small snapshot settings (test-only server hooks) make nodes
 	// snapshot often, so restarts restore snapshots and a node kept away
 	// catches up by snapshot. -node-env values come later and win.
 	env := append([]string{

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,6 +38,9 @@ type Config struct {
 	// Keep leaves the data dirs (and logs) in place after the run.
 	Keep bool
 
+	// Concurrency lists the client counts of the sweep; every closed-loop
+	// run measures for Duration after an unmeasured Warmup, and one
+	// operation may take up to OpTimeout.
 	Concurrency []int
 	Duration    time.Duration
 	Warmup      time.Duration
@@ -46,9 +49,15 @@ type Config struct {
 	Workloads     []string
 	EtcdWorkloads []string
 
+	// HotRacers is the number of concurrent consumers of the hot action.
 	HotRacers int
 	// HotConns caps the connections the hot-action racers share (over all nodes).
-	HotConns   int
+	HotConns int
+	// HotPipelined races on ExactOnce with pipelined raw HTTP/1.1
+	// connections (all requests in flight at once, little client CPU)
+	// instead of one goroutine and net/http request per racer.
+	HotPipelined bool
+	// CSVRows is the size of a CSV batch create; CSVRepeats how many are timed.
 	CSVRows    int
 	CSVRepeats int
 	// MaxPrefill caps the actions prepared for one consume run.
@@ -57,8 +66,13 @@ type Config struct {
 	// Million loads this many actions (0: skip) and then measures RSS and a restart.
 	Million int
 
+	// EtcdConns is the number of etcd clients (gRPC connections); Seed
+	// seeds every run's randomness.
 	EtcdConns int
 	Seed      uint64
+	// RawClient sends ExactOnce's single-action requests through the raw
+	// HTTP/1.1 client (less client CPU) instead of net/http.
+	RawClient bool
 
 	// Ports of the first ExactOnce node (node i adds i) and etcd member.
 	HTTPPort, RaftPort, GossipPort int
@@ -73,9 +87,8 @@ type Config struct {
 	ProfileConc    int
 	PprofPort      int
 
+	// Log receives progress: every run's figures as it completes.
 	Log *slog.Logger
-	// Progress receives each row as it completes ("" lines of the table).
-	Progress io.Writer
 }
 
 // Report is the outcome of a session.
@@ -104,6 +117,8 @@ type NodeMem struct {
 	Stage   string  `json:"stage"`
 	Actions int     `json:"actions"`
 	RSSMiB  float64 `json:"rssMiB"`
+	AnonMiB float64 `json:"rssAnonMiB"`
+	FileMiB float64 `json:"rssFileMiB"`
 	PeakMiB float64 `json:"peakMiB"`
 	DataMiB float64 `json:"dataMiB"`
 }
@@ -154,7 +169,20 @@ func (s *session) add(r Row) {
 	}
 }
 
-// Run executes a whole session: ExactOnce first (then stopped), etcd next.
+// side is one system under test during a session.
+type side struct {
+	t         Target
+	pool      *Pool
+	workloads []string
+	eo        *EOCluster
+	eoT       *ExactOnce
+	etcd      *EtcdCluster
+}
+
+// Run executes a whole session. Both clusters run at the same time and
+// the closed-loop runs alternate between them (ExactOnce at c, then etcd at
+// c), so both see the same background load on a shared machine; the idle
+// cluster only exchanges heartbeats meanwhile.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -166,18 +194,34 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep: &Report{Seed: cfg.Seed, Hot: map[string]HotRes{}}}
 	var errs []error
 	s.loadavg("start")
+	var sides []*side
 	if len(cfg.Workloads) > 0 || cfg.Million > 0 {
-		if err := s.runExactOnce(ctx); err != nil {
+		eo, stop, err := s.startExactOnce(ctx)
+		defer stop()
+		if err != nil {
 			errs = append(errs, fmt.Errorf("exactonce: %w", err))
+		} else {
+			sides = append(sides, eo)
 		}
-		s.loadavg("after exactonce")
 	}
 	if cfg.EtcdBin != "" && len(cfg.EtcdWorkloads) > 0 && ctx.Err() == nil {
-		if err := s.runEtcd(ctx); err != nil {
+		et, stop, err := s.startEtcd(ctx)
+		defer stop()
+		if err != nil {
 			errs = append(errs, fmt.Errorf("etcd: %w", err))
+		} else {
+			sides = append(sides, et)
 		}
-		s.loadavg("after etcd")
 	}
+	if err := s.sweep(ctx, sides); err != nil {
+		errs = append(errs, err)
+	}
+	for _, sd := range sides {
+		if err := s.finish(ctx, sd); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", sd.t.Name(), err))
+		}
+	}
+	s.loadavg("end")
 	Compare(s.rows)
 	SortRows(s.rows, WorkloadOrder)
 	s.rep.Rows = s.rows
@@ -211,52 +255,115 @@ func (s *session) cleanupDir(dir string) {
 	}
 }
 
-func (s *session) runExactOnce(ctx context.Context) (err error) {
+// startExactOnce starts the ExactOnce cluster and its client. stop is
+// always safe to call.
+func (s *session) startExactOnce(ctx context.Context) (*side, func(), error) {
 	cfg := s.cfg
 	s.log.Info("starting ExactOnce cluster", "bin", cfg.ServerBin, "http", cfg.HTTPPort)
 	pport := 0
 	if cfg.ProfileDir != "" {
 		pport = cfg.PprofPort
 	}
+	var t *ExactOnce
 	cl, err := StartEOCluster(ctx, EOClusterConfig{Bin: cfg.ServerBin, TempBase: cfg.TempBase, Nodes: 3,
 		HTTPPort: cfg.HTTPPort, RaftPort: cfg.RaftPort, GossipPort: cfg.GossipPort, PprofPort: pport, Log: s.log})
-	if cl != nil {
-		defer func() {
+	stop := func() {
+		if t != nil {
+			t.Close()
+		}
+		if cl != nil {
 			cl.Stop()
-			if err != nil && cl.Dir != "" && !cfg.Keep {
-				s.log.Info("logs of the failed cluster are removed; rerun with -keep to keep them")
-			}
 			s.cleanupDir(cl.Dir)
-		}()
+		}
 	}
 	if err != nil {
-		return err
+		return nil, stop, err
 	}
 	id, secret, err := cl.CreateClient(ctx, "bench")
 	if err != nil {
-		return err
+		return nil, stop, err
 	}
 	maxConc := slices.Max(append([]int{1}, cfg.Concurrency...))
-	t := NewExactOnce(cl.URLs(), id, secret, maxConc+8)
-	pool := &Pool{}
-	if err := s.sweep(ctx, t, pool, cfg.Workloads); err != nil {
-		return err
+	t = NewExactOnce(cl.URLs(), id, secret, maxConc+8)
+	if cfg.RawClient {
+		if err := t.UseRaw(maxConc + 8); err != nil {
+			return nil, stop, err
+		}
 	}
-	if slices.Contains(cfg.Workloads, WCSV) && ctx.Err() == nil {
-		if err := s.csv(ctx, t, pool); err != nil {
+	return &side{t: t, eoT: t, eo: cl, pool: &Pool{}, workloads: cfg.Workloads}, stop, nil
+}
+
+// startEtcd starts the etcd cluster and its clients. stop is always safe
+// to call.
+func (s *session) startEtcd(ctx context.Context) (*side, func(), error) {
+	cfg := s.cfg
+	s.log.Info("starting etcd cluster", "bin", cfg.EtcdBin, "client", cfg.EtcdClientPort)
+	var t *Etcd
+	ec, err := StartEtcdCluster(ctx, EtcdClusterConfig{Bin: cfg.EtcdBin, TempBase: cfg.TempBase, Members: 3,
+		ClientPort: cfg.EtcdClientPort, PeerPort: cfg.EtcdPeerPort, Log: s.log})
+	stop := func() {
+		if t != nil {
+			t.Close()
+		}
+		if ec != nil {
+			ec.Stop()
+			s.cleanupDir(ec.Dir)
+		}
+	}
+	if err != nil {
+		return nil, stop, err
+	}
+	t, err = NewEtcd(ctx, ec.Endpoints, cfg.EtcdConns, strconv.FormatUint(cfg.Seed, 36))
+	if err != nil {
+		return nil, stop, err
+	}
+	return &side{t: t, etcd: ec, pool: &Pool{}, workloads: cfg.EtcdWorkloads}, stop, nil
+}
+
+// finish runs what follows the sweep on one side: CSV and hot race, then
+// (ExactOnce) profiles, memory, restart and the million; (etcd) memory.
+func (s *session) finish(ctx context.Context, sd *side) error {
+	cfg := s.cfg
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if t := sd.eoT; t != nil && slices.Contains(sd.workloads, WCSV) {
+		if err := s.csv(ctx, t, sd.pool); err != nil {
 			return err
 		}
 	}
-	if slices.Contains(cfg.Workloads, WHot) && ctx.Err() == nil {
-		hot := t.WithTransport(NewTransport(cfg.HotConns/3+1, cfg.HotConns/3+1))
-		warm := func(ctx context.Context) { warmConns(ctx, hot, cfg.HotConns) }
-		if err := s.hot(ctx, hot, warm); err != nil {
+	if slices.Contains(sd.workloads, WHot) && ctx.Err() == nil {
+		var target Target = sd.t
+		var warm func(context.Context)
+		if t := sd.eoT; t != nil {
+			hot := t.WithTransport(NewTransport(cfg.HotConns/3+1, cfg.HotConns/3+1))
+			if !cfg.HotPipelined {
+				warm = func(ctx context.Context) { warmConns(ctx, hot, cfg.HotConns) }
+			}
+			target = hot
+		}
+		if err := s.hot(ctx, target, warm); err != nil {
 			return err
 		}
 	}
+	if ec := sd.etcd; ec != nil {
+		leader := ec.Leader(ctx)
+		for i, p := range ec.Members {
+			m, err := ReadMem(p.Pid())
+			if err != nil {
+				s.log.Warn("etcd memory", "err", err)
+				continue
+			}
+			s.rep.Memory = append(s.rep.Memory, NodeMem{System: "etcd", Node: p.Name, Leader: i == leader, Stage: "after runs",
+				RSSMiB: mib(m.RSS), AnonMiB: mib(m.Anon), FileMiB: mib(m.File), PeakMiB: mib(m.Peak),
+				DataMiB: mib(dirSize(filepath.Join(ec.Dir, p.Name)))})
+		}
+		return ctx.Err()
+	}
+	cl, t := sd.eo, sd.eoT
 	if cfg.ProfileDir != "" && ctx.Err() == nil {
 		for _, wl := range []string{WConsume, WVerify, WCSV} {
-			if err := s.profile(ctx, cl, t, pool, wl); err != nil {
+			if err := s.profile(ctx, cl, t, sd.pool, wl); err != nil {
 				s.log.Warn("no CPU profile", "workload", wl, "err", err)
 			}
 		}
@@ -270,90 +377,73 @@ func (s *session) runExactOnce(ctx context.Context) (err error) {
 			return err
 		}
 		s.memory(ctx, cl, "after million")
+		if cfg.ProfileDir != "" {
+			if err := s.heapProfile(ctx, cl); err != nil {
+				s.log.Warn("no heap profile", "err", err)
+			}
+		}
 		s.restart(ctx, cl)
-	}
-	return ctx.Err()
-}
-
-func (s *session) runEtcd(ctx context.Context) (err error) {
-	cfg := s.cfg
-	s.log.Info("starting etcd cluster", "bin", cfg.EtcdBin, "client", cfg.EtcdClientPort)
-	ec, err := StartEtcdCluster(ctx, EtcdClusterConfig{Bin: cfg.EtcdBin, TempBase: cfg.TempBase, Members: 3,
-		ClientPort: cfg.EtcdClientPort, PeerPort: cfg.EtcdPeerPort, Log: s.log})
-	if ec != nil {
-		defer func() { ec.Stop(); s.cleanupDir(ec.Dir) }()
-	}
-	if err != nil {
-		return err
-	}
-	t, err := NewEtcd(ctx, ec.Endpoints, cfg.EtcdConns, strconv.FormatUint(cfg.Seed, 36))
-	if err != nil {
-		return err
-	}
-	defer t.Close()
-	pool := &Pool{}
-	if err := s.sweep(ctx, t, pool, cfg.EtcdWorkloads); err != nil {
-		return err
-	}
-	if slices.Contains(cfg.EtcdWorkloads, WHot) && ctx.Err() == nil {
-		if err := s.hot(ctx, t, nil); err != nil {
-			return err
-		}
-	}
-	leader := ec.Leader(ctx)
-	for i, p := range ec.Members {
-		m, err := ReadMem(p.Pid())
-		if err != nil {
-			s.log.Warn("etcd memory", "err", err)
-			continue
-		}
-		s.rep.Memory = append(s.rep.Memory, NodeMem{System: "etcd", Node: p.Name, Leader: i == leader, Stage: "after runs",
-			RSSMiB: mib(m.RSS), PeakMiB: mib(m.Peak), DataMiB: mib(dirSize(ec.Dir + "/" + p.Name))})
 	}
 	return ctx.Err()
 }
 
 func mib(b int64) float64 { return math.Round(float64(b)/(1<<20)*10) / 10 }
 
-// sweep runs the closed-loop workloads over every concurrency.
-func (s *session) sweep(ctx context.Context, t Target, pool *Pool, workloads []string) error {
+// sweep runs the closed-loop workloads over every concurrency, each run
+// on every side in turn.
+func (s *session) sweep(ctx context.Context, sides []*side) error {
 	for _, wl := range []string{WCreate, WConsume, WVerify, WMix} {
-		if !slices.Contains(workloads, wl) {
-			continue
-		}
 		for _, c := range s.cfg.Concurrency {
-			if ctx.Err() != nil {
-				return ctx.Err()
+			for _, sd := range sides {
+				if !slices.Contains(sd.workloads, wl) {
+					continue
+				}
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				row, err := s.closedLoop(ctx, sd.t, sd.pool, wl, c)
+				if err != nil {
+					return err
+				}
+				s.add(row)
 			}
-			row, err := s.closedLoop(ctx, t, pool, wl, c)
-			if err != nil {
-				return err
-			}
-			s.add(row)
 		}
 	}
 	return nil
 }
 
-// estimate returns a generous guess of the ops/s of wl at c on t.
+// estimate returns a generous guess of the ops/s of wl at c on t: three
+// times the best rate seen so far for wl, create or consume at c, or for
+// wl at any concurrency.
 func (s *session) estimate(t Target, wl string, c int) float64 {
 	best := 0.0
-	for _, w := range []string{wl, WCreate, WConsume} {
-		if r := s.rates[fmt.Sprintf("%s/%s/%d", t.Name(), w, c)]; r > best {
-			best = r
+	for k, r := range s.rates {
+		var sys, w string
+		var conc int
+		parts := strings.Split(k, "/")
+		if len(parts) != 3 {
+			continue
+		}
+		sys, w = parts[0], parts[1]
+		conc, _ = strconv.Atoi(parts[2])
+		if sys != t.Name() {
+			continue
+		}
+		if w == wl || (conc == c && (w == WCreate || w == WConsume)) {
+			best = max(best, r)
 		}
 	}
 	if best == 0 {
 		for k, r := range s.rates {
-			if len(k) > len(t.Name()) && k[:len(t.Name())] == t.Name() && r > best {
-				best = r
+			if strings.HasPrefix(k, t.Name()+"/") {
+				best = max(best, r)
 			}
 		}
 	}
 	if best == 0 {
 		best = 2000
 	}
-	return best * 2
+	return best * 3
 }
 
 // prefill makes sure pool has at least n fresh actions.

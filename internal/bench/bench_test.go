@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/csv"
@@ -102,19 +103,37 @@ func TestExactOnceConsumeOutcomes(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	e := NewExactOnce([]string{srv.URL}, "cid", "sec", 4)
-	w := &Worker{}
-	ctx := context.Background()
-	if out, err := e.Consume(ctx, w, "won"); err != nil || out != Won {
-		t.Fatalf("won: %v %v", out, err)
+	for _, raw := range []bool{false, true} {
+		e := NewExactOnce([]string{srv.URL}, "cid", "sec", 4)
+		if raw {
+			if err := e.UseRaw(4); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w := &Worker{}
+		ctx := context.Background()
+		for range 3 { // reuse of keep-alive connections
+			if out, err := e.Consume(ctx, w, "won"); err != nil || out != Won {
+				t.Fatalf("raw=%v won: %v %v", raw, out, err)
+			}
+			if out, err := e.Consume(ctx, w, "lost"); err != nil || out != Lost {
+				t.Fatalf("raw=%v lost: %v %v", raw, out, err)
+			}
+			_, err := e.Consume(ctx, w, "other")
+			var oe *OpError
+			if !errors.As(err, &oe) || oe.Kind != "503 unavailable" {
+				t.Fatalf("raw=%v other: %v", raw, err)
+			}
+		}
+		e.Close()
 	}
-	if out, err := e.Consume(ctx, w, "lost"); err != nil || out != Lost {
-		t.Fatalf("lost: %v %v", out, err)
-	}
-	_, err := e.Consume(ctx, w, "other")
-	var oe *OpError
-	if !errors.As(err, &oe) || oe.Kind != "503 unavailable" {
-		t.Fatalf("other: %v", err)
+}
+
+func TestReadRawResponseChunked(t *testing.T) {
+	in := "HTTP/1.1 409 Conflict\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+	status, body, keep, err := readRawResponse(bufio.NewReader(strings.NewReader(in)))
+	if err != nil || status != 409 || string(body) != "hello" || keep {
+		t.Fatalf("got %d %q keep=%v err=%v", status, body, keep, err)
 	}
 }
 

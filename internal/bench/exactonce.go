@@ -10,12 +10,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// ExactOnce drives the ExactOnce HTTP API with a lean pooled net/http
+// ExactOnce drives the ExactOnce HTTP API, either through a pooled
+// net/http client or (after UseRaw) through the leaner raw HTTP/1.1
 // client. Worker w sends each request to node w.Node(len(URLs)).
 type ExactOnce struct {
 	URLs         []string
@@ -24,6 +26,31 @@ type ExactOnce struct {
 	HTTP         *http.Client
 	// Payload is the JSON object stored with each created action.
 	Payload json.RawMessage
+	raw     []*rawPool
+	hdr     [][2]string
+}
+
+// UseRaw makes the single-action operations (create, consume, verify) use
+// the raw HTTP/1.1 client with up to idlePerNode idle connections per
+// node. CSV batches keep using net/http.
+func (e *ExactOnce) UseRaw(idlePerNode int) error {
+	e.raw = nil
+	for _, u := range e.URLs {
+		pu, err := url.Parse(u)
+		if err != nil || pu.Scheme != "http" {
+			return fmt.Errorf("raw client needs an http:// node URL, got %q", u)
+		}
+		e.raw = append(e.raw, newRawPool(pu.Host, idlePerNode))
+	}
+	e.hdr = [][2]string{{"client-id", e.ClientID}, {"client-secret", e.ClientSecret}}
+	return nil
+}
+
+// Close closes the raw client's idle connections.
+func (e *ExactOnce) Close() {
+	for _, p := range e.raw {
+		p.close()
+	}
 }
 
 // NewTransport returns an HTTP/1.1 transport that keeps up to
@@ -54,10 +81,11 @@ func NewExactOnce(urls []string, clientID, clientSecret string, idlePerHost int)
 	}
 }
 
-// WithTransport returns a copy of e that sends through t.
+// WithTransport returns a copy of e that sends everything through t.
 func (e *ExactOnce) WithTransport(t http.RoundTripper) *ExactOnce {
 	c := *e
 	c.HTTP = &http.Client{Transport: t}
+	c.raw = nil
 	return &c
 }
 
@@ -67,15 +95,30 @@ func (e *ExactOnce) Name() string { return "exactonce" }
 // Nodes implements Target.
 func (e *ExactOnce) Nodes() int { return len(e.URLs) }
 
-func (e *ExactOnce) node(w *Worker) string {
+func (e *ExactOnce) node(w *Worker) int {
 	if w == nil {
-		return e.URLs[0]
+		return 0
 	}
-	return e.URLs[w.Node(len(e.URLs))]
+	return w.Node(len(e.URLs))
 }
 
-// do sends one request and returns the status and body.
-func (e *ExactOnce) do(ctx context.Context, method, url, contentType string, body []byte) (int, []byte, error) {
+// do sends one request to node and returns the status and body.
+func (e *ExactOnce) do(ctx context.Context, method string, node int, path, contentType string, body []byte) (int, []byte, error) {
+	if e.raw == nil {
+		return e.doHTTP(ctx, method, e.URLs[node]+path, contentType, body)
+	}
+	status, b, err := e.raw[node].roundTrip(ctx, method, path, e.hdr, contentType, body)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, nil, &OpError{Kind: "timeout", Err: err}
+		}
+		return 0, nil, &OpError{Kind: "transport", Err: err}
+	}
+	return status, b, nil
+}
+
+// doHTTP sends one request through net/http and returns the status and body.
+func (e *ExactOnce) doHTTP(ctx context.Context, method, url, contentType string, body []byte) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -128,7 +171,7 @@ func (e *ExactOnce) Create(ctx context.Context, w *Worker) (string, error) {
 	body = append(body, `{"payload":`...)
 	body = append(body, e.Payload...)
 	body = append(body, '}')
-	status, b, err := e.do(ctx, http.MethodPost, e.node(w)+"/v1/actions", "application/json", body)
+	status, b, err := e.do(ctx, http.MethodPost, e.node(w), "/v1/actions", "application/json", body)
 	if err != nil {
 		return "", err
 	}
@@ -174,7 +217,7 @@ type CSVResult struct {
 // CreateCSV sends one CSV batch create to node (index) and returns the ids
 // created. A response that did not create every row is an error.
 func (e *ExactOnce) CreateCSV(ctx context.Context, node int, body []byte, rows int) ([]string, error) {
-	status, b, err := e.do(ctx, http.MethodPost, e.URLs[node%len(e.URLs)]+"/v1/actions", "text/csv", body)
+	status, b, err := e.doHTTP(ctx, http.MethodPost, e.URLs[node%len(e.URLs)]+"/v1/actions", "text/csv", body)
 	if err != nil {
 		return nil, err
 	}
@@ -213,12 +256,7 @@ func (e *ExactOnce) CreateBatch(ctx context.Context, n int) ([]string, error) {
 
 // Consume implements Target with POST /v1/actions/{id}/consume.
 func (e *ExactOnce) Consume(ctx context.Context, w *Worker, id string) (int, error) {
-	return e.ConsumeAt(ctx, e.node(w), id)
-}
-
-// ConsumeAt consumes id through the node at base URL.
-func (e *ExactOnce) ConsumeAt(ctx context.Context, base, id string) (int, error) {
-	status, b, err := e.do(ctx, http.MethodPost, base+"/v1/actions/"+id+"/consume", "", nil)
+	status, b, err := e.do(ctx, http.MethodPost, e.node(w), "/v1/actions/"+id+"/consume", "", nil)
 	if err != nil {
 		return 0, err
 	}
@@ -234,7 +272,7 @@ func (e *ExactOnce) ConsumeAt(ctx context.Context, base, id string) (int, error)
 
 // Verify implements Target with GET /v1/actions/{id}.
 func (e *ExactOnce) Verify(ctx context.Context, w *Worker, id string) error {
-	status, b, err := e.do(ctx, http.MethodGet, e.node(w)+"/v1/actions/"+id, "", nil)
+	status, b, err := e.do(ctx, http.MethodGet, e.node(w), "/v1/actions/"+id, "", nil)
 	if err != nil {
 		return err
 	}

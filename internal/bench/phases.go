@@ -85,7 +85,6 @@ func warmConns(ctx context.Context, t *ExactOnce, n int) {
 // once, spread over the nodes: exactly one must win, the rest must be told
 // already_used.
 func (s *session) hot(ctx context.Context, t Target, warm func(context.Context)) error {
-	n := s.cfg.HotRacers
 	id, err := t.Create(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("create hot action: %w", err)
@@ -96,63 +95,74 @@ func (s *session) hot(ctx context.Context, t Target, warm func(context.Context))
 	if warm != nil {
 		warm(ctx)
 	}
-	type answer struct {
-		out int
-		err error
-		d   time.Duration
-	}
-	answers := make([]answer, n)
-	start := make(chan struct{})
-	var ready, done sync.WaitGroup
+	return s.hotRace(ctx, t, id)
+}
+
+// hotRace releases HotRacers consumes of id at once and records the row.
+// ExactOnce with HotPipelined races over pipelined raw connections;
+// otherwise each racer is a goroutine calling t.Consume.
+func (s *session) hotRace(ctx context.Context, t Target, id string) error {
+	n := s.cfg.HotRacers
+	var answers []RaceAnswer
 	var t0 time.Time
-	var last atomic.Int64
-	for i := range n {
-		ready.Add(1)
-		done.Add(1)
-		go func() {
-			defer done.Done()
-			w := &Worker{ID: i}
-			ready.Done()
-			<-start
-			rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-			defer cancel()
-			b0 := time.Now()
-			out, err := t.Consume(rctx, w, id)
-			end := time.Now()
-			answers[i] = answer{out: out, err: err, d: end.Sub(b0)}
-			for {
-				cur := last.Load()
-				if end.UnixNano() <= cur || last.CompareAndSwap(cur, end.UnixNano()) {
-					break
-				}
-			}
-		}()
+	client := "goroutine per racer"
+	if eo, ok := t.(*ExactOnce); ok && s.cfg.HotPipelined {
+		client = "pipelined HTTP/1.1"
+		s.log.Info("hot race", "system", t.Name(), "racers", n, "conns", s.cfg.HotConns, "client", client)
+		var err error
+		answers, t0, err = eo.PipelinedRace(ctx, id, n, s.cfg.HotConns)
+		if err != nil {
+			return fmt.Errorf("hot race: %w", err)
+		}
+	} else {
+		answers = make([]RaceAnswer, n)
+		start := make(chan struct{})
+		var ready, done sync.WaitGroup
+		for i := range n {
+			ready.Add(1)
+			done.Add(1)
+			go func() {
+				defer done.Done()
+				w := &Worker{ID: i}
+				ready.Done()
+				<-start
+				rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+				defer cancel()
+				out, err := t.Consume(rctx, w, id)
+				answers[i] = RaceAnswer{Out: out, Err: err, At: time.Now()}
+			}()
+		}
+		ready.Wait()
+		s.log.Info("hot race", "system", t.Name(), "racers", n, "client", client)
+		t0 = time.Now()
+		close(start)
+		done.Wait()
 	}
-	ready.Wait()
-	s.log.Info("hot race", "system", t.Name(), "racers", n)
-	t0 = time.Now()
-	close(start)
-	done.Wait()
-	elapsed := time.Unix(0, last.Load()).Sub(t0)
-	h := HotRes{Racers: n, Kinds: map[string]int{}, Seconds: elapsed.Seconds()}
+	h := HotRes{Racers: n, Kinds: map[string]int{}}
 	var lat []time.Duration
 	var first []string
+	var last time.Time
 	for _, a := range answers {
+		if a.At.After(last) {
+			last = a.At
+		}
 		switch {
-		case a.err != nil:
+		case a.Err != nil:
 			h.Errors++
-			h.Kinds[errorKind(a.err)]++
+			h.Kinds[errorKind(a.Err)]++
 			if len(first) < 3 {
-				first = append(first, a.err.Error())
+				first = append(first, a.Err.Error())
 			}
-		case a.out == Won:
+		case a.Out == Won:
 			h.Won++
-			lat = append(lat, a.d)
+			lat = append(lat, a.At.Sub(t0))
 		default:
 			h.Lost++
-			lat = append(lat, a.d)
+			lat = append(lat, a.At.Sub(t0))
 		}
 	}
+	elapsed := last.Sub(t0)
+	h.Seconds = elapsed.Seconds()
 	if elapsed > 0 {
 		h.PerSec = float64(h.Won+h.Lost) / elapsed.Seconds()
 	}
@@ -166,7 +176,7 @@ func (s *session) hot(ctx context.Context, t Target, warm func(context.Context))
 	res := RunResult{Ops: h.Won + h.Lost, Errors: h.Errors, ErrorKinds: h.Kinds, FirstErrors: first,
 		Elapsed: elapsed, Latency: Summarize(lat)}
 	row := NewRow(t.Name(), WHot, n, s.cfg.Seed, res)
-	row.Note = fmt.Sprintf("won=%d lost=%d errors=%d", h.Won, h.Lost, h.Errors)
+	row.Note = fmt.Sprintf("won=%d lost=%d errors=%d; latency from release to answer; client: %s", h.Won, h.Lost, h.Errors, client)
 	s.add(row)
 	return nil
 }
@@ -295,10 +305,37 @@ func (s *session) memory(ctx context.Context, cl *EOCluster, stage string) {
 			continue
 		}
 		nm := NodeMem{System: "exactonce", Node: n.Name, Leader: i == leader, Stage: stage, Actions: s.rep.Stored,
-			RSSMiB: mib(m.RSS), PeakMiB: mib(m.Peak), DataMiB: mib(dirSize(filepath.Join(cl.Dir, n.Name)))}
+			RSSMiB: mib(m.RSS), AnonMiB: mib(m.Anon), FileMiB: mib(m.File), PeakMiB: mib(m.Peak),
+			DataMiB: mib(dirSize(filepath.Join(cl.Dir, n.Name)))}
 		s.rep.Memory = append(s.rep.Memory, nm)
-		s.log.Info("memory", "node", n.Name, "leader", nm.Leader, "stage", stage, "actions", nm.Actions, "rssMiB", nm.RSSMiB, "peakMiB", nm.PeakMiB, "dataMiB", nm.DataMiB)
+		s.log.Info("memory", "node", n.Name, "leader", nm.Leader, "stage", stage, "actions", nm.Actions, "rssMiB", nm.RSSMiB,
+			"anonMiB", nm.AnonMiB, "fileMiB", nm.FileMiB, "peakMiB", nm.PeakMiB, "dataMiB", nm.DataMiB)
 	}
+}
+
+// heapProfile saves the in-use heap profile of every node and its top.
+func (s *session) heapProfile(ctx context.Context, cl *EOCluster) error {
+	var errs []error
+	for _, n := range cl.Nodes {
+		if n.PprofAddr == "" {
+			continue
+		}
+		path := filepath.Join(s.cfg.ProfileDir, fmt.Sprintf("exactonce-heap-%s-%dactions.pprof", n.Name, s.rep.Stored))
+		if err := fetch(ctx, "http://"+n.PprofAddr+"/debug/pprof/heap", path, 30*time.Second); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.rep.Profiles = append(s.rep.Profiles, path)
+		out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-sample_index=inuse_space", "-nodecount=30", cl.Bin, path).CombinedOutput()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("go tool pprof: %w: %s", err, out))
+			continue
+		}
+		if err := os.WriteFile(path+".inuse.txt", out, 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("write heap top: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // restart restarts a follower and records how long it took to be ready.

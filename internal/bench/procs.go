@@ -93,6 +93,8 @@ func (p *Proc) Stop(grace time.Duration) {
 type Mem struct {
 	RSS  int64 // VmRSS, bytes
 	Peak int64 // VmHWM (peak RSS), bytes
+	Anon int64 // RssAnon (heap, stacks), bytes
+	File int64 // RssFile (mapped files such as bbolt's mmap), bytes
 }
 
 // ReadMem reads VmRSS and VmHWM of pid.
@@ -115,6 +117,10 @@ func ReadMem(pid int) (Mem, error) {
 			m.RSS = kb << 10
 		case "VmHWM:":
 			m.Peak = kb << 10
+		case "RssAnon:":
+			m.Anon = kb << 10
+		case "RssFile:":
+			m.File = kb << 10
 		}
 	}
 	return m, sc.Err()

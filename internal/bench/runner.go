@@ -20,6 +20,7 @@ type OpError struct {
 	Err  error
 }
 
+// Error renders the kind and the underlying error.
 func (e *OpError) Error() string {
 	if e.Err != nil {
 		return e.Kind + ": " + e.Err.Error()
@@ -27,6 +28,7 @@ func (e *OpError) Error() string {
 	return e.Kind
 }
 
+// Unwrap returns the underlying error.
 func (e *OpError) Unwrap() error { return e.Err }
 
 // errorKind returns the report group of err.

@@ -305,11 +305,18 @@ func checkLinearizable(ctx context.Context, r *Report, ids []string, byAction ma
 			r.Linearizable = string(porcupine.Illegal)
 			r.illegal = append(r.illegal, id)
 			var opIDs []int
+			var lines []string
 			for _, op := range byAction[id] {
 				opIDs = append(opIDs, op.ID)
+				if len(lines) < 12 {
+					lines = append(lines, "\n       "+op.String())
+				}
+			}
+			if len(byAction[id]) > len(lines) {
+				lines = append(lines, fmt.Sprintf("\n       ... %d more", len(byAction[id])-len(lines)))
 			}
 			r.add(Anomaly{Kind: KindNotLinearizable, Action: id, Ops: opIDs,
-				Detail: "no order of this action's operations is allowed by SPEC.md (see the visualization)"})
+				Detail: "no order of this action's operations is allowed by SPEC.md (see the visualization):" + strings.Join(lines, "")})
 		case porcupine.Unknown:
 			r.Linearizable = string(porcupine.Unknown)
 			r.add(Anomaly{Kind: KindCheckerTimeout, Action: id, Detail: "linearizability check timed out for this action"})
@@ -318,13 +325,17 @@ func checkLinearizable(ctx context.Context, r *Report, ids []string, byAction ma
 	}
 }
 
-// Visualize writes porcupine's HTML visualization of the actions that are
-// not linearizable (or of every action when all are), for reading in a browser.
+// maxVisualized bounds how many non-linearizable actions Visualize draws.
+const maxVisualized = 20
+
+// Visualize writes porcupine's HTML visualization of the first actions that
+// are not linearizable (or of every action when all are), for a browser.
 func Visualize(r *Report, ops []*Op, w io.Writer, timeout time.Duration) error {
 	sel := ops
 	if len(r.illegal) > 0 {
+		// A few actions are enough to read; hundreds make a huge page.
 		want := map[string]bool{}
-		for _, id := range r.illegal {
+		for _, id := range r.illegal[:min(len(r.illegal), maxVisualized)] {
 			want[id] = true
 		}
 		sel = nil

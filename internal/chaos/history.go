@@ -113,14 +113,25 @@ func (o *Op) String() string {
 			res += " " + o.Outcome.Code
 		}
 		if o.Outcome.State != "" {
-			res += " state=" + o.Outcome.State
+			res += fmt.Sprintf(" state=%s failedPins=%d", o.Outcome.State, o.Outcome.FailedPINs)
 		}
+	}
+	if n := len(o.Attempts); n > 0 {
+		res += fmt.Sprintf(" (node%d", o.Attempts[n-1].Node)
+		if n > 1 {
+			res += fmt.Sprintf(", %d tries", n)
+		}
+		res += ")"
 	}
 	pin := ""
 	if o.PIN != "" {
 		pin = " pin=" + o.PIN
 	}
-	return fmt.Sprintf("op#%d p%d %s %s%s key=%s [%s, %s] -> %s", o.ID, o.Process, o.Kind, o.Action, pin, o.Key,
+	key := ""
+	if o.Key != "" {
+		key = " key=" + o.Key
+	}
+	return fmt.Sprintf("op#%d p%d %s %s%s%s [%s, %s] -> %s", o.ID, o.Process, o.Kind, o.Action, pin, key,
 		time.Duration(o.Call), retString(o.Return), res)
 }
 

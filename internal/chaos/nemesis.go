@@ -228,8 +228,8 @@ func (n *Nemesis) others(x int) []int {
 }
 
 // inject applies one fault, holds it, and heals it.
-func (n *Nemesis) inject(ctx context.Context, f Fault) FaultEvent {
-	ev := FaultEvent{Fault: f, Start: n.Hist.Now()}
+func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
+	ev = FaultEvent{Fault: f, Start: n.Hist.Now()}
 	defer func() { ev.End = n.Hist.Now() }()
 	var errs []error
 	if needsPartition(f.Kind) && !n.Net.CanPartition() {
@@ -292,7 +292,7 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) FaultEvent {
 		errs = append(errs, n.Net.Heal(ctx))
 		// Give the node a bounded time to catch up, then report whether
 		// it took a snapshot (needs the server's snapshot tuning hook).
-		deadline := time.Now().Add(20 * time.Second)
+		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) && countInLog(n.Cluster.LogPath(x), snapshotRestored) == before {
 			n.sleep(ctx, 250*time.Millisecond)
 		}
@@ -309,7 +309,7 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) FaultEvent {
 		// Make the skewed node leader, so that its clock stamps entries.
 		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		err := n.Cluster.WaitReady(rctx, x)
-		if err == nil {
+		if err == nil && n.Cluster.Leader(rctx) != x {
 			_, err = n.Cluster.Admin(x).TransferLeadership(rctx, fmt.Sprintf("node%d", x))
 		}
 		cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/exactonce/exactonce/fsm"
 	"github.com/exactonce/exactonce/internal/client"
 )
 
@@ -156,7 +158,14 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 	wl.create(ctx, settle+1, 1, false)
 	wl.ReadBack(ctx, all, settle+2)
 	conv, div := converge(ctx, cl, wl)
-	res.Converged = conv
+	extra = append(extra, div...)
+	// Stop every node at once (SIGKILL: no leadership transfer appends an
+	// entry meanwhile) and compare the state files themselves.
+	for _, n := range all {
+		_ = cl.Kill(ctx, n)
+	}
+	offline, div := compareStateFiles(cl, log)
+	res.Converged = conv + "; " + offline
 	extra = append(extra, div...)
 
 	ops := hist.Ops()
@@ -271,6 +280,49 @@ func converge(ctx context.Context, cl *Cluster, wl *Workload) (string, []Anomaly
 	return "yes (" + how + ")", nil
 }
 
+// compareStateFiles opens each stopped node's FSM state file and compares
+// the state hashes of the nodes that applied the same index.
+func compareStateFiles(cl *Cluster, log *slog.Logger) (string, []Anomaly) {
+	type state struct {
+		applied uint64
+		hash    string
+	}
+	var sts []state
+	for n := 1; n <= cl.Nodes(); n++ {
+		// The server keeps its FSM in <data-dir>/state.db; fsm.Open would
+		// create a missing file, so check first.
+		path := filepath.Join(cl.DataDir(n), "state.db")
+		if _, err := os.Stat(path); err != nil {
+			return "state files not compared: " + err.Error(), nil
+		}
+		f, err := fsm.Open(fsm.Options{Path: path, NoSync: true, Logger: log, InitialMmapSize: 1 << 24})
+		if err != nil {
+			return "state files not compared: " + err.Error(), nil
+		}
+		h, err := f.StateHash()
+		st := state{applied: f.AppliedIndex(), hash: hex.EncodeToString(h)}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "state files not compared: " + err.Error(), nil
+		}
+		sts = append(sts, st)
+	}
+	for _, st := range sts[1:] {
+		if st.applied != sts[0].applied {
+			return fmt.Sprintf("state files not compared (applied indexes %+v)", sts), nil
+		}
+	}
+	for i, st := range sts[1:] {
+		if st.hash != sts[0].hash {
+			return "state files differ", []Anomaly{{Kind: KindDiverged,
+				Detail: fmt.Sprintf("node1 and node%d state files differ at applied index %d: %s vs %s", i+2, st.applied, sts[0].hash[:16], st.hash[:16])}}
+		}
+	}
+	return fmt.Sprintf("state files identical (sha256 %s… at index %d)", sts[0].hash[:12], sts[0].applied), nil
+}
+
 func sameApplied(sts []*NodeStatus) bool {
 	for _, st := range sts[1:] {
 		if st.AppliedIndex != sts[0].AppliedIndex {
@@ -367,7 +419,8 @@ func printResult(w io.Writer, res *ScenarioResult) {
 	}
 	fmt.Fprintf(w, "   faults injected: %d\n", len(res.Faults))
 	for _, f := range res.Faults {
-		msg := fmt.Sprintf("     %s nodes=%v (%s)", f.Fault, f.Nodes, f.Note)
+		msg := fmt.Sprintf("     %s nodes=%v, ran %v..%v (%s)", f.Fault, f.Nodes,
+			time.Duration(f.Start).Round(time.Millisecond), time.Duration(f.End).Round(time.Millisecond), f.Note)
 		if f.Err != "" {
 			msg += " error: " + f.Err
 		}
@@ -378,10 +431,20 @@ func printResult(w io.Writer, res *ScenarioResult) {
 		fmt.Fprintf(w, "   no anomalies (history: %s)\n", filepath.Join(res.Dir, "history.json"))
 		return
 	}
-	fmt.Fprintf(w, "   ANOMALIES: %d (history, visualization and node logs in %s)\n", len(r.Anomalies), res.Dir)
+	byKind := map[string]int{}
+	for _, a := range r.Anomalies {
+		byKind[a.Kind]++
+	}
+	kinds := make([]string, 0, len(byKind))
+	for k, n := range byKind {
+		kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(kinds)
+	fmt.Fprintf(w, "   ANOMALIES: %d: %s\n", len(r.Anomalies), strings.Join(kinds, ", "))
+	fmt.Fprintf(w, "   history, visualization and node logs in %s\n", res.Dir)
 	for i, a := range r.Anomalies {
-		if i == 20 {
-			fmt.Fprintf(w, "     ... %d more in result.json\n", len(r.Anomalies)-20)
+		if i == 10 {
+			fmt.Fprintf(w, "     ... %d more in result.json\n", len(r.Anomalies)-10)
 			break
 		}
 		fmt.Fprintf(w, "     %s\n", a)
