@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -365,6 +367,12 @@ func (s *store) create(clientID string, c *CreateActions, now int64) (*Result, e
 			valid = append(valid, a)
 		}
 	}
+	// Insert in id order: ids are random, and the rows of one batch share
+	// their index timestamps, so unsorted inserts land all over bbolt's
+	// pages and it moves memory quadratically (a 10,000-row CSV spent a
+	// quarter of its time in memmove). Sorted, each page fills in turn.
+	// The order is a pure function of the command, so every node agrees.
+	slices.SortFunc(valid, func(a, b *Action) int { return strings.Compare(a.ID, b.ID) })
 	for _, a := range valid {
 		if err := s.putAction(a, true); err != nil {
 			return nil, err

@@ -84,7 +84,7 @@ func (s *Server) routes() *mux.Router {
 	r.Handle("/v1/actions", http.HandlerFunc(s.listActions)).Methods(http.MethodGet)
 	r.Handle("/v1/actions/{id}", http.HandlerFunc(s.verifyAction)).Methods(http.MethodGet)
 	r.Handle("/v1/actions/{id}", s.write(s.cancelAction)).Methods(http.MethodDelete)
-	r.Handle("/v1/actions/{id}/consume", s.write(s.consumeAction)).Methods(http.MethodPost)
+	r.Handle("/v1/actions/{id}/consume", s.consumeWrite()).Methods(http.MethodPost)
 	r.Handle("/v1/stats", http.HandlerFunc(s.stats)).Methods(http.MethodGet)
 
 	r.Handle("/v1/demo", s.demoLimit(s.write(s.demoCreate))).Methods(http.MethodPost)
@@ -249,6 +249,7 @@ type metrics struct {
 	consumes *prometheus.CounterVec
 	forwards *prometheus.CounterVec
 	creates  prometheus.Counter
+	settled  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -274,8 +275,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "exactonce_actions_created_total",
 			Help: "Actions created through this node (first executions, not replays).",
 		}),
+		settled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exactonce_consumes_settled_locally_total",
+			Help: "Consumes of an already consumed or canceled action answered from this node's state, with no log entry.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.consumes, m.forwards, m.creates} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.consumes, m.forwards, m.creates, m.settled} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

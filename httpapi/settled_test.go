@@ -1,0 +1,75 @@
+package httpapi
+
+import (
+	"bytes"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// A consume of an action already consumed or canceled is answered from the
+// node's own state: the same status and body the replicated decision gives,
+// with no log entry, on the leader and on a follower that cannot reach it.
+func TestSettledConsumeAnsweredLocally(t *testing.T) {
+	// A short request deadline, so the follower's wait for a leader ends soon.
+	e := newEnv(t, func(c *Config) { c.RequestTimeout = 300 * time.Millisecond })
+	consumed := e.create(`{"payload":{"a":1},"pin":"1234"}`)
+	expect(t, e.consume(consumed, `{"pin":"1234"}`), http.StatusOK, "")
+	canceled := e.create(`{"payload":{"a":2}}`)
+	expect(t, e.do(req{method: "DELETE", path: "/v1/actions/" + canceled}), http.StatusOK, "")
+
+	// The body the state machine renders, through the replicated path (an
+	// Idempotency-Key always takes it).
+	viaLog := e.do(req{method: "POST", path: "/v1/actions/" + consumed + "/consume", body: `{"pin":"9999"}`,
+		ctype: "application/json", hdr: map[string]string{"Idempotency-Key": "k1"}})
+	expect(t, viaLog, http.StatusConflict, "already_used")
+
+	applies := e.b.applies.Load()
+	local := e.consume(consumed, `{"pin":"9999"}`) // a wrong PIN changes nothing: already_used comes first
+	expect(t, local, http.StatusConflict, "already_used")
+	if !bytes.Equal(local.raw, viaLog.raw) {
+		t.Errorf("local answer %s differs from the replicated one %s", local.raw, viaLog.raw)
+	}
+	expect(t, e.consume(canceled, ""), http.StatusGone, "canceled")
+	if got := e.b.applies.Load(); got != applies {
+		t.Errorf("settled consumes wrote %d log entries, want 0", got-applies)
+	}
+	if got := testutil.ToFloat64(e.s.metrics.settled); got != 2 {
+		t.Errorf("settled counter = %v, want 2", got)
+	}
+
+	// A follower whose leader is unreachable still answers settled consumes,
+	// and only those: an open action needs the leader (503).
+	open := e.create(`{"payload":{"a":3}}`)
+	e.b.leader.Store(false)
+	e.b.leaderHTTP.Store("")
+	expect(t, e.consume(consumed, ""), http.StatusConflict, "already_used")
+	expect(t, e.consume(canceled, ""), http.StatusGone, "canceled")
+	r := e.do(req{method: "POST", path: "/v1/actions/" + open + "/consume"})
+	expect(t, r, http.StatusServiceUnavailable, "unavailable")
+	if got := e.b.applies.Load(); got != applies+1 { // the create of open
+		t.Errorf("follower wrote %d log entries", got-applies-1)
+	}
+}
+
+// Whatever the shortcut cannot answer exactly as the replicated path would,
+// it leaves to that path: bad credentials, bad bodies, keyed requests.
+func TestSettledConsumeFallsThrough(t *testing.T) {
+	e := newEnv(t, nil)
+	id := e.create(`{"payload":{"a":1}}`)
+	expect(t, e.consume(id, ""), http.StatusOK, "")
+	before := testutil.ToFloat64(e.s.metrics.settled)
+
+	r := e.do(req{method: "POST", path: "/v1/actions/" + id + "/consume", client: [2]string{e.clientID, "wrong"}})
+	expect(t, r, http.StatusUnauthorized, "unauthorized")
+	expect(t, e.consume(id, `{"pin":`), http.StatusBadRequest, "invalid_request")
+	expect(t, e.consume(id, `{"consumer":"not an object"}`), http.StatusBadRequest, "invalid_request")
+	other, otherSecret := e.newClient("tenant-b")
+	r = e.do(req{method: "POST", path: "/v1/actions/" + id + "/consume", client: [2]string{other, otherSecret}})
+	expect(t, r, http.StatusNotFound, "action_not_found")
+	if got := testutil.ToFloat64(e.s.metrics.settled); got != before {
+		t.Errorf("shortcut answered %v requests it must leave to the replicated path", got-before)
+	}
+}
