@@ -62,6 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.build, "build", true, "build the server binary first")
 	fs.StringVar(&cfg.EtcdBin, "etcd-bin", "", "etcd binary (default: etcd from PATH)")
 	fs.BoolVar(&o.noEtcd, "no-etcd", false, "skip the etcd comparison")
+	fs.IntVar(&cfg.Nodes, "nodes", 3, "ExactOnce cluster size (1: a single node)")
 	fs.StringVar(&o.conc, "c", "1,16,64,256", "comma-separated concurrencies (clients)")
 	fs.DurationVar(&cfg.Duration, "d", 4*time.Second, "measured duration of each closed-loop run")
 	fs.DurationVar(&cfg.Warmup, "warmup", 500*time.Millisecond, "unmeasured warm-up before each run")

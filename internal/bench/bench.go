@@ -35,6 +35,9 @@ type Config struct {
 	EtcdBin   string
 	// TempBase is the parent of the clusters' fresh data dirs ("" for $TMPDIR).
 	TempBase string
+	// Nodes is the size of the ExactOnce cluster (default 3; 1 measures a
+	// single node, as the README's first command runs it).
+	Nodes int
 	// Keep leaves the data dirs (and logs) in place after the run.
 	Keep bool
 
@@ -265,7 +268,7 @@ func (s *session) startExactOnce(ctx context.Context) (*side, func(), error) {
 		pport = cfg.PprofPort
 	}
 	var t *ExactOnce
-	cl, err := StartEOCluster(ctx, EOClusterConfig{Bin: cfg.ServerBin, TempBase: cfg.TempBase, Nodes: 3,
+	cl, err := StartEOCluster(ctx, EOClusterConfig{Bin: cfg.ServerBin, TempBase: cfg.TempBase, Nodes: max(cfg.Nodes, 1),
 		HTTPPort: cfg.HTTPPort, RaftPort: cfg.RaftPort, GossipPort: cfg.GossipPort, PprofPort: pport, Log: s.log})
 	stop := func() {
 		if t != nil {
