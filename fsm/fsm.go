@@ -52,6 +52,9 @@ type FSM struct {
 
 	applied  atomic.Uint64
 	lastTime atomic.Int64
+	// clientsVersion changes after every committed batch that wrote a
+	// client and after every restore: readers that cache clients compare it.
+	clientsVersion atomic.Uint64
 
 	// advMu guards advCh, a channel closed (and replaced) every time the
 	// applied index advances, which wakes WaitApplied callers.
@@ -170,6 +173,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	var applied uint64
 	var last int64
+	clientsChanged := false
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		var err error
 		applied, last, err = readMeta(tx)
@@ -194,6 +198,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			}
 			if cmd.Time > last {
 				last = cmd.Time
+			}
+			if cmd.Type == CmdCreateClient || cmd.Type == CmdRevokeClient {
+				clientsChanged = true
 			}
 			res, err := st.apply(cmd, last)
 			if errors.Is(err, errFatal) {
@@ -220,6 +227,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		f.log.Error("fsm: apply batch failed", "err", err)
 		panic(fmt.Sprintf("fsm: apply batch: %v", err))
 	}
+	if clientsChanged {
+		f.clientsVersion.Add(1) // after the commit: see ClientsVersion
+	}
 	if applied > f.applied.Load() {
 		f.lastTime.Store(last)
 		f.applied.Store(applied)
@@ -238,6 +248,13 @@ func (f *FSM) wake() {
 
 // AppliedIndex is the index of the last log entry in the state file.
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// ClientsVersion changes whenever the stored clients may have changed (a
+// committed client create or revoke, a restore). It changes only after the
+// change is visible to new views, so a cache that reads the version, then
+// the client, and tags the entry with that version never keeps a stale entry
+// past the next version check.
+func (f *FSM) ClientsVersion() uint64 { return f.clientsVersion.Load() }
 
 // LastTime is the FSM clock: the largest leader stamp applied (Unix ms).
 func (f *FSM) LastTime() int64 { return f.lastTime.Load() }

@@ -37,11 +37,8 @@ func (s *Server) authClient(w http.ResponseWriter, r *http.Request) (string, boo
 	secret := r.Header.Get("client-secret")
 	var c *fsm.Client
 	if id != "" && secret != "" && id != fsm.DemoClientID {
-		err := s.b.FSM().View(func(v *fsm.View) error {
-			var err error
-			c, err = v.Client(id)
-			return err
-		})
+		var err error
+		c, err = s.clients.lookup(s.b.FSM(), id)
 		if err != nil {
 			LoggerFrom(r.Context()).Error("auth: read client", "error", err)
 			WriteError(w, errInternal, "", nil)

@@ -30,6 +30,8 @@ type Server struct {
 	// the cluster key (it then skips the demo rate limit, which the entry
 	// node already applied).
 	fwdAuth string
+	// clients caches decoded client records for authentication.
+	clients clientCache
 }
 
 // New builds the HTTP API over a backend.

@@ -66,12 +66,13 @@ func (s *Server) answerSettledConsume(w http.ResponseWriter, r *http.Request, bo
 		return false
 	}
 	actionID := mux.Vars(r)["id"]
+	c, err := s.clients.lookup(s.b.FSM(), clientID)
+	if err != nil || c == nil || c.RevokedAt != 0 || !secure.SecretMatches(secret, c.SecretHash) {
+		return false
+	}
 	var a *fsm.Action
-	err := s.b.FSM().View(func(v *fsm.View) error {
-		c, err := v.Client(clientID)
-		if err != nil || c == nil || c.RevokedAt != 0 || !secure.SecretMatches(secret, c.SecretHash) {
-			return err
-		}
+	err = s.b.FSM().View(func(v *fsm.View) error {
+		var err error
 		a, err = v.Action(clientID, actionID)
 		return err
 	})
