@@ -114,10 +114,17 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.lastTime.Store(last)
 	f.mu.Unlock()
 	f.wake()
-	// Waits for snapshots of the old state still being persisted.
-	if err := old.Close(); err != nil {
-		f.log.Warn("fsm: close replaced state file", "err", err)
-	}
+	// Close the replaced file in the background: bbolt's Close waits for
+	// every read transaction on it, and a snapshot of the old state may be
+	// held by Raft's snapshot goroutine, which itself waits for Raft's main
+	// loop, which waits for this restore (a follower installing a snapshot).
+	// Waiting here deadlocked a node for good in the chaos harness. The old
+	// handle follows its own (renamed-over) inode, so it harms nothing.
+	go func() {
+		if err := old.Close(); err != nil {
+			f.log.Warn("fsm: close replaced state file", "err", err)
+		}
+	}()
 	f.log.Info("fsm: restored snapshot", "applied_index", applied, "last_time", last)
 	return nil
 }
