@@ -156,7 +156,15 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 	// A write through the leader commits everything before it; the
 	// read-backs that follow are linearizable reads on every node.
 	wl.create(ctx, settle+1, 1, false)
-	wl.ReadBack(ctx, all, settle+2)
+	// Bounded: a node that never recovers must fail the run (its read-backs
+	// end unanswered and count as missing), not hang it.
+	rbCtx, rbCancel := context.WithTimeout(ctx, readBackTimeout)
+	unread := wl.ReadBack(rbCtx, all, settle+2)
+	if rbCtx.Err() != nil {
+		extra = append(extra, Anomaly{Kind: "readback-timeout",
+			Detail: fmt.Sprintf("reading every action back after healing took over %s; %d not confirmed (a node that never recovers)", readBackTimeout, unread)})
+	}
+	rbCancel()
 	conv, div := converge(ctx, cl, wl)
 	extra = append(extra, div...)
 	// Stop every node at once (SIGKILL: no leadership transfer appends an
@@ -458,3 +466,6 @@ func randomBytes(n int) []byte {
 }
 
 func randomToken(n int) string { return base64.RawURLEncoding.EncodeToString(randomBytes(n)) }
+
+// readBackTimeout bounds the final read-back of every action after healing.
+const readBackTimeout = 5 * time.Minute

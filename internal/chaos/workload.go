@@ -435,6 +435,9 @@ func (w *Workload) ReadBack(ctx context.Context, nodes []int, proc int) (missing
 	}
 	w.mu.Unlock()
 	for i, id := range ids {
+		if ctx.Err() != nil {
+			return missing + len(ids) - i // out of time: the rest is unread
+		}
 		op := w.verify(ctx, proc, nodes[i%len(nodes)], id, true)
 		if !op.OK() {
 			missing++
