@@ -342,8 +342,8 @@ func (s *session) heapProfile(ctx context.Context, cl *EOCluster) error {
 func (s *session) restart(ctx context.Context, cl *EOCluster) {
 	leader := cl.Leader(ctx)
 	i := len(cl.Nodes) - 1
-	if i == leader {
-		i--
+	if i == leader && len(cl.Nodes) > 1 {
+		i-- // a follower; a single node restarts itself
 	}
 	d, err := cl.Restart(ctx, i)
 	r := RestartResult{Node: cl.Nodes[i].Name, Actions: s.rep.Stored, Seconds: d.Seconds()}
@@ -477,7 +477,9 @@ func (s *session) checks() []Check {
 	} else {
 		out = append(out, na("linearizable verify @64 >= 10,000/s", "not run"))
 	}
-	if c := s.rep.CSV; c != nil {
+	if c := s.rep.CSV; c != nil && s.cfg.CSVRows < 10000 {
+		out = append(out, na("CSV create of 10,000 rows < 1 s", fmt.Sprintf("ran %d rows per request", s.cfg.CSVRows)))
+	} else if c != nil {
 		name := fmt.Sprintf("CSV create of %d rows < 1 s", s.cfg.CSVRows)
 		out = append(out, Check{name, verdict(c.Ops > 0 && c.MaxMs < 1000 && c.Errors == 0 && s.cfg.CSVRows >= 10000),
 			fmt.Sprintf("max %.0f ms, p50 %.0f ms over %d requests, %d errors", c.MaxMs, c.P50Ms, c.Ops, c.Errors)})
