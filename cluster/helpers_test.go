@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/exactonce/exactonce/fsm"
+	"github.com/exactonce/exactonce/internal/testport"
 )
 
 // testTiming is the Raft tuning used by tests: small timeouts for speed.
@@ -24,17 +24,8 @@ const (
 	testElection  = 400 * time.Millisecond
 )
 
-// freePort returns a loopback TCP address that was free a moment ago.
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return addr
-}
+// freePort returns a loopback address free for TCP and UDP (testport.Free).
+func freePort(t testing.TB) string { return testport.Free(t) }
 
 // testLogger writes to the test log at warn level (debug with -v and
 // CLUSTER_DEBUG=1).

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,17 +17,11 @@ import (
 	"time"
 
 	"github.com/exactonce/exactonce/internal/client"
+	"github.com/exactonce/exactonce/internal/testport"
 )
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// freePort returns a loopback address free for TCP and UDP (testport.Free).
+func freePort(t *testing.T) string { return testport.Free(t) }
 
 // buildServer compiles exactonced once per test binary run.
 var buildOnce struct {
