@@ -314,35 +314,10 @@ func (s *Server) consumeAction(w http.ResponseWriter, r *http.Request, body []by
 
 // consume proposes one consume; shared by the API and the demo reveal.
 func (s *Server) consume(w http.ResponseWriter, r *http.Request, clientID, actionID string, idem *fsm.Idempotency, body []byte) error {
-	var req consumeRequest
-	if len(bytes.TrimSpace(body)) > 0 {
-		if err := decodeStrict(body, &req); err != nil {
-			WriteError(w, errInvalid, err.Error(), nil)
-			return nil
-		}
-	}
-	c := &fsm.Consume{ActionID: actionID}
-	if req.Consumer != nil && !bytes.Equal(bytes.TrimSpace(req.Consumer), []byte("null")) {
-		cons, err := compactObject("consumer", req.Consumer, s.cfg.MaxConsumerBytes)
-		if err != nil {
-			var tl errTooLargeField
-			if errors.As(err, &tl) {
-				WriteError(w, errTooLarge, err.Error(), nil)
-			} else {
-				WriteError(w, errInvalid, err.Error(), nil)
-			}
-			return nil
-		}
-		c.Consumer = cons
-	}
-	// An empty PIN counts as no PIN: it answers pin_required and costs no attempt.
-	if req.PIN != nil && *req.PIN != "" {
-		if len(*req.PIN) > 256 {
-			WriteError(w, errInvalid, "pin is too long", nil)
-			return nil
-		}
-		c.PINGiven = true
-		c.PINHash = s.cfg.Keys.PINHash(actionID, *req.PIN)
+	c, code, msg := s.parseConsume(actionID, body)
+	if c == nil {
+		WriteError(w, code, msg, nil)
+		return nil
 	}
 	cmd := &fsm.Command{Type: fsm.CmdConsume, ClientID: clientID, Idempotency: idem, Consume: c}
 	return s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
@@ -355,6 +330,40 @@ func (s *Server) consume(w http.ResponseWriter, r *http.Request, clientID, actio
 		}
 		return renderConsume(s.cfg.Keys, res)
 	})
+}
+
+// parseConsume validates a consume body and builds the command's Consume.
+// On a bad body it returns nil and the error code and message to answer.
+// The settled-consume shortcut uses it too, so both paths accept exactly
+// the same bodies.
+func (s *Server) parseConsume(actionID string, body []byte) (*fsm.Consume, string, string) {
+	var req consumeRequest
+	if len(bytes.TrimSpace(body)) > 0 {
+		if err := decodeStrict(body, &req); err != nil {
+			return nil, errInvalid, err.Error()
+		}
+	}
+	c := &fsm.Consume{ActionID: actionID}
+	if req.Consumer != nil && !bytes.Equal(bytes.TrimSpace(req.Consumer), []byte("null")) {
+		cons, err := compactObject("consumer", req.Consumer, s.cfg.MaxConsumerBytes)
+		if err != nil {
+			var tl errTooLargeField
+			if errors.As(err, &tl) {
+				return nil, errTooLarge, err.Error()
+			}
+			return nil, errInvalid, err.Error()
+		}
+		c.Consumer = cons
+	}
+	// An empty PIN counts as no PIN: it answers pin_required and costs no attempt.
+	if req.PIN != nil && *req.PIN != "" {
+		if len(*req.PIN) > 256 {
+			return nil, errInvalid, "pin is too long"
+		}
+		c.PINGiven = true
+		c.PINHash = s.cfg.Keys.PINHash(actionID, *req.PIN)
+	}
+	return c, "", ""
 }
 
 func (s *Server) cancelAction(w http.ResponseWriter, r *http.Request, body []byte) error {

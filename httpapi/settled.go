@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"net/http"
 
 	"github.com/gorilla/mux"
@@ -47,25 +46,14 @@ func (s *Server) answerSettledConsume(w http.ResponseWriter, r *http.Request, bo
 	if len(r.Header.Values("Idempotency-Key")) != 0 {
 		return false
 	}
-	if len(bytes.TrimSpace(body)) > 0 {
-		var req consumeRequest
-		if decodeStrict(body, &req) != nil {
-			return false
-		}
-		if req.Consumer != nil && !bytes.Equal(bytes.TrimSpace(req.Consumer), []byte("null")) {
-			if _, err := compactObject("consumer", req.Consumer, s.cfg.MaxConsumerBytes); err != nil {
-				return false
-			}
-		}
-		if req.PIN != nil && len(*req.PIN) > 256 {
-			return false
-		}
+	actionID := mux.Vars(r)["id"]
+	if c, _, _ := s.parseConsume(actionID, body); c == nil {
+		return false
 	}
 	clientID, secret := r.Header.Get("client-id"), r.Header.Get("client-secret")
 	if clientID == "" || secret == "" || clientID == fsm.DemoClientID {
 		return false
 	}
-	actionID := mux.Vars(r)["id"]
 	c, err := s.clients.lookup(s.b.FSM(), clientID)
 	if err != nil || c == nil || c.RevokedAt != 0 || !secure.SecretMatches(secret, c.SecretHash) {
 		return false
