@@ -21,8 +21,16 @@ var ErrClosed = errors.New("fsm: closed")
 type Options struct {
 	// Path of the bbolt file holding the state.
 	Path string
-	// NoSync disables fsync of state commits (tests only).
+	// NoSync disables fsync of state commits altogether (tests only).
 	NoSync bool
+	// DeferSync commits batches without fsync and fsyncs the file on Close.
+	// The Raft log must then be the durable record: after an operating
+	// system crash (told by the boot id) the file is discarded at Open and
+	// must be rebuilt from a snapshot and the log. See durability.go.
+	DeferSync bool
+	// BootID identifies the running OS boot for DeferSync (default: the
+	// Linux kernel's boot id; "" means unknown, which trusts no marker).
+	BootID func() string
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
 	// InitialMmapSize overrides the bbolt initial mmap size (default 1 GiB);
@@ -60,6 +68,9 @@ type FSM struct {
 	// applied index advances, which wakes WaitApplied callers.
 	advMu sync.Mutex
 	advCh chan struct{}
+
+	// discarded is set when Open moved an untrusted state file aside.
+	discarded bool
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
@@ -79,11 +90,25 @@ func Open(opts Options) (*FSM, error) {
 	if err := os.Remove(opts.Path + restoreSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("fsm: remove stale restore file: %w", err)
 	}
+	discarded := false
+	if opts.DeferSync {
+		if opts.BootID == nil {
+			opts.BootID = readBootID
+		}
+		var err error
+		if discarded, err = prepareDeferredSync(opts.Path, opts.BootID); err != nil {
+			return nil, err
+		}
+		if discarded {
+			opts.Logger.Warn("fsm: the machine stopped while the state file held unsynced writes; moved it aside, the node rebuilds its state from the newest snapshot and the Raft log",
+				"path", opts.Path, "moved_to", opts.Path+uncleanSuffix)
+		}
+	}
 	db, err := openDB(opts.Path, opts)
 	if err != nil {
 		return nil, err
 	}
-	f := &FSM{opts: opts, log: opts.Logger, db: db, advCh: make(chan struct{})}
+	f := &FSM{opts: opts, log: opts.Logger, db: db, advCh: make(chan struct{}), discarded: discarded}
 	if err := f.loadMeta(db); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -95,7 +120,7 @@ func Open(opts Options) (*FSM, error) {
 func openDB(path string, opts Options) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         5 * time.Second,
-		NoSync:          opts.NoSync,
+		NoSync:          opts.NoSync || opts.DeferSync,
 		InitialMmapSize: opts.InitialMmapSize,
 		FreelistType:    bolt.FreelistMapType,
 		// As etcd does: the freelist is rebuilt on open instead of being
@@ -141,11 +166,26 @@ func (f *FSM) Close() error {
 		return nil
 	}
 	f.closed = true
+	if f.opts.DeferSync && !f.opts.NoSync {
+		// Sync before the marker goes: a marker-less file must be durable.
+		if err := f.db.Sync(); err != nil {
+			_ = f.db.Close()
+			return fmt.Errorf("fsm: close: sync: %w", err)
+		}
+	}
 	if err := f.db.Close(); err != nil {
 		return fmt.Errorf("fsm: close: %w", err)
 	}
+	if f.opts.DeferSync {
+		return clearMarker(f.opts.Path)
+	}
 	return nil
 }
+
+// Discarded reports whether Open moved an untrusted state file aside
+// (DeferSync after an operating-system crash), so the state starts empty
+// and is rebuilt from a snapshot and the Raft log.
+func (f *FSM) Discarded() bool { return f.discarded }
 
 // Apply applies one log entry (raft.FSM).
 func (f *FSM) Apply(l *raft.Log) interface{} { return f.ApplyBatch([]*raft.Log{l})[0] }

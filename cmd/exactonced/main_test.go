@@ -87,8 +87,14 @@ func (s *syncBuffer) String() string {
 
 func start(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, bin, nil, args...)
+}
+
+// startEnv is start with extra environment variables.
+func startEnv(t *testing.T, bin string, env []string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "EXACTONCE_LOG_LEVEL=warn")
+	cmd.Env = append(append(os.Environ(), "EXACTONCE_LOG_LEVEL=warn"), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
