@@ -57,6 +57,9 @@ type FSM struct {
 	mu     sync.RWMutex
 	db     *bolt.DB
 	closed bool
+	// writeMu is held around every write transaction (the only place bbolt
+	// re-maps the file), so ReleaseMappedMemory never races a re-map.
+	writeMu sync.Mutex
 
 	applied  atomic.Uint64
 	lastTime atomic.Int64
@@ -214,6 +217,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	var applied uint64
 	var last int64
 	clientsChanged := false
+	f.writeMu.Lock()
+	defer f.writeMu.Unlock()
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		var err error
 		applied, last, err = readMeta(tx)

@@ -237,6 +237,10 @@ func (s *server) run(ctx context.Context) error {
 
 	startupDone := make(chan error, 1)
 	go func() { startupDone <- s.afterStart(ctx, node, state, api, adminToken) }()
+	memCtx, stopMem := context.WithCancel(ctx)
+	memDone := make(chan struct{})
+	go func() { defer close(memDone); releaseMappedMemory(memCtx, state, log) }()
+	defer func() { stopMem(); <-memDone }()
 
 	var runErr error
 	select {
@@ -267,6 +271,28 @@ func (s *server) run(ctx context.Context) error {
 		log.Info("stopped")
 	}
 	return runErr
+}
+
+// mappedMemoryInterval is how often the state file's mapped pages are
+// handed back (fsm.FSM.ReleaseMappedMemory): the resident set then holds
+// about what this interval's reads and writes touched.
+const mappedMemoryInterval = 5 * time.Second
+
+// releaseMappedMemory calls state.ReleaseMappedMemory every
+// mappedMemoryInterval until ctx ends.
+func releaseMappedMemory(ctx context.Context, state *fsm.FSM, log *slog.Logger) {
+	t := time.NewTicker(mappedMemoryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := state.ReleaseMappedMemory(); err != nil && !errors.Is(err, fsm.ErrClosed) {
+				log.Warn("release mapped state pages", "err", err)
+			}
+		}
+	}
 }
 
 // afterStart waits for readiness and, in dev mode, ensures the dev client.

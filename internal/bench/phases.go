@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -181,8 +182,12 @@ func (s *session) hotRace(ctx context.Context, t Target, id string) error {
 	return nil
 }
 
+// profSettled is a profiled-only workload: consumes of an action already
+// consumed (the losers of a hot race) at ProfileConc clients.
+const profSettled = "settled"
+
 // profile takes CPU profiles of every ExactOnce node (file names mark the
-// leader) during an extra, unreported run of workload wl (consume,
+// leader) during an extra, unreported run of workload wl (consume, settled,
 // verify at ProfileConc clients, or csv at one).
 func (s *session) profile(ctx context.Context, cl *EOCluster, t *ExactOnce, pool *Pool, wl string) error {
 	leader := cl.Leader(ctx)
@@ -206,6 +211,29 @@ func (s *session) profile(ctx context.Context, cl *EOCluster, t *ExactOnce, pool
 				return ErrPoolEmpty
 			}
 			return t.Verify(ctx, w, id)
+		}
+	case profSettled:
+		// The hot race's losers: consumes of one action already consumed,
+		// answered from local state.
+		if err := s.prefill(ctx, t, pool, 1); err != nil {
+			return err
+		}
+		id, ok := pool.Take()
+		if !ok {
+			return ErrPoolEmpty
+		}
+		if _, err := t.Consume(ctx, &Worker{Rand: rand.New(rand.NewPCG(s.seed(), 0))}, id); err != nil {
+			return fmt.Errorf("profile: consume the settled action: %w", err)
+		}
+		op = func(ctx context.Context, w *Worker) error {
+			out, err := t.Consume(ctx, w, id)
+			if err != nil {
+				return err
+			}
+			if out == Won {
+				return &OpError{Kind: "won", Err: fmt.Errorf("consumed action %s was consumed again", id)}
+			}
+			return nil
 		}
 	case WCSV:
 		c = 1
