@@ -324,3 +324,28 @@ func TestChunkedBodyLimit(t *testing.T) {
 		t.Fatal("state changed")
 	}
 }
+
+// BenchmarkConsumeSettled is a loser of a hot race: a consume of an action
+// already consumed, answered 409 from local state (the settled shortcut).
+func BenchmarkConsumeSettled(b *testing.B) {
+	e := benchEnv(b)
+	id := e.create(`{"payload":{"n":1}}`)
+	consume := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/v1/actions/"+id+"/consume", nil)
+		r.Header.Set("client-id", e.clientID)
+		r.Header.Set("client-secret", e.secret)
+		w := httptest.NewRecorder()
+		e.s.ServeHTTP(w, r)
+		return w
+	}
+	if w := consume(); w.Code != http.StatusOK {
+		b.Fatalf("first consume: %d %s", w.Code, w.Body)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if w := consume(); w.Code != http.StatusConflict {
+			b.Fatalf("settled consume: %d %s", w.Code, w.Body)
+		}
+	}
+}

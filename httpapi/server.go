@@ -104,24 +104,31 @@ func (s *Server) routes() *mux.Router {
 
 type ctxKey int
 
-const (
-	loggerKey ctxKey = iota
-	requestIDKey
-)
+// requestKey holds a *requestInfo in a request's context.
+const requestKey ctxKey = 0
+
+// requestInfo is what the middleware puts in a request's context: one
+// value, and no per-request logger, since most requests log one line.
+type requestInfo struct {
+	log *slog.Logger // the server's logger, without the request id
+	id  string
+}
 
 // LoggerFrom returns the request's logger (carrying its request_id), or
 // slog.Default() outside a request.
 func LoggerFrom(ctx context.Context) *slog.Logger {
-	if l, ok := ctx.Value(loggerKey).(*slog.Logger); ok {
-		return l
+	if ri, ok := ctx.Value(requestKey).(*requestInfo); ok {
+		return ri.log.With("request_id", ri.id)
 	}
 	return slog.Default()
 }
 
 // RequestIDFrom returns the request's id, "" outside a request.
 func RequestIDFrom(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey).(string)
-	return id
+	if ri, ok := ctx.Value(requestKey).(*requestInfo); ok {
+		return ri.id
+	}
+	return ""
 }
 
 // validRequestID accepts a caller's X-Request-Id: 1 to 128 characters of
@@ -187,15 +194,13 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				route = t
 			}
 		}
-		log := s.log.With("request_id", rid)
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 		defer cancel()
-		ctx = context.WithValue(ctx, loggerKey, log)
-		ctx = context.WithValue(ctx, requestIDKey, rid)
+		ctx = context.WithValue(ctx, requestKey, &requestInfo{log: s.log, id: rid})
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
-				log.Error("panic in handler", "route", route, "panic", fmt.Sprint(p))
+				s.log.Error("panic in handler", "request_id", rid, "route", route, "panic", fmt.Sprint(p))
 				if rec.status == 0 {
 					WriteError(rec, "internal", "", nil)
 				}
@@ -210,7 +215,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			if quietRoute(route) && rec.status < 500 {
 				level = slog.LevelDebug
 			}
-			log.Log(ctx, level, "http request", "method", r.Method, "route", route, "status", rec.status,
+			s.log.Log(ctx, level, "http request", "request_id", rid, "method", r.Method, "route", route, "status", rec.status,
 				"duration_ms", d.Milliseconds(), "remote", remoteHost(r), "forwarded", isForwarded(r))
 		}()
 		next.ServeHTTP(rec, r.WithContext(ctx))
