@@ -73,6 +73,25 @@ type walStore struct {
 	meta *metadb.BoltMetaDB
 }
 
+// GetLog returns raft.ErrLogNotFound below FirstIndex. raft-wal v0.4.0
+// truncates the head by moving the first segment's MinIndex, but its
+// reads look in the tail (unsealed) segment first without checking it, so
+// an entry compacted away but still in that segment file is returned.
+// Raft sends a follower a snapshot only when GetLog reports the entry it
+// needs missing, so without this check a leader would stream the whole
+// log (back to index 1 while the segment lasts) to a wiped or lagging
+// follower instead of installing its snapshot.
+func (s *walStore) GetLog(index uint64, l *raft.Log) error {
+	first, err := s.WAL.FirstIndex()
+	if err != nil {
+		return err
+	}
+	if index < first {
+		return raft.ErrLogNotFound
+	}
+	return s.WAL.GetLog(index, l)
+}
+
 // Close closes the WAL, then its meta DB.
 func (s *walStore) Close() error {
 	var errs []error

@@ -306,6 +306,41 @@ func TestOpenLogStoreReadOnlyEmptyDir(t *testing.T) {
 	}
 }
 
+// TestWALGetLogBelowFirstIndex: after a head truncation within the tail
+// segment, entries below FirstIndex read as missing (raft-wal v0.4.0
+// would still return them; see walStore.GetLog).
+func TestWALGetLogBelowFirstIndex(t *testing.T) {
+	s, err := openWAL(t.TempDir(), true, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	var batch []*raft.Log
+	for i := uint64(1); i <= 10; i++ {
+		batch = append(batch, &raft.Log{Index: i, Term: 1, Data: []byte{byte(i)}})
+	}
+	if err := s.StoreLogs(batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRange(1, 5); err != nil {
+		t.Fatal(err)
+	}
+	if first, _ := s.FirstIndex(); first != 6 {
+		t.Fatalf("first index after truncation %d, want 6", first)
+	}
+	var e raft.Log
+	if err := s.GetLog(3, &e); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("GetLog(3) below the first index: %v (entry %d), want ErrLogNotFound", err, e.Index)
+	}
+	if err := s.GetLog(6, &e); err != nil || e.Index != 6 || e.Data[0] != 6 {
+		t.Fatalf("GetLog(6): %v, entry %d", err, e.Index)
+	}
+}
+
 func mkdir(t *testing.T, dir string) string {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
