@@ -64,6 +64,12 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
-	// NoSync disables fsync (tests only).
+	// NoSync disables fsync of the Raft log's segment files (tests only;
+	// the WAL's small meta DB still syncs, see logstore.go).
 	NoSync bool
+
+	// legacyBoltStore makes the node keep its log and stable store in
+	// raft-boltdb at raft/raft.db, the layout before the raft WAL, so tests
+	// can build such a data dir and check its migration.
+	legacyBoltStore bool
 }

@@ -24,12 +24,18 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("cluster: create raft dir: %w", err)
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), NoSync: cfg.NoSync})
+	hlog := newHCLogger(n.log)
+	var store raftStore
+	var err error
+	if cfg.legacyBoltStore {
+		store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, legacyBoltName), NoSync: cfg.NoSync})
+	} else {
+		store, err = openRaftStore(dir, cfg.NoSync, n.log, hlog.Named("raft-store"))
+	}
 	if err != nil {
 		return fmt.Errorf("cluster: open raft log store: %w", err)
 	}
 	n.store = store
-	hlog := newHCLogger(n.log)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, snapshotRetain, hlog.Named("snapshot"))
 	if err != nil {
 		return fmt.Errorf("cluster: open snapshot store: %w", err)

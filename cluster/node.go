@@ -18,7 +18,6 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/exactonce/exactonce/fsm"
 )
@@ -57,7 +56,7 @@ type Node struct {
 
 	raft      *raft.Raft
 	transport raft.Transport
-	store     *raftboltdb.BoltStore
+	store     raftStore
 	snaps     raft.SnapshotStore
 
 	// guard wraps transport for Raft (hashicorp/raft #695 and #697, see
@@ -275,7 +274,7 @@ func (n *Node) shutdown(ctx context.Context, transfer bool) error {
 	return nil
 }
 
-// closeStores closes the transport and the Raft log store.
+// closeStores closes the transport and the Raft log and stable store.
 func (n *Node) closeStores() error {
 	var errs []error
 	if c, ok := n.transport.(raft.WithClose); ok {
