@@ -60,6 +60,10 @@ type FSM struct {
 	// writeMu is held around every write transaction (the only place bbolt
 	// re-maps the file), so ReleaseMappedMemory never races a re-map.
 	writeMu sync.Mutex
+	// nodesSinceRelease counts the B+tree pages write transactions have
+	// loaded (and so mapped) since the mapping was last released; guarded
+	// by writeMu.
+	nodesSinceRelease int64
 
 	applied  atomic.Uint64
 	lastTime atomic.Int64
@@ -266,11 +270,23 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if err := st.purgeIdempotency(last, purgePerBatch); err != nil {
 			return err
 		}
-		return writeMeta(tx, applied, last)
+		if err := writeMeta(tx, applied, last); err != nil {
+			return err
+		}
+		ts := tx.Stats()
+		f.nodesSinceRelease += ts.GetNodeCount()
+		return nil
 	})
 	if err != nil {
 		f.log.Error("fsm: apply batch failed", "err", err)
 		panic(fmt.Sprintf("fsm: apply batch: %v", err))
+	}
+	if f.nodesSinceRelease >= releaseAfterNodes {
+		// Still under writeMu: no re-map can happen (see ReleaseMappedMemory).
+		f.nodesSinceRelease = 0
+		if err := f.dropMappedPages(); err != nil {
+			f.log.Warn("fsm: release mapped memory", "err", err)
+		}
 	}
 	if clientsChanged {
 		f.clientsVersion.Add(1) // after the commit: see ClientsVersion

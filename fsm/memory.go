@@ -27,6 +27,18 @@ func (f *FSM) ReleaseMappedMemory() error {
 	}
 	f.writeMu.Lock()
 	defer f.writeMu.Unlock()
+	f.nodesSinceRelease = 0
+	return f.dropMappedPages()
+}
+
+// releaseAfterNodes is how many B+tree pages write transactions may load
+// before ApplyBatch releases the mapping itself (64 MiB of 4 KiB pages): a
+// bulk load touches pages far faster than the periodic release runs.
+const releaseAfterNodes = 16384
+
+// dropMappedPages is ReleaseMappedMemory's work; the caller holds f.mu
+// (shared) and f.writeMu.
+func (f *FSM) dropMappedPages() error {
 	var size int64
 	if err := f.db.View(func(tx *bolt.Tx) error {
 		size = tx.Size() // the mapping always covers the file's pages
