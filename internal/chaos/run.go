@@ -57,8 +57,10 @@ type ScenarioResult struct {
 	Resolved   int    `json:"resolved"`
 	Unresolved int    `json:"unresolved"`
 	Converged  string `json:"converged"`
-	Dir        string `json:"dir"`
-	Elapsed    string `json:"elapsed"`
+	// Windows counts the short-window actions the workload created.
+	Windows int    `json:"windows"`
+	Dir     string `json:"dir"`
+	Elapsed string `json:"elapsed"`
 }
 
 // RunScenario runs one scenario end to end on a fresh cluster and checks
@@ -156,6 +158,9 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 	// A write through the leader commits everything before it; the
 	// read-backs that follow are linearizable reads on every node.
 	wl.create(ctx, settle+1, 1, false)
+	// Short-window actions change state as time passes: read them back
+	// once their windows have closed, so every node agrees on them.
+	wl.WaitWindowsClosed(ctx)
 	// Bounded: a node that never recovers must fail the run (its read-backs
 	// end unanswered and count as missing), not hang it.
 	rbCtx, rbCancel := context.WithTimeout(ctx, readBackTimeout)
@@ -177,6 +182,7 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 	extra = append(extra, div...)
 
 	ops := hist.Ops()
+	res.Windows = wl.Windows()
 	res.Report = Check(ctx, ops, o.CheckTimeout)
 	res.Report.Anomalies = append(res.Report.Anomalies, extra...)
 	if err := writeResult(o, res, ops, cl); err != nil {
@@ -434,6 +440,8 @@ func printResult(w io.Writer, res *ScenarioResult) {
 		}
 		fmt.Fprintln(w, msg)
 	}
+	fmt.Fprintf(w, "   windows: %d short-window actions; %d successful consumes checked inside their window (%d of short-window actions), %d consumedAt answers in all\n",
+		res.Windows, r.WindowConsumes, r.WindowShort, r.WindowStamps)
 	fmt.Fprintf(w, "   linearizable: %s; replicas converged: %s\n", r.Linearizable, res.Converged)
 	if r.OK() {
 		fmt.Fprintf(w, "   no anomalies (history: %s)\n", filepath.Join(res.Dir, "history.json"))
