@@ -35,10 +35,11 @@ type Replay struct {
 const replayBatch = 128
 
 // ReplayLog rebuilds a state machine from a stopped node's Raft directory
-// (<data-dir>/raft: raft-boltdb's raft.db and the file snapshot store):
-// the newest snapshot at or below target is restored into a fresh fsm.FSM
-// in scratch, then every log entry after it up to target is applied, in
-// order, and the state hash is taken. The node's files are never written:
+// (<data-dir>/raft: raft-boltdb's raft.db and the file snapshot store): a
+// snapshot at or below target is restored into a fresh fsm.FSM in scratch
+// (the oldest after which the log is complete, or none when the log was
+// never compacted), then every log entry after it up to target is
+// applied, in order, and the state hash is taken. The node's files are never written:
 // the directory is first copied into scratch and the copy's log is opened
 // read-only. A missing entry in (snapshot, target] is an error.
 func ReplayLog(raftDir string, target uint64, scratch string, log *slog.Logger) (*Replay, error) {
@@ -62,28 +63,6 @@ func ReplayLog(raftDir string, target uint64, scratch string, log *slog.Logger) 
 	}
 	defer f.Close()
 
-	rep := &Replay{}
-	list, err := snaps.List()
-	if err != nil {
-		return nil, fmt.Errorf("list snapshots: %w", err)
-	}
-	for _, meta := range list { // newest first
-		if meta.Index > target {
-			continue
-		}
-		_, rc, err := snaps.Open(meta.ID)
-		if err != nil {
-			return nil, fmt.Errorf("open snapshot %s: %w", meta.ID, err)
-		}
-		if err := f.Restore(rc); err != nil {
-			return nil, fmt.Errorf("restore snapshot %s: %w", meta.ID, err)
-		}
-		rep.SnapshotIndex = meta.Index
-		break
-	}
-	// Raft applies the entries after the snapshot's index (those up to it
-	// are in the snapshot, even where the FSM's own index lags behind it
-	// because the last entries were no-ops it never sees).
 	first, err := store.FirstIndex()
 	if err != nil {
 		return nil, fmt.Errorf("first log index: %w", err)
@@ -92,6 +71,40 @@ func ReplayLog(raftDir string, target uint64, scratch string, log *slog.Logger) 
 	if err != nil {
 		return nil, fmt.Errorf("last log index: %w", err)
 	}
+	list, err := snaps.List()
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	// Start as far back as the log allows, so that as many entries as
+	// possible are replayed: from an empty state when the log was never
+	// compacted, else from the oldest snapshot (at or below target) after
+	// which the log holds every entry, else from the newest one.
+	var start *raft.SnapshotMeta
+	fromEmpty := first <= 1 && last > 0
+	if !fromEmpty {
+		for _, meta := range list { // newest first
+			if meta.Index > target {
+				continue
+			}
+			if start == nil || meta.Index+1 >= first {
+				start = meta
+			}
+		}
+	}
+	rep := &Replay{}
+	if start != nil {
+		_, rc, err := snaps.Open(start.ID)
+		if err != nil {
+			return nil, fmt.Errorf("open snapshot %s: %w", start.ID, err)
+		}
+		if err := f.Restore(rc); err != nil {
+			return nil, fmt.Errorf("restore snapshot %s: %w", start.ID, err)
+		}
+		rep.SnapshotIndex = start.Index
+	}
+	// Raft applies the entries after the snapshot's index (those up to it
+	// are in the snapshot, even where the FSM's own index lags behind it
+	// because the last entries were no-ops it never sees).
 	if rep.SnapshotIndex < target && (first > rep.SnapshotIndex+1 || last < target) {
 		return nil, fmt.Errorf("log holds [%d, %d], cannot replay (%d, %d] after the snapshot", first, last, rep.SnapshotIndex, target)
 	}

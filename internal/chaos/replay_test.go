@@ -132,11 +132,12 @@ func liveHash(t *testing.T, f *fsm.FSM) string {
 
 func TestReplayLogGivesTheLiveState(t *testing.T) {
 	for _, tc := range []struct {
-		name              string
-		snapAt, compactTo uint64
+		name                      string
+		snapAt, compactTo, wantAt uint64
 	}{
-		{"from the start of the log", 0, 0},
-		{"from a snapshot, log compacted below it", 40, 30},
+		{"from the start of the log", 0, 0, 0},
+		{"from the start of a log never compacted, past a snapshot", 40, 0, 0},
+		{"from a snapshot, log compacted below it", 40, 30, 40},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fx := newReplayFixture(t, 100, tc.snapAt, tc.compactTo)
@@ -144,8 +145,8 @@ func TestReplayLogGivesTheLiveState(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rep.SnapshotIndex != tc.snapAt || rep.Entries != 100-int(tc.snapAt) || rep.Applied != 100 {
-				t.Errorf("replay from snapshot %d applied %d entries to index %d; want %d, %d, 100", rep.SnapshotIndex, rep.Entries, rep.Applied, tc.snapAt, 100-tc.snapAt)
+			if rep.SnapshotIndex != tc.wantAt || rep.Entries != 100-int(tc.wantAt) || rep.Applied != 100 {
+				t.Errorf("replay from snapshot %d applied %d entries to index %d; want %d, %d, 100", rep.SnapshotIndex, rep.Entries, rep.Applied, tc.wantAt, 100-tc.wantAt)
 			}
 			if got, want := hex.EncodeToString(rep.Hash), liveHash(t, fx.live); got != want {
 				t.Fatalf("replayed hash %s, live %s", got, want)
