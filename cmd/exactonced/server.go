@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -113,7 +114,7 @@ func (s *server) run(ctx context.Context) error {
 		}
 	}
 	if cfg.TestClockOffset != 0 {
-		log.Warn("test clock offset in effect: this node's clock is shifted", "offset", cfg.TestClockOffset.String(), "env", config.TestClockOffsetEnv)
+		log.Warn("test clock offset in effect: this node's clock is shifted (chaostest build)", "offset", cfg.TestClockOffset.String(), "env", config.TestClockOffsetEnv)
 	}
 	if cfg.TestSnapshotThreshold != 0 || cfg.TestTrailingLogs != 0 || cfg.TestSnapshotInterval != 0 {
 		log.Warn("test snapshot tuning in effect", "threshold", cfg.TestSnapshotThreshold, "trailing_logs", cfg.TestTrailingLogs, "interval", cfg.TestSnapshotInterval.String())
@@ -205,7 +206,8 @@ func (s *server) run(ctx context.Context) error {
 		Gatherer:         reg,
 		ForwardTransport: fwd,
 		Now:              cfg.Now,
-		Extra:            clusterRoutes(node, secure.HashSecret(adminToken), fwd, log.With("component", "cluster-admin")),
+		Extra: withRoutes(testRoutes(cfg, secure.HashSecret(adminToken), log.With("component", "test-clock")),
+			clusterRoutes(node, secure.HashSecret(adminToken), fwd, log.With("component", "cluster-admin"))),
 	}, node)
 	if err != nil {
 		return fmt.Errorf("build http api: %w", err)
@@ -581,4 +583,16 @@ func loadPool(pool *x509.CertPool, file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("no PEM certificates in %s", file)
 	}
 	return pool, nil
+}
+
+// withRoutes mounts every non-nil route set in order (earlier routes win in
+// gorilla/mux, so the test routes go before the /internal/v1/ prefix).
+func withRoutes(sets ...func(r *mux.Router)) func(r *mux.Router) {
+	return func(r *mux.Router) {
+		for _, set := range sets {
+			if set != nil {
+				set(r)
+			}
+		}
+	}
 }

@@ -44,6 +44,8 @@ const (
 	KindCheckerTimeout   = "checker-timeout"
 	KindClockBackwards   = "time-went-backwards"
 	KindMembership       = "membership-not-restored"
+	KindOutsideWindow    = "consume-outside-window"
+	KindReplayDiverged   = "log-replay-diverged"
 )
 
 // Report is the result of checking a history.
@@ -60,6 +62,14 @@ type Report struct {
 	// Linearizable is porcupine's verdict: Ok, Illegal or Unknown (timeout).
 	Linearizable string    `json:"linearizable"`
 	Anomalies    []Anomaly `json:"anomalies"`
+	// WindowConsumes counts the successful consumes whose consumedAt was
+	// checked against the window of their create's answer; WindowShort
+	// those of actions created with a short window (Op.Window), and
+	// WindowStamps every consumedAt checked (also from 409 and verify
+	// answers).
+	WindowConsumes int `json:"windowConsumes"`
+	WindowShort    int `json:"windowShort"`
+	WindowStamps   int `json:"windowStamps"`
 
 	// illegal lists the actions whose sub-history is not linearizable.
 	illegal []string
@@ -71,8 +81,11 @@ func (r *Report) OK() bool { return len(r.Anomalies) == 0 }
 func (r *Report) add(a Anomaly) { r.Anomalies = append(r.Anomalies, a) }
 
 // expectedStatus reports whether SPEC.md allows the answer "status code"
-// (as rendered by statusKey) for an operation kind.
-func expectedStatus(kind OpKind, key string) bool {
+// (as rendered by statusKey) for an operation. A short-window create may
+// answer 400: the leader's clock (shifted by a clock fault) may already be
+// past its expires_at.
+func expectedStatus(op *Op, key string) bool {
+	kind := op.Kind
 	switch key {
 	case "503 unavailable":
 		return true
@@ -83,14 +96,15 @@ func expectedStatus(kind OpKind, key string) bool {
 	}
 	switch kind {
 	case OpCreate:
-		return key == "201"
+		return key == "201" || (op.Window && key == "400 invalid_request")
 	case OpConsume:
 		switch key {
-		case "200", "401 pin_required", "401 invalid_pin", "409 already_used", "410 canceled":
+		case "200", "401 pin_required", "401 invalid_pin", "409 already_used", "410 canceled",
+			"409 not_active", "410 expired":
 			return true
 		}
 	case OpCancel:
-		return key == "200" || key == "409 already_used"
+		return key == "200" || key == "409 already_used" || key == "410 expired"
 	case OpVerify:
 		return key == "200"
 	}
@@ -137,6 +151,7 @@ func Check(ctx context.Context, ops []*Op, timeout time.Duration) *Report {
 	sort.Strings(ids)
 	for _, id := range ids {
 		checkAction(r, id, byAction[id])
+		checkWindow(r, id, byAction[id])
 	}
 	checkClock(r, ops)
 	checkLinearizable(ctx, r, ids, byAction, timeout)
@@ -182,6 +197,66 @@ func checkClock(r *Report, ops []*Op) {
 	}
 }
 
+// checkWindow checks that no consume succeeded outside its action's window
+// by the leader's stamp: every consumedAt answered for the action (the 200
+// of a consume, and the consumedAt repeated by 409 already_used and verify
+// answers) lies in [activeAt, expiresAt) of the create's 201.
+func checkWindow(r *Report, id string, ops []*Op) {
+	var create *Op
+	for _, op := range ops {
+		if op.Kind == OpCreate && op.OK() && op.Outcome.ActiveAt != "" && op.Outcome.ExpiresAt != "" {
+			create = op
+			break
+		}
+	}
+	if create == nil {
+		return
+	}
+	from, err1 := time.Parse(time.RFC3339Nano, create.Outcome.ActiveAt)
+	until, err2 := time.Parse(time.RFC3339Nano, create.Outcome.ExpiresAt)
+	if err1 != nil || err2 != nil {
+		r.add(Anomaly{Kind: KindUnexpected, Action: id, Ops: []int{create.ID},
+			Detail: fmt.Sprintf("create answered an unparsable window [%q, %q)", create.Outcome.ActiveAt, create.Outcome.ExpiresAt)})
+		return
+	}
+	reported := map[string]bool{}
+	inside := func(op *Op, consumedAt string, win bool) {
+		at, err := time.Parse(time.RFC3339Nano, consumedAt)
+		if err != nil {
+			r.add(Anomaly{Kind: KindUnexpected, Action: id, Ops: []int{op.ID}, Detail: fmt.Sprintf("unparsable consumedAt %q", consumedAt)})
+			return
+		}
+		r.WindowStamps++
+		if win {
+			r.WindowConsumes++
+			if create.Window {
+				r.WindowShort++
+			}
+		}
+		if !at.Before(from) && at.Before(until) || reported[consumedAt] {
+			return
+		}
+		reported[consumedAt] = true
+		r.add(Anomaly{Kind: KindOutsideWindow, Action: id, Ops: []int{create.ID, op.ID},
+			Detail: fmt.Sprintf("op#%d answered consumedAt %s, outside the window [%s, %s) the create op#%d answered",
+				op.ID, consumedAt, create.Outcome.ActiveAt, create.Outcome.ExpiresAt, create.ID)})
+	}
+	for _, op := range ops {
+		switch op.Kind {
+		case OpConsume:
+			for _, a := range op.Attempts {
+				if a.ConsumedAt != "" && (a.Status == 200 || a.Code == "already_used") {
+					inside(op, a.ConsumedAt, a.Status == 200)
+				}
+			}
+		case OpVerify:
+			if op.OK() && op.Outcome.ConsumedAt != "" {
+				inside(op, op.Outcome.ConsumedAt, false)
+			}
+		}
+	}
+}
+
 // checkAttempts flags unexpected answers and replays that differ from the
 // first remembered answer of the same Idempotency-Key.
 func checkAttempts(r *Report, op *Op) {
@@ -191,7 +266,7 @@ func checkAttempts(r *Report, op *Op) {
 		if a.Status == 0 {
 			continue
 		}
-		if !expectedStatus(op.Kind, statusKey(a.Status, a.Code)) {
+		if !expectedStatus(op, statusKey(a.Status, a.Code)) {
 			r.add(Anomaly{Kind: KindUnexpected, Action: op.Action, Ops: []int{op.ID},
 				Detail: fmt.Sprintf("%s answered %s (attempt %d on node%d)", op.Kind, statusKey(a.Status, a.Code), i+1, a.Node)})
 			continue

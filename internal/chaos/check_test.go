@@ -241,3 +241,125 @@ func TestCheckReportsClockGoingBackwards(t *testing.T) {
 		t.Fatalf("concurrent consumes flagged: %s", kinds(r))
 	}
 }
+
+// windowCreate records a short-window create whose 201 answered the window
+// [activeAt, expiresAt).
+func (h *hb) windowCreate(id, activeAt, expiresAt string, call, ret int64) {
+	h.add(Op{Process: 0, Kind: OpCreate, Action: id, Key: id + "-c", Window: true, Call: call, Return: ret,
+		Outcome: Outcome{Status: 201, ActiveAt: activeAt, ExpiresAt: expiresAt}})
+}
+
+func (h *hb) cancel(p int, id, key string, call, ret int64, out Outcome) {
+	h.add(Op{Process: p, Kind: OpCancel, Action: id, Key: key, Call: call, Return: ret, Outcome: out})
+}
+
+const (
+	winFrom  = "2026-01-01T00:00:01.000Z"
+	winUntil = "2026-01-01T00:00:03.000Z"
+)
+
+func TestCheckReportsConsumeOutsideWindow(t *testing.T) {
+	for _, consumedAt := range []string{
+		"2026-01-01T00:00:00.999Z", // a millisecond before activeAt
+		winUntil,                   // at expiresAt: already expired
+		"2026-01-01T00:00:07.000Z", // well after
+	} {
+		h := &hb{}
+		h.windowCreate("a1", winFrom, winUntil, 0, 10)
+		h.consume(1, "a1", "k1", 20, 30, Outcome{Status: 200, ConsumedAt: consumedAt})
+		r := check(t, h)
+		if got := kinds(r); got != KindOutsideWindow {
+			t.Errorf("consumedAt %s: got %q, want only %s", consumedAt, got, KindOutsideWindow)
+		}
+		if r.WindowConsumes != 1 || r.WindowShort != 1 {
+			t.Errorf("consumedAt %s: %d window consumes checked (%d short), want 1 (1)", consumedAt, r.WindowConsumes, r.WindowShort)
+		}
+	}
+	// An ordinary action too: a consume stamped before its activeAt.
+	h := &hb{}
+	h.add(Op{Process: 0, Kind: OpCreate, Action: "a2", Key: "c", Call: 0, Return: 10,
+		Outcome: Outcome{Status: 201, ActiveAt: winFrom, ExpiresAt: "2026-01-02T00:00:01.000Z"}})
+	h.consume(1, "a2", "k1", 20, 30, Outcome{Status: 200, ConsumedAt: at})
+	if got := kinds(check(t, h)); got != KindOutsideWindow {
+		t.Errorf("ordinary action consumed before activeAt: got %q, want %s", got, KindOutsideWindow)
+	}
+}
+
+func TestCheckAcceptsConsumesAroundTheWindow(t *testing.T) {
+	h := &hb{}
+	// Consumed inside: too early first, the winner at activeAt, then late.
+	h.windowCreate("a1", winFrom, winUntil, 0, 10)
+	h.consume(1, "a1", "k1", 20, 30, Outcome{Status: 409, Code: "not_active"})
+	h.verify(2, "a1", false, 31, 32, Outcome{Status: 200, State: "pending"})
+	h.consume(1, "a1", "k2", 40, 50, Outcome{Status: 200, ConsumedAt: winFrom})
+	h.consume(3, "a1", "k3", 60, 70, Outcome{Status: 409, Code: "already_used", Reason: "consumed", ConsumedAt: winFrom})
+	h.verify(2, "a1", true, 100, 110, Outcome{Status: 200, State: "consumed", Reason: "consumed", ConsumedAt: winFrom})
+	// Never consumed: too early, inside (a verify), too late, cancel too late.
+	h.windowCreate("a2", winFrom, winUntil, 0, 10)
+	h.consume(1, "a2", "k4", 20, 30, Outcome{Status: 409, Code: "not_active"})
+	h.verify(2, "a2", false, 35, 36, Outcome{Status: 200, State: "active"})
+	h.consume(1, "a2", "k5", 40, 50, Outcome{Status: 410, Code: "expired"})
+	h.cancel(1, "a2", "k6", 51, 52, Outcome{Status: 410, Code: "expired"})
+	h.consume(3, "a2", "k7", 60, -1, Outcome{Unknown: true})
+	h.verify(2, "a2", true, 100, 110, Outcome{Status: 200, State: "expired"})
+	// Canceled while pending; canceling again after expiry repeats the 200.
+	h.windowCreate("a3", winFrom, winUntil, 0, 10)
+	h.cancel(1, "a3", "k8", 20, 30, Outcome{Status: 200})
+	h.cancel(1, "a3", "k9", 40, 50, Outcome{Status: 200})
+	h.consume(1, "a3", "k10", 60, 70, Outcome{Status: 410, Code: "canceled"})
+	h.verify(2, "a3", true, 100, 110, Outcome{Status: 200, State: "canceled"})
+	r := check(t, h)
+	if !r.OK() || r.Linearizable != "Ok" {
+		t.Fatalf("correct window history rejected: %s (%s)", kinds(r), r.Linearizable)
+	}
+	if r.WindowConsumes != 1 || r.WindowShort != 1 || r.WindowStamps != 3 {
+		t.Errorf("checked %d consumes (%d short, %d stamps), want 1 (1, 3)", r.WindowConsumes, r.WindowShort, r.WindowStamps)
+	}
+}
+
+func TestModelWindowPhasesNeverGoBack(t *testing.T) {
+	cases := map[string]func(h *hb){
+		"consume 200 after an expired answer": func(h *hb) {
+			h.consume(1, "a1", "k1", 20, 30, Outcome{Status: 410, Code: "expired"})
+			h.consume(2, "a1", "k2", 40, 50, Outcome{Status: 200, ConsumedAt: "2026-01-01T00:00:02.000Z"})
+		},
+		"not_active after a consume's 200": func(h *hb) {
+			h.consume(1, "a1", "k1", 20, 30, Outcome{Status: 200, ConsumedAt: "2026-01-01T00:00:02.000Z"})
+			h.consume(2, "a1", "k2", 40, 50, Outcome{Status: 409, Code: "not_active"})
+		},
+		"not_active after an expired answer": func(h *hb) {
+			h.consume(1, "a1", "k1", 20, 30, Outcome{Status: 410, Code: "expired"})
+			h.consume(2, "a1", "k2", 40, 50, Outcome{Status: 409, Code: "not_active"})
+		},
+		"verify pending after an expired answer": func(h *hb) {
+			h.consume(1, "a1", "k1", 20, 30, Outcome{Status: 410, Code: "expired"})
+			h.verify(2, "a1", false, 40, 50, Outcome{Status: 200, State: "pending"})
+		},
+		"expired after a cancel": func(h *hb) {
+			h.cancel(1, "a1", "k1", 20, 30, Outcome{Status: 200})
+			h.consume(2, "a1", "k2", 40, 50, Outcome{Status: 410, Code: "expired"})
+		},
+	}
+	for name, add := range cases {
+		h := &hb{}
+		h.windowCreate("a1", winFrom, winUntil, 0, 10)
+		add(h)
+		if got := kinds(check(t, h)); !strings.Contains(got, KindNotLinearizable) {
+			t.Errorf("%s: got %q, want %s", name, got, KindNotLinearizable)
+		}
+	}
+	// An action with the default window (24 h) is never pending or expired
+	// during a run.
+	h := &hb{}
+	h.create("a1", false, 0, 10)
+	h.consume(1, "a1", "k1", 20, 30, Outcome{Status: 410, Code: "expired"})
+	if got := kinds(check(t, h)); got != KindNotLinearizable {
+		t.Errorf("an ordinary action answered expired: got %q, want %s", got, KindNotLinearizable)
+	}
+	h = &hb{}
+	h.create("a1", false, 0, 10)
+	h.verify(1, "a1", false, 20, 30, Outcome{Status: 200, State: "pending"})
+	if got := kinds(check(t, h)); got != KindNotLinearizable {
+		t.Errorf("an ordinary action read back pending: got %q, want %s", got, KindNotLinearizable)
+	}
+}

@@ -1,10 +1,12 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -40,6 +42,7 @@ type Cluster struct {
 	cfg   ClusterConfig
 	nodes []*proc
 	admin []*client.Client
+	hc    *http.Client // plain requests (test clock)
 }
 
 type proc struct {
@@ -87,7 +90,7 @@ func (s *NodeStatus) Voters() int {
 
 // NewCluster prepares (but does not start) a cluster.
 func NewCluster(cfg ClusterConfig) (*Cluster, error) {
-	c := &Cluster{cfg: cfg}
+	c := &Cluster{cfg: cfg, hc: &http.Client{Transport: client.NewTransport()}}
 	for i := 1; i <= cfg.Nodes; i++ {
 		p := &proc{
 			n:       i,
@@ -320,6 +323,38 @@ func (c *Cluster) SetNodeEnv(n int, env []string) {
 	p.mu.Lock()
 	p.env = env
 	p.mu.Unlock()
+}
+
+// testClockPath is the chaostest-only endpoint that shifts a node's clock
+// at runtime (cmd/exactonced, build tag chaostest).
+const testClockPath = "/internal/v1/test/clock"
+
+// SetClock makes node n's clock jump to the real time shifted by offset
+// (POST /internal/v1/test/clock, only in a server built with -tags
+// chaostest).
+func (c *Cluster) SetClock(ctx context.Context, n int, offset time.Duration) error {
+	body, err := json.Marshal(map[string]string{"offset": offset.String()})
+	if err != nil {
+		return fmt.Errorf("node%d clock: %w", n, err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, c.URL(n)+testClockPath, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("node%d clock: %w", n, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.cfg.AdminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("node%d clock: %w", n, err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("node%d clock: %d %s (is the server built with -tags chaostest?)", n, resp.StatusCode, bytes.TrimSpace(msg))
+	}
+	return nil
 }
 
 // Status fetches GET /v1/cluster from node n.

@@ -60,6 +60,10 @@ type Outcome struct {
 	// PayloadOK reports, for a 200 consume, that the payload returned is
 	// the payload the action was created with.
 	PayloadOK bool `json:"payloadOk,omitempty"`
+	// ActiveAt and ExpiresAt are the action's window as a 201 create (or a
+	// 200 verify) answered it.
+	ActiveAt  string `json:"activeAt,omitempty"`
+	ExpiresAt string `json:"expiresAt,omitempty"`
 }
 
 // Op is one logical operation of the history. Times are nanoseconds since
@@ -74,6 +78,11 @@ type Op struct {
 	// a create, says the action requires a PIN.
 	PIN    string `json:"pin,omitempty"`
 	HasPIN bool   `json:"hasPin,omitempty"`
+	// Window, on a create, marks an action created with a short window
+	// (active_at a little ahead, expires_at shortly after): its consumes
+	// may answer 409 not_active or 410 expired, and the create itself 400
+	// when the leader's clock is already past expires_at.
+	Window bool `json:"window,omitempty"`
 	// Final marks the read-backs done after healing.
 	Final    bool      `json:"final,omitempty"`
 	Call     int64     `json:"call"`
@@ -89,7 +98,7 @@ type Op struct {
 func (o *Op) parsed(a Attempt) Outcome {
 	r := a.resp
 	out := Outcome{Status: a.Status, Code: a.Code, ConsumedAt: r.ConsumedAt, Reason: r.ConsumedReason,
-		AttemptsRemaining: r.AttemptsRemaining, PayloadOK: a.PayloadOK}
+		AttemptsRemaining: r.AttemptsRemaining, PayloadOK: a.PayloadOK, ActiveAt: r.ActiveAt, ExpiresAt: r.ExpiresAt}
 	if o.Kind == OpVerify && a.Status == 200 {
 		out.State, out.FailedPINs = r.State, r.FailedPINAttempts
 	}

@@ -19,6 +19,37 @@ type actionState struct {
 	Burned   bool // consumed by the third wrong PIN
 	Canceled bool
 	Fails    int
+	// Windowed marks an action created with a short activation window
+	// (Op.Window); only such an action leaves the active phase.
+	Windowed bool
+	// Phase is where the time of the last write linearized so far lies
+	// relative to the action's window (the leader's stamps never go back,
+	// so a write never sees an earlier phase than the writes before it).
+	Phase phase
+}
+
+// phase is the position of a time relative to an action's window
+// [activeAt, expiresAt): before it, inside it, or at/after its end.
+type phase int8
+
+// The phases, in time order. The zero value is active: an action created
+// with the default activation time is active from its create on, and its
+// expiry (24 h) lies beyond any run.
+const (
+	phasePending phase = -1
+	phaseActive  phase = 0
+	phaseExpired phase = 1
+)
+
+// name is the verify state of an open (not settled) action in the phase.
+func (p phase) name() string {
+	switch p {
+	case phasePending:
+		return "pending"
+	case phaseExpired:
+		return "expired"
+	}
+	return "active"
 }
 
 // expected is the answer SPEC.md requires for an operation in a state.
@@ -41,6 +72,12 @@ func step(s actionState, op *Op) (expected, actionState) {
 			return expected{Status: -1}, s
 		}
 		s.Exists, s.HasPIN = true, op.HasPIN
+		if op.Window {
+			// Its window opens a little after the create (by the client's
+			// clock); the model lets any later operation find it open or
+			// already closed, never going back.
+			s.Windowed, s.Phase = true, phasePending
+		}
 		return expected{Status: 201}, s
 	case OpConsume:
 		switch {
@@ -52,6 +89,10 @@ func step(s actionState, op *Op) (expected, actionState) {
 			return expected{Status: 409, Code: "already_used", Reason: "consumed"}, s
 		case s.Burned:
 			return expected{Status: 409, Code: "already_used", Reason: "invalid_pin_burned"}, s
+		case s.Phase == phaseExpired:
+			return expected{Status: 410, Code: "expired"}, s
+		case s.Phase == phasePending:
+			return expected{Status: 409, Code: "not_active"}, s
 		case s.HasPIN && op.PIN == "":
 			return expected{Status: 401, Code: "pin_required"}, s
 		case s.HasPIN && op.PIN == "wrong":
@@ -70,6 +111,8 @@ func step(s actionState, op *Op) (expected, actionState) {
 			return expected{Status: 404, Code: "action_not_found"}, s
 		case s.Consumed || s.Burned:
 			return expected{Status: 409, Code: "already_used"}, s
+		case !s.Canceled && s.Phase == phaseExpired:
+			return expected{Status: 410, Code: "expired"}, s
 		default:
 			s.Canceled = true
 			return expected{Status: 200}, s
@@ -78,7 +121,7 @@ func step(s actionState, op *Op) (expected, actionState) {
 		if !s.Exists {
 			return expected{Status: 404, Code: "action_not_found"}, s
 		}
-		e := expected{Status: 200, State: "active", Fails: s.Fails}
+		e := expected{Status: 200, State: s.Phase.name(), Fails: s.Fails}
 		switch {
 		case s.Consumed:
 			e.State, e.Reason = "consumed", "consumed"
@@ -131,6 +174,17 @@ func indefinite(op *Op) bool {
 // (with right, wrong or no PIN), cancel and verify. An operation with an
 // unknown outcome may or may not have taken effect; a verify with an unknown
 // outcome constrains nothing. Histories are partitioned by action id.
+//
+// Time is not observable in a failed answer, so an action with a short
+// window (Op.Window) has a phase (pending, active, expired) that any write
+// may find advanced but never back (the leader's stamps never go back): a
+// 409 not_active says the action was open and before its window at that
+// point, a 410 expired that it was open and past it, a 200 that it was
+// inside. A verify may show a later phase than the writes before it (the
+// reading node's clock may be ahead of the leader's) but never an earlier
+// one (a node derives states no earlier than its applied stamps), and it
+// does not advance the phase. When each consume's stamp really lies in the
+// window is checked directly (checkWindows).
 func Model() porcupine.Model {
 	nm := porcupine.NondeterministicModel{
 		Partition: partitionByAction,
@@ -141,17 +195,36 @@ func Model() porcupine.Model {
 			if noEffect(op) {
 				return []interface{}{s}
 			}
-			e, next := step(s, op)
-			if indefinite(op) {
-				if next == s || e.Status < 0 {
-					return []interface{}{s}
+			var out []interface{}
+			add := func(n actionState) {
+				for _, o := range out {
+					if o.(actionState) == n {
+						return
+					}
 				}
-				return []interface{}{s, next}
+				out = append(out, n)
 			}
-			if e.Status < 0 || !matches(e, op) {
-				return nil
+			unknown := indefinite(op)
+			if unknown {
+				add(s) // it may not have taken effect
 			}
-			return []interface{}{next}
+			for _, p := range phases(s) {
+				at := s
+				at.Phase = p
+				e, next := step(at, op)
+				if op.Kind == OpVerify {
+					// A read does not move the writes' time: its node's
+					// clock may run ahead of the next leader's stamp.
+					next.Phase = s.Phase
+				}
+				if e.Status < 0 {
+					continue
+				}
+				if unknown || matches(e, op) {
+					add(next)
+				}
+			}
+			return out
 		},
 		Equal: func(a, b interface{}) bool { return a.(actionState) == b.(actionState) },
 		DescribeOperation: func(input, _ interface{}) string {
@@ -162,7 +235,7 @@ func Model() porcupine.Model {
 			if !s.Exists {
 				return "absent"
 			}
-			st := "active"
+			st := s.Phase.name()
 			switch {
 			case s.Consumed:
 				st = "consumed"
@@ -175,6 +248,19 @@ func Model() porcupine.Model {
 		},
 	}
 	return nm.ToModel()
+}
+
+// phases lists the phases an operation may find an action in: its phase
+// so far or a later one (time passes). Without a window only active.
+func phases(s actionState) []phase {
+	if !s.Windowed {
+		return []phase{s.Phase}
+	}
+	out := make([]phase, 0, 3)
+	for p := s.Phase; p <= phaseExpired; p++ {
+		out = append(out, p)
+	}
+	return out
 }
 
 // partitionByAction splits a history into one sub-history per action.

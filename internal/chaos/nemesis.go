@@ -30,6 +30,7 @@ const (
 	OneWayIn      FaultKind = "oneway-leader-in"
 	SnapshotLag   FaultKind = "snapshot-lag" // keep a follower away during a burst of writes so it needs a snapshot
 	ClockSkew     FaultKind = "clock-skew"   // restart a node with a test-only clock offset and make it leader
+	ClockJump     FaultKind = "clock-jump"   // jump the leader's and a follower's clocks back and forth at runtime
 	ReplaceNode   FaultKind = "replace-node" // kill a follower, remove it from Raft, wipe it, start it fresh (re-added)
 )
 
@@ -62,7 +63,7 @@ func ScenarioFaults(name string) ([]FaultKind, bool) {
 	case "snapshot":
 		return []FaultKind{SnapshotLag}, true
 	case "clock":
-		return []FaultKind{ClockSkew}, true
+		return []FaultKind{ClockSkew, ClockJump}, true
 	case "members":
 		return []FaultKind{ReplaceNode}, true
 	case "mixed":
@@ -81,6 +82,9 @@ type Fault struct {
 	Pick uint64        `json:"pick"`
 	// Offset is the clock offset of a clock-skew fault.
 	Offset time.Duration `json:"offset,omitempty"`
+	// Jumps are the clock offsets a clock-jump fault sets in turn, on the
+	// leader (even positions) and on a follower (odd positions).
+	Jumps []time.Duration `json:"jumps,omitempty"`
 }
 
 // String renders the fault as "+<at> <kind> for <hold>".
@@ -118,6 +122,15 @@ func NewSchedule(seed uint64, kinds []FaultKind, d time.Duration) []Fault {
 		case ClockSkew, ReplaceNode:
 			f.Hold = ms(8000, 12000)
 			f.Offset = time.Duration(rng.IntN(61)-30) * time.Second
+		case ClockJump:
+			f.Hold = ms(8000, 16000)
+			for range 3 + rng.IntN(3) {
+				d := time.Duration(5+rng.IntN(56)) * time.Second // 5..60 s
+				if rng.IntN(2) == 0 {
+					d = -d
+				}
+				f.Jumps = append(f.Jumps, d)
+			}
 		case KillAll:
 			f.Hold = ms(500, 2000)
 		case IsolateLeader, IsolateNode, OneWayOut, OneWayIn:
@@ -199,7 +212,7 @@ func (n *Nemesis) target(ctx context.Context, f Fault) (int, string) {
 			return l, "leader"
 		}
 		return random, "no leader found; random node"
-	case KillFollower, SnapshotLag, ReplaceNode:
+	case KillFollower, SnapshotLag, ReplaceNode, ClockJump:
 		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		l := n.Cluster.WaitLeader(lctx)
@@ -322,6 +335,8 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 		errs = append(errs, n.Cluster.Kill(ctx, x))
 		n.Cluster.SetNodeEnv(x, nil)
 		errs = append(errs, n.Cluster.Start(x))
+	case ClockJump:
+		errs = append(errs, n.clockJumps(ctx, f, x, &ev)...)
 	case ReplaceNode:
 		errs = append(errs, n.Cluster.Kill(ctx, x))
 		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -360,6 +375,46 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 		ev.Note += "; not all nodes ready 20s after healing: " + err.Error()
 	}
 	return ev
+}
+
+// clockJumps runs a clock-jump fault: while the workload runs, the clocks
+// of the leader and of follower x jump in turn to the fault's offsets (each
+// ±5..60 s from the real time), spread over the hold; then both are reset.
+// The leader's stamps must still never go back (time-went-backwards) and
+// no consume may succeed outside its window by them
+// (consume-outside-window).
+func (n *Nemesis) clockJumps(ctx context.Context, f Fault, x int, ev *FaultEvent) []error {
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	leader := n.Cluster.WaitLeader(lctx)
+	cancel()
+	if leader == 0 || leader == x {
+		leader = n.others(x)[0]
+	}
+	ev.Nodes = []int{leader, x}
+	var errs []error
+	var done []string
+	step := f.Hold / time.Duration(len(f.Jumps)+1)
+	for i, d := range f.Jumps {
+		node := leader
+		if i%2 == 1 {
+			node = x
+		}
+		n.sleep(ctx, step)
+		if ctx.Err() != nil {
+			break
+		}
+		if err := n.Cluster.SetClock(ctx, node, d); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		done = append(done, fmt.Sprintf("node%d %+v", node, d))
+	}
+	n.sleep(ctx, step)
+	for _, node := range ev.Nodes {
+		errs = append(errs, n.Cluster.SetClock(context.WithoutCancel(ctx), node, 0))
+	}
+	ev.Note = fmt.Sprintf("leader node%d, follower node%d; jumps: %s; reset", leader, x, strings.Join(done, ", "))
+	return errs
 }
 
 // snapshotRestored is what the FSM logs when it restores a snapshot.

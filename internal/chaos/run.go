@@ -57,8 +57,12 @@ type ScenarioResult struct {
 	Resolved   int    `json:"resolved"`
 	Unresolved int    `json:"unresolved"`
 	Converged  string `json:"converged"`
-	Dir        string `json:"dir"`
-	Elapsed    string `json:"elapsed"`
+	// Replay says whether each node's log replayed to its live state.
+	Replay string `json:"replay"`
+	// Windows counts the short-window actions the workload created.
+	Windows int    `json:"windows"`
+	Dir     string `json:"dir"`
+	Elapsed string `json:"elapsed"`
 }
 
 // RunScenario runs one scenario end to end on a fresh cluster and checks
@@ -156,6 +160,9 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 	// A write through the leader commits everything before it; the
 	// read-backs that follow are linearizable reads on every node.
 	wl.create(ctx, settle+1, 1, false)
+	// Short-window actions change state as time passes: read them back
+	// once their windows have closed, so every node agrees on them.
+	wl.WaitWindowsClosed(ctx)
 	// Bounded: a node that never recovers must fail the run (its read-backs
 	// end unanswered and count as missing), not hang it.
 	rbCtx, rbCancel := context.WithTimeout(ctx, readBackTimeout)
@@ -172,11 +179,20 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 	for _, n := range all {
 		_ = cl.Kill(ctx, n)
 	}
-	offline, div := compareStateFiles(cl, log)
+	live, offline, div := compareStateFiles(cl, log)
 	res.Converged = conv + "; " + offline
 	extra = append(extra, div...)
+	// Replaying each node's Raft log (from its snapshot) into a fresh
+	// state machine must give its live state.
+	if live != nil {
+		res.Replay, div = replayNodes(cl, live, log)
+		extra = append(extra, div...)
+	} else {
+		res.Replay = "log replay not run: no state files"
+	}
 
 	ops := hist.Ops()
+	res.Windows = wl.Windows()
 	res.Report = Check(ctx, ops, o.CheckTimeout)
 	res.Report.Anomalies = append(res.Report.Anomalies, extra...)
 	if err := writeResult(o, res, ops, cl); err != nil {
@@ -289,46 +305,48 @@ func converge(ctx context.Context, cl *Cluster, wl *Workload) (string, []Anomaly
 }
 
 // compareStateFiles opens each stopped node's FSM state file and compares
-// the state hashes of the nodes that applied the same index.
-func compareStateFiles(cl *Cluster, log *slog.Logger) (string, []Anomaly) {
-	type state struct {
-		applied uint64
-		hash    string
-	}
-	var sts []state
+// the state hashes of the nodes that applied the same index. It returns
+// every node's applied index and hash (nil when a file could not be read).
+func compareStateFiles(cl *Cluster, log *slog.Logger) ([]liveState, string, []Anomaly) {
+	var sts []liveState
 	for n := 1; n <= cl.Nodes(); n++ {
 		// The server keeps its FSM in <data-dir>/state.db; fsm.Open would
 		// create a missing file, so check first.
 		path := filepath.Join(cl.DataDir(n), "state.db")
 		if _, err := os.Stat(path); err != nil {
-			return "state files not compared: " + err.Error(), nil
+			return nil, "state files not compared: " + err.Error(), nil
 		}
 		f, err := fsm.Open(fsm.Options{Path: path, NoSync: true, Logger: log, InitialMmapSize: 1 << 24})
 		if err != nil {
-			return "state files not compared: " + err.Error(), nil
+			return nil, "state files not compared: " + err.Error(), nil
 		}
 		h, err := f.StateHash()
-		st := state{applied: f.AppliedIndex(), hash: hex.EncodeToString(h)}
+		st := liveState{applied: f.AppliedIndex(), hash: h}
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			return "state files not compared: " + err.Error(), nil
+			return nil, "state files not compared: " + err.Error(), nil
 		}
 		sts = append(sts, st)
 	}
 	for _, st := range sts[1:] {
 		if st.applied != sts[0].applied {
-			return fmt.Sprintf("state files not compared (applied indexes %+v)", sts), nil
+			var idx []uint64
+			for _, s := range sts {
+				idx = append(idx, s.applied)
+			}
+			return sts, fmt.Sprintf("state files not compared (applied indexes %v)", idx), nil
 		}
 	}
+	h0 := hex.EncodeToString(sts[0].hash)
 	for i, st := range sts[1:] {
-		if st.hash != sts[0].hash {
-			return "state files differ", []Anomaly{{Kind: KindDiverged,
-				Detail: fmt.Sprintf("node1 and node%d state files differ at applied index %d: %s vs %s", i+2, st.applied, sts[0].hash[:16], st.hash[:16])}}
+		if h := hex.EncodeToString(st.hash); h != h0 {
+			return sts, "state files differ", []Anomaly{{Kind: KindDiverged,
+				Detail: fmt.Sprintf("node1 and node%d state files differ at applied index %d: %s vs %s", i+2, st.applied, h0[:16], h[:16])}}
 		}
 	}
-	return fmt.Sprintf("state files identical (sha256 %s… at index %d)", sts[0].hash[:12], sts[0].applied), nil
+	return sts, fmt.Sprintf("state files identical (sha256 %s… at index %d)", h0[:12], sts[0].applied), nil
 }
 
 func sameApplied(sts []*NodeStatus) bool {
@@ -434,7 +452,12 @@ func printResult(w io.Writer, res *ScenarioResult) {
 		}
 		fmt.Fprintln(w, msg)
 	}
+	fmt.Fprintf(w, "   windows: %d short-window actions; %d successful consumes checked inside their window (%d of short-window actions), %d consumedAt answers in all\n",
+		res.Windows, r.WindowConsumes, r.WindowShort, r.WindowStamps)
 	fmt.Fprintf(w, "   linearizable: %s; replicas converged: %s\n", r.Linearizable, res.Converged)
+	if res.Replay != "" {
+		fmt.Fprintf(w, "   %s\n", res.Replay)
+	}
 	if r.OK() {
 		fmt.Fprintf(w, "   no anomalies (history: %s)\n", filepath.Join(res.Dir, "history.json"))
 		return

@@ -57,3 +57,28 @@ func TestOutcomeOfAttempts(t *testing.T) {
 		}
 	}
 }
+
+func TestClockScenarioJumpsBothWays(t *testing.T) {
+	kinds, _ := ScenarioFaults("clock")
+	var jumps []time.Duration
+	for seed := uint64(1); seed <= 20; seed++ {
+		for _, f := range NewSchedule(ScenarioSeed(seed, "clock"), kinds, 2*time.Minute) {
+			if f.Kind == ClockJump {
+				if len(f.Jumps) < 3 {
+					t.Errorf("seed %d: clock jump %s has %d jumps, want 3 or more", seed, f, len(f.Jumps))
+				}
+				jumps = append(jumps, f.Jumps...)
+			}
+		}
+	}
+	var fwd, back bool
+	for _, d := range jumps {
+		if a := d.Abs(); a < 5*time.Second || a > 60*time.Second {
+			t.Errorf("jump %v outside ±5..60s", d)
+		}
+		fwd, back = fwd || d > 0, back || d < 0
+	}
+	if !fwd || !back {
+		t.Errorf("clock jumps over 20 seeds: forward %v, backward %v; want both", fwd, back)
+	}
+}

@@ -62,6 +62,11 @@ type Workload struct {
 	byID    map[string]*actionInfo
 	pending []*Op // write ops whose outcome is still unknown
 
+	// lastExpiry is the latest expires_at of a short-window action.
+	lastExpiry time.Time
+	// windows counts short-window actions created (201).
+	windows int
+
 	keySeq atomic.Int64
 	// procSeq numbers racer processes (after the workers).
 	procSeq atomic.Int64
@@ -125,8 +130,10 @@ func (w *Workload) worker(ctx context.Context, i int) {
 				pin = "right" // sometimes none: pin_required
 			}
 			w.consume(ctx, i, node, a, pin)
-		case r < 52:
+		case r < 47:
 			w.hotRace(ctx, i, rng)
+		case r < 52:
+			w.windowProbe(ctx, i, rng)
 		case r < 62:
 			if a := w.pick(rng, true); a != nil && a.wrongLeft.Add(-1) >= 0 {
 				w.consume(ctx, i, node, a, "wrong")
@@ -185,6 +192,116 @@ func (w *Workload) hotRace(ctx context.Context, i int, rng *rand.Rand) {
 	start.Done()
 }
 
+// The probe plans of a short-window action (windowProbe).
+const (
+	probeConsumeInside = iota // too early, inside (200), too late
+	probeNeverConsumed        // too early, verify inside, too late (expired), cancel too late
+	probeBoundaries           // just before activeAt, just before expiresAt, after it
+	probePlans
+)
+
+// windowProbe creates an action whose window opens 200-800 ms from now and
+// closes 1-3 s later, then has one prober process consume, verify and
+// cancel it around the window's edges (by the harness's clock, which is the
+// nodes' clock unless a clock fault shifts one): some consumes too early
+// (409 not_active), some inside (200), some too late (410 expired). Like
+// hotRace it does not wait for its prober. Every choice comes from the
+// worker's seeded rng.
+func (w *Workload) windowProbe(ctx context.Context, i int, rng *rand.Rand) {
+	node := i%w.cluster.Nodes() + 1
+	activeAt := time.Now().Add(time.Duration(200+rng.IntN(601)) * time.Millisecond)
+	expiresAt := activeAt.Add(time.Duration(1000+rng.IntN(2001)) * time.Millisecond)
+	plan := rng.IntN(probePlans)
+	nodes := make([]int, 6)
+	for k := range nodes {
+		nodes[k] = 1 + rng.IntN(w.cluster.Nodes())
+	}
+	jitter := make([]time.Duration, 3)
+	for k := range jitter {
+		jitter[k] = time.Duration(rng.IntN(300)) * time.Millisecond
+	}
+	a, op := w.createWindow(ctx, i, node, activeAt, expiresAt)
+	if a == nil {
+		return
+	}
+	// The window the leader stored (the request's, to the millisecond).
+	from, err1 := time.Parse(time.RFC3339Nano, op.Outcome.ActiveAt)
+	until, err2 := time.Parse(time.RFC3339Nano, op.Outcome.ExpiresAt)
+	if err1 != nil || err2 != nil {
+		return // the checker reports an unparsable window
+	}
+	select {
+	case w.racing <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	proc := int(w.procSeq.Add(1))
+	w.racers.Go(func() {
+		defer func() { <-w.racing }()
+		switch plan {
+		case probeConsumeInside:
+			w.consume(ctx, proc, nodes[0], a, "")
+			if w.waitUntil(ctx, from.Add(jitter[0])) {
+				w.consume(ctx, proc, nodes[1], a, "")
+			}
+			if w.waitUntil(ctx, until.Add(50*time.Millisecond+jitter[1])) {
+				w.consume(ctx, proc, nodes[2], a, "")
+				w.verify(ctx, proc, nodes[3], a.id, false)
+			}
+		case probeNeverConsumed:
+			w.consume(ctx, proc, nodes[0], a, "")
+			w.verify(ctx, proc, nodes[1], a.id, false)
+			if w.waitUntil(ctx, from.Add(jitter[0])) {
+				w.verify(ctx, proc, nodes[2], a.id, false)
+			}
+			if w.waitUntil(ctx, until.Add(jitter[1])) {
+				w.consume(ctx, proc, nodes[3], a, "")
+				w.cancel(ctx, proc, nodes[4], a)
+				w.verify(ctx, proc, nodes[5], a.id, false)
+			}
+		case probeBoundaries:
+			if w.waitUntil(ctx, from.Add(-jitter[0]/10)) {
+				w.consume(ctx, proc, nodes[0], a, "")
+			}
+			if w.waitUntil(ctx, until.Add(-jitter[1]/10)) {
+				w.consume(ctx, proc, nodes[1], a, "")
+			}
+			if w.waitUntil(ctx, until.Add(jitter[2]/10)) {
+				w.consume(ctx, proc, nodes[2], a, "")
+			}
+		}
+	})
+}
+
+// waitUntil waits for the wall-clock time t; false when ctx ended first.
+func (w *Workload) waitUntil(ctx context.Context, t time.Time) bool {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
+
+// WaitWindowsClosed waits until every short-window action's expires_at has
+// passed (by the harness's clock), so that the final reads see them in a
+// state that no longer changes with time.
+func (w *Workload) WaitWindowsClosed(ctx context.Context) {
+	w.mu.Lock()
+	t := w.lastExpiry
+	w.mu.Unlock()
+	w.waitUntil(ctx, t.Add(100*time.Millisecond))
+}
+
+// Windows returns how many short-window actions the workload created.
+func (w *Workload) Windows() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.windows
+}
+
 func (w *Workload) pick(rng *rand.Rand, withPIN bool) *actionInfo {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -215,13 +332,42 @@ func (w *Workload) register(a *actionInfo) {
 
 // create creates one action; nil when its outcome stayed unknown or failed.
 func (w *Workload) create(ctx context.Context, proc, node int, pin bool) *actionInfo {
+	a, _ := w.createWith(ctx, proc, node, pin, time.Time{}, time.Time{})
+	return a
+}
+
+// createWindow creates an action with the window [activeAt, expiresAt).
+func (w *Workload) createWindow(ctx context.Context, proc, node int, activeAt, expiresAt time.Time) (*actionInfo, *Op) {
+	a, op := w.createWith(ctx, proc, node, false, activeAt, expiresAt)
+	if a != nil {
+		w.mu.Lock()
+		w.windows++
+		if expiresAt.After(w.lastExpiry) {
+			w.lastExpiry = expiresAt
+		}
+		w.mu.Unlock()
+	}
+	return a, op
+}
+
+// rfc3339ms is the time format of requests: RFC 3339 UTC, milliseconds.
+const rfc3339ms = "2006-01-02T15:04:05.000Z07:00"
+
+// createWith creates one action, with a window when activeAt is set; the
+// action is nil when the outcome stayed unknown or failed.
+func (w *Workload) createWith(ctx context.Context, proc, node int, pin bool, activeAt, expiresAt time.Time) (*actionInfo, *Op) {
 	key := w.key(OpCreate)
 	body := map[string]any{"payload": map[string]any{"chaos": key}}
 	if pin {
 		body["pin"] = RightPIN
 	}
+	window := !activeAt.IsZero()
+	if window {
+		body["active_at"] = activeAt.UTC().Format(rfc3339ms)
+		body["expires_at"] = expiresAt.UTC().Format(rfc3339ms)
+	}
 	b, _ := json.Marshal(body)
-	op := &Op{Process: proc, Kind: OpCreate, Key: key, HasPIN: pin}
+	op := &Op{Process: proc, Kind: OpCreate, Key: key, HasPIN: pin, Window: window}
 	resp := w.exec(ctx, op, node, http.MethodPost, "/v1/actions", b)
 	if !op.OK() {
 		if op.Outcome.Unknown {
@@ -230,13 +376,13 @@ func (w *Workload) create(ctx context.Context, proc, node int, pin bool) *action
 			w.mu.Unlock()
 			op.body = b
 		}
-		return nil
+		return nil, op
 	}
 	op.Action = resp.ActionID
 	a := &actionInfo{id: resp.ActionID, hasPIN: pin, tag: key}
 	a.wrongLeft.Store(MaxPINAttempts + 1)
 	w.register(a)
-	return a
+	return a, op
 }
 
 func (w *Workload) consume(ctx context.Context, proc, node int, a *actionInfo, pin string) {
@@ -282,6 +428,8 @@ type response struct {
 	ConsumedAt        string          `json:"consumedAt"`
 	FailedPINAttempts int             `json:"failedPinAttempts"`
 	AttemptsRemaining int             `json:"attemptsRemaining"`
+	ActiveAt          string          `json:"activeAt"`
+	ExpiresAt         string          `json:"expiresAt"`
 	Payload           json.RawMessage `json:"payload"`
 }
 
@@ -420,6 +568,14 @@ func (w *Workload) Resolve(ctx context.Context, nodes []int, proc int) (resolved
 			op.Action = op.last.ActionID
 			a := &actionInfo{id: op.Action, hasPIN: op.HasPIN, tag: op.Key}
 			w.register(a)
+			if op.Window {
+				w.mu.Lock()
+				w.windows++
+				if t, err := time.Parse(time.RFC3339Nano, op.Outcome.ExpiresAt); err == nil && t.After(w.lastExpiry) {
+					w.lastExpiry = t
+				}
+				w.mu.Unlock()
+			}
 		}
 	}
 	return resolved, still

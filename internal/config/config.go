@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -69,10 +70,16 @@ type Config struct {
 	LogLevel  slog.Level
 	LogFormat string
 
-	// TestClockOffset shifts this node's clock (leader stamps and read
-	// states). A fault-injection hook for the chaos harness, set only by the
-	// environment variable TestClockOffsetEnv; never use it in production.
+	// TestClockOffset is the initial shift of this node's clock (leader
+	// stamps and read states). A fault-injection hook for the chaos harness,
+	// set only by the environment variable TestClockOffsetEnv and only in a
+	// build with the "chaostest" tag (see testclock_chaostest.go); a normal
+	// build refuses the variable. Never use it in production.
 	TestClockOffset time.Duration
+
+	// clock holds the live clock offset in a "chaostest" build (it can jump
+	// at runtime, SetTestClockOffset); nil in a normal build.
+	clock *testClock
 
 	// TestSnapshotThreshold, TestTrailingLogs and TestSnapshotInterval make
 	// Raft snapshot and compact its log often, so that the chaos harness can
@@ -85,7 +92,9 @@ type Config struct {
 }
 
 // TestClockOffsetEnv is the environment variable of Config.TestClockOffset
-// (a Go duration, may be negative). It has no flag on purpose.
+// (a Go duration, may be negative). It has no flag on purpose, and only a
+// build with the "chaostest" tag reads it: any other build refuses to start
+// when it is set (a *UsageError), so that a test hook never goes unnoticed.
 const TestClockOffsetEnv = "EXACTONCE_TEST_CLOCK_OFFSET"
 
 // Environment variables of the test-only snapshot tuning (no flags on
@@ -96,8 +105,17 @@ const (
 	TestSnapshotIntervalEnv  = "EXACTONCE_TEST_SNAPSHOT_INTERVAL"
 )
 
-// Now returns the node's clock: time.Now shifted by TestClockOffset.
-func (c *Config) Now() time.Time { return time.Now().Add(c.TestClockOffset) }
+// testClock is the live test-only clock offset, read on every Now.
+type testClock struct{ offset atomic.Int64 }
+
+// Now returns the node's clock: time.Now, shifted by the live test clock
+// offset in a "chaostest" build.
+func (c *Config) Now() time.Time {
+	if c.clock == nil {
+		return time.Now()
+	}
+	return time.Now().Add(time.Duration(c.clock.offset.Load()))
+}
 
 // TLS reports whether the HTTP API is served over HTTPS.
 func (c *Config) TLS() bool { return c.TLSCert != "" }
@@ -213,12 +231,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 		return nil, err
 	}
 	if getenv != nil {
-		if v := strings.TrimSpace(getenv(TestClockOffsetEnv)); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				return nil, usagef("%s=%q: %v", TestClockOffsetEnv, v, err)
-			}
-			c.TestClockOffset = d
+		if err := c.parseTestClock(strings.TrimSpace(getenv(TestClockOffsetEnv))); err != nil {
+			return nil, err
 		}
 		for _, u := range []struct {
 			env string

@@ -141,22 +141,6 @@ func TestGossipKey(t *testing.T) {
 	}
 }
 
-func TestClockOffsetFromEnvOnly(t *testing.T) {
-	c, err := Parse(nil, env(map[string]string{TestClockOffsetEnv: "-90s"}), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.TestClockOffset != -90*time.Second {
-		t.Errorf("TestClockOffset = %s", c.TestClockOffset)
-	}
-	if d := time.Until(c.Now()); d > -89*time.Second || d < -91*time.Second {
-		t.Errorf("Now() is %s from time.Now, want about -90s", d)
-	}
-	if _, err := Parse(nil, env(map[string]string{TestClockOffsetEnv: "later"}), io.Discard); err == nil {
-		t.Errorf("a bad clock offset was accepted")
-	}
-}
-
 func TestSnapshotTuningFromEnvOnly(t *testing.T) {
 	c, err := Parse(nil, env(map[string]string{
 		TestSnapshotThresholdEnv: "256", TestTrailingLogsEnv: "128", TestSnapshotIntervalEnv: "2s",
