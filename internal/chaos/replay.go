@@ -8,13 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 
+	"github.com/exactonce/exactonce/cluster"
 	"github.com/exactonce/exactonce/fsm"
 )
 
@@ -35,7 +33,7 @@ type Replay struct {
 const replayBatch = 128
 
 // ReplayLog rebuilds a state machine from a stopped node's Raft directory
-// (<data-dir>/raft: raft-boltdb's raft.db and the file snapshot store): a
+// (<data-dir>/raft: the Raft log and the file snapshot store): a
 // snapshot at or below target is restored into a fresh fsm.FSM in scratch
 // (the oldest after which the log is complete, or none when the log was
 // never compacted), then every log entry after it up to target is
@@ -47,12 +45,14 @@ func ReplayLog(raftDir string, target uint64, scratch string, log *slog.Logger) 
 	if err := copyTree(raftDir, cp); err != nil {
 		return nil, fmt.Errorf("copy %s: %w", raftDir, err)
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cp, "raft.db"),
-		BoltOptions: &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second}})
+	// The copy stands for a data dir whose raft/ is cp: the cluster
+	// package opens whichever log layout it holds (raft-wal, or a pre-WAL
+	// raft.db), read-only.
+	store, closer, err := cluster.OpenLogStoreReadOnly(scratch)
 	if err != nil {
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
-	defer store.Close()
+	defer closer.Close()
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cp, 1, hclog.NewNullLogger())
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
