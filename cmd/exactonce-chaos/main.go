@@ -136,14 +136,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// Small snapshot settings (test-only server hooks) make nodes
 	// snapshot often, so restarts restore snapshots and a node kept away
 	// catches up by snapshot. -node-env values come later and win.
-	env := append([]string{
+	// Scenarios without snapshot faults keep a long log instead (see
+	// chaos.Options.DefaultNodeEnv).
+	defaults := []string{
 		"EXACTONCE_TEST_SNAPSHOT_THRESHOLD=256",
 		"EXACTONCE_TEST_TRAILING_LOGS=128",
 		"EXACTONCE_TEST_SNAPSHOT_INTERVAL=2s",
-	}, nodeEnv...)
+	}
 	o := chaos.Options{
 		Seed: *seed, Scenarios: names, Duration: *duration / time.Duration(len(names)),
-		Binary: bin, WorkDir: *workDir, OutDir: *outDir, Net: network, NodeEnv: env,
+		Binary: bin, WorkDir: *workDir, OutDir: *outDir, Net: network, DefaultNodeEnv: defaults, NodeEnv: nodeEnv,
 		Workload: chaos.WorkloadConfig{WorkersPerNode: *workers, Racers: *racers, RequestTimeout: *reqTimeout,
 			Attempts: *attempts, Think: *think, Seed: *seed},
 		CheckTimeout: *checkTimeout, Log: log, Out: stdout,

@@ -37,7 +37,10 @@ type Options struct {
 	OutDir string
 	// Net is where the nodes run.
 	Net Network
-	// NodeEnv is extra environment for every node (test hooks).
+	// DefaultNodeEnv is the harness's environment for every node (test
+	// hooks); a scenario may override it (scenarioEnv), NodeEnv overrides both.
+	DefaultNodeEnv []string
+	// NodeEnv is extra environment for every node (test hooks), from the user.
 	NodeEnv      []string
 	Workload     WorkloadConfig
 	CheckTimeout time.Duration
@@ -91,7 +94,7 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 	}
 	token, key := randomToken(32), base64.StdEncoding.EncodeToString(randomBytes(32))
 	cl, err := NewCluster(ClusterConfig{Binary: o.Binary, Dir: dir, Net: o.Net, Nodes: 3,
-		AdminToken: token, ClusterKey: key, Env: o.NodeEnv, Log: log})
+		AdminToken: token, ClusterKey: key, Env: nodeEnv(o, name), Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -492,3 +495,23 @@ func randomToken(n int) string { return base64.RawURLEncoding.EncodeToString(ran
 
 // readBackTimeout bounds the final read-back of every action after healing.
 const readBackTimeout = 5 * time.Minute
+
+// fullLogTrailing is the trailing log kept by scenarios that need no
+// compaction: Raft still snapshots, but keeps (nearly) every entry, so the
+// final log replay rebuilds the state from the first entry, not from a
+// snapshot taken a moment before the end.
+const fullLogTrailing = "EXACTONCE_TEST_TRAILING_LOGS=10000000"
+
+// nodeEnv is a scenario's node environment: the harness defaults, the
+// scenario's override, then the user's -node-env (the last value of a key
+// wins). Scenarios whose faults need a compacted log (a node catching up by
+// snapshot, a replaced node) keep the defaults.
+func nodeEnv(o Options, scenario string) []string {
+	env := append([]string{}, o.DefaultNodeEnv...)
+	switch scenario {
+	case "snapshot", "members", "mixed":
+	default:
+		env = append(env, fullLogTrailing)
+	}
+	return append(env, o.NodeEnv...)
+}

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -80,5 +81,33 @@ func TestClockScenarioJumpsBothWays(t *testing.T) {
 	}
 	if !fwd || !back {
 		t.Errorf("clock jumps over 20 seeds: forward %v, backward %v; want both", fwd, back)
+	}
+}
+
+// TestNodeEnv: a scenario without snapshot faults keeps a long log, one
+// with them keeps the harness's short one, and the user's -node-env wins.
+func TestNodeEnv(t *testing.T) {
+	o := Options{DefaultNodeEnv: []string{"A=1", "EXACTONCE_TEST_TRAILING_LOGS=128"}, NodeEnv: []string{"B=2"}}
+	last := func(env []string, key string) string {
+		v := ""
+		for _, kv := range env {
+			if k, val, ok := strings.Cut(kv, "="); ok && k == key {
+				v = val
+			}
+		}
+		return v
+	}
+	if got := last(nodeEnv(o, "kill"), "EXACTONCE_TEST_TRAILING_LOGS"); got != "10000000" {
+		t.Errorf("kill keeps trailing logs %q, want the full log", got)
+	}
+	if got := last(nodeEnv(o, "snapshot"), "EXACTONCE_TEST_TRAILING_LOGS"); got != "128" {
+		t.Errorf("snapshot keeps trailing logs %q, want 128", got)
+	}
+	o.NodeEnv = append(o.NodeEnv, "EXACTONCE_TEST_TRAILING_LOGS=7")
+	if got := last(nodeEnv(o, "kill"), "EXACTONCE_TEST_TRAILING_LOGS"); got != "7" {
+		t.Errorf("user -node-env lost: %q", got)
+	}
+	if got := last(nodeEnv(o, "pause"), "B"); got != "2" {
+		t.Errorf("user env missing: %q", got)
 	}
 }
