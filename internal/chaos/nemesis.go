@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -22,6 +23,7 @@ const (
 	KillFollower  FaultKind = "kill-follower"  // SIGKILL a follower, restart
 	KillRandom    FaultKind = "kill-random"    // SIGKILL any node, restart
 	KillAll       FaultKind = "kill-all"       // SIGKILL every node at once, restart all
+	RebootNode    FaultKind = "reboot-node"    // SIGKILL a node as a machine crash would: its state file is rebuilt from snapshot + log
 	PauseLeader   FaultKind = "pause-leader"   // SIGSTOP the leader past the election timeout, SIGCONT
 	PauseRandom   FaultKind = "pause-random"   // SIGSTOP any node, SIGCONT
 	IsolateLeader FaultKind = "isolate-leader" // cut the leader from both followers (both ways)
@@ -55,7 +57,7 @@ func ScenarioFaults(name string) ([]FaultKind, bool) {
 		return nil, true
 	case "kill":
 		// Listed twice: drawn twice as often as killing every node.
-		return []FaultKind{KillLeader, KillFollower, KillRandom, KillLeader, KillFollower, KillRandom, KillAll}, true
+		return []FaultKind{KillLeader, KillFollower, KillRandom, KillLeader, KillFollower, KillRandom, KillAll, RebootNode}, true
 	case "pause":
 		return []FaultKind{PauseLeader, PauseRandom}, true
 	case "partition":
@@ -67,7 +69,7 @@ func ScenarioFaults(name string) ([]FaultKind, bool) {
 	case "members":
 		return []FaultKind{ReplaceNode}, true
 	case "mixed":
-		return []FaultKind{KillLeader, KillFollower, KillRandom, KillAll, PauseLeader, PauseRandom,
+		return []FaultKind{KillLeader, KillFollower, KillRandom, KillAll, RebootNode, PauseLeader, PauseRandom,
 			IsolateLeader, IsolateNode, OneWayOut, OneWayIn, SnapshotLag, ReplaceNode}, true
 	}
 	return nil, false
@@ -257,6 +259,30 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 		errs = append(errs, n.Cluster.Kill(ctx, x))
 		n.sleep(ctx, f.Hold)
 		errs = append(errs, n.Cluster.Start(x))
+	case RebootNode:
+		// What a machine crash leaves behind for the state file: the open
+		// marker of another boot (fsm.Options.DeferSync). The node must
+		// move the file aside and rebuild it from its snapshot and log.
+		before := countInLog(n.Cluster.LogPath(x), stateRebuilt)
+		errs = append(errs, n.Cluster.Kill(ctx, x))
+		marker := filepath.Join(n.Cluster.DataDir(x), "state.db.open")
+		if _, err := os.Stat(marker); err == nil {
+			errs = append(errs, os.WriteFile(marker, []byte("chaos-simulated-reboot\n"), 0o600))
+		} else {
+			errs = append(errs, fmt.Errorf("reboot-node: no open marker in %s: %w", n.Cluster.DataDir(x), err))
+		}
+		n.sleep(ctx, f.Hold)
+		errs = append(errs, n.Cluster.Start(x))
+		// The node logs the rebuild as it opens its state, soon after start.
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) && countInLog(n.Cluster.LogPath(x), stateRebuilt) == before && ctx.Err() == nil {
+			n.sleep(ctx, 100*time.Millisecond)
+		}
+		if countInLog(n.Cluster.LogPath(x), stateRebuilt) > before {
+			ev.Note += "; state file moved aside, rebuilt from snapshot and log"
+		} else {
+			errs = append(errs, fmt.Errorf("reboot-node: node %d did not rebuild its state file", x))
+		}
 	case KillAll:
 		ev.Nodes = nil
 		for i := 1; i <= n.Cluster.Nodes(); i++ {
@@ -421,6 +447,10 @@ func (n *Nemesis) clockJumps(ctx context.Context, f Fault, x int, ev *FaultEvent
 const snapshotRestored = "restored snapshot"
 
 // countInLog counts case-insensitive occurrences of s in a log file.
+// stateRebuilt is logged by a node that discards its state file after a
+// machine crash (fsm.Open with DeferSync).
+const stateRebuilt = "moved it aside"
+
 func countInLog(path, s string) int {
 	b, err := os.ReadFile(path)
 	if err != nil {
