@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/exactonce/exactonce/internal/config"
+	"github.com/exactonce/exactonce/internal/logbuf"
 )
 
 func main() {
@@ -40,11 +41,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "exactonced: %v\n", err)
 		return 2
 	}
-	logger, err := newLogger(cfg, stderr)
+	logOut := logbuf.New(stderr)
+	logger, err := newLogger(cfg, logOut)
 	if err != nil {
 		fmt.Fprintf(stderr, "exactonced: %v\n", err)
 		return 2
 	}
+	flushCtx, stopFlush := context.WithCancel(context.Background())
+	flushed := make(chan struct{})
+	go func() { logOut.Run(flushCtx); close(flushed) }()
+	defer func() { stopFlush(); <-flushed }()
 	srv := &server{cfg: cfg, log: logger, stdout: stdout}
 	if err := srv.run(ctx); err != nil {
 		var ue *config.UsageError

@@ -28,6 +28,7 @@ import (
 	"github.com/exactonce/exactonce/fsm"
 	"github.com/exactonce/exactonce/httpapi"
 	"github.com/exactonce/exactonce/internal/config"
+	"github.com/exactonce/exactonce/internal/logbuf"
 	"github.com/exactonce/exactonce/internal/secure"
 )
 
@@ -46,16 +47,20 @@ const (
 	devClientTimeout    = 60 * time.Second
 )
 
-func newLogger(cfg *config.Config, w io.Writer) (*slog.Logger, error) {
+// newLogger logs to w through a logbuf.Writer (lines are written in
+// batches; warnings and errors at once); the caller runs and flushes it.
+func newLogger(cfg *config.Config, w *logbuf.Writer) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	var h slog.Handler
 	switch cfg.LogFormat {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		h = slog.NewJSONHandler(w, opts)
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		h = slog.NewTextHandler(w, opts)
 	default:
 		return nil, fmt.Errorf("unknown log format %q", cfg.LogFormat)
 	}
+	return slog.New(logbuf.NewHandler(h, w)), nil
 }
 
 // server is one exactonced process.

@@ -286,7 +286,9 @@ func (s *session) startExactOnce(ctx context.Context) (*side, func(), error) {
 	if err != nil {
 		return nil, stop, err
 	}
-	maxConc := slices.Max(append([]int{1}, cfg.Concurrency...))
+	// Room for every worker of the largest run, profiled runs included, so
+	// that no run pays for new connections.
+	maxConc := slices.Max(append([]int{1, cfg.ProfileConc}, cfg.Concurrency...))
 	t = NewExactOnce(cl.URLs(), id, secret, maxConc+8)
 	if cfg.RawClient {
 		if err := t.UseRaw(maxConc + 8); err != nil {
