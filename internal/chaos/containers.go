@@ -175,6 +175,13 @@ func (c *Containers) removeProject(ctx context.Context) error {
 // Teardown implements Network: it removes the project's containers,
 // networks and the image.
 func (c *Containers) Teardown(ctx context.Context) error {
+	// Keep the last containers' logs (e.g. of a cluster that did not start).
+	names, _ := output(ctx, "docker", "ps", "-a", "--filter", "label=com.docker.compose.project="+c.Project, "--format", "{{.Names}}")
+	for _, name := range strings.Fields(names) {
+		if err := dockerLogs(ctx, name, filepath.Join(c.Dir, name+".log")); err != nil {
+			c.Log.Warn("saving container log", "err", err)
+		}
+	}
 	err := c.removeProject(ctx)
 	if out, _ := output(ctx, "docker", "images", "-q", c.image()); strings.TrimSpace(out) != "" {
 		if rerr := run(ctx, "docker", "rmi", "-f", c.image()); rerr != nil {
