@@ -201,18 +201,7 @@ func (c *Containers) Cut(ctx context.Context, from, to int) error {
 		c.cuts, c.isolated = map[[2]int]bool{}, map[int]bool{}
 	}
 	c.cuts[[2]int{from, to}] = true
-	var isolate []int
-	for x := 1; x <= c.Nodes; x++ {
-		all := !c.isolated[x]
-		for y := 1; y <= c.Nodes && all; y++ {
-			if y != x && (!c.cuts[[2]int{x, y}] || !c.cuts[[2]int{y, x}]) {
-				all = false
-			}
-		}
-		if all {
-			isolate = append(isolate, x)
-		}
-	}
+	isolate := newlyIsolated(c.cuts, c.isolated, c.Nodes)
 	c.mu.Unlock()
 	for _, x := range isolate {
 		if err := run(ctx, "docker", "network", "disconnect", c.network("cluster"), c.container(x)); err != nil {
@@ -251,6 +240,24 @@ func (c *Containers) Heal(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+// newlyIsolated lists the nodes (not yet in isolated) that cuts separate
+// from every other node in both directions.
+func newlyIsolated(cuts map[[2]int]bool, isolated map[int]bool, nodes int) []int {
+	var out []int
+	for x := 1; x <= nodes; x++ {
+		all := !isolated[x]
+		for y := 1; y <= nodes && all; y++ {
+			if y != x && (!cuts[[2]int{x, y}] || !cuts[[2]int{y, x}]) {
+				all = false
+			}
+		}
+		if all {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // NewRunner implements NodeBackend: a runner for one scenario's cluster,
