@@ -111,7 +111,7 @@ func (c *Containers) CanCutOneWay() bool { return false }
 // a crashed run and builds the image from Binary.
 func (c *Containers) Setup(ctx context.Context) error {
 	switch {
-	case exec.Command("docker", "compose", "version").Run() == nil:
+	case exec.CommandContext(ctx, "docker", "compose", "version").Run() == nil:
 		c.compose = []string{"docker", "compose"}
 	default:
 		if _, err := exec.LookPath("docker-compose"); err != nil {
