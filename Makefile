@@ -76,6 +76,22 @@ chaos-selftest: ## the harness must report the double consume of a cluster built
 	$(GO) build -o $(BIN)/exactonce-chaos ./cmd/exactonce-chaos
 	$(BIN)/exactonce-chaos -seed $(SEED) -duration 20s -scenarios none -tags chaostest,chaosbug -expect-anomaly $(CHAOS_FLAGS)
 
+# The same harness against three containers (a FROM-scratch image of a
+# static exactonced under docker-compose, project exactoncechaos, networks
+# 172.30.10.0/24 and 172.30.20.0/24: apart from test-cluster's). Needs a
+# Docker engine and docker-compose (or `docker compose`). SCENARIOS and
+# DURATION given on the command line or in the environment win over the
+# defaults below.
+CONTAINER_SCENARIOS ?= kill,pause,partition
+CONTAINER_DURATION  ?= 3m
+CC_SCENARIOS = $(if $(filter command line environment,$(origin SCENARIOS)),$(SCENARIOS),$(CONTAINER_SCENARIOS))
+CC_DURATION  = $(if $(filter command line environment,$(origin DURATION)),$(DURATION),$(CONTAINER_DURATION))
+
+.PHONY: chaos-containers
+chaos-containers: ## the chaos harness against three containers (SCENARIOS=kill,pause,partition DURATION=3m)
+	$(GO) build -o $(BIN)/exactonce-chaos ./cmd/exactonce-chaos
+	$(BIN)/exactonce-chaos -backend containers -seed $(SEED) -duration $(CC_DURATION) -scenarios $(CC_SCENARIOS) $(CHAOS_FLAGS)
+
 .PHONY: bench
 bench: ## ExactOnce vs etcd on loopback, ~5 min (BENCH_FLAGS=-million for one million actions; see docs/performance.md)
 	scripts/bench.sh $(BENCH_FLAGS)

@@ -1,6 +1,7 @@
 // Command exactonce-chaos is ExactOnce's Jepsen-style fault-injection
 // harness. It builds exactonced, runs a three-node cluster (each node in its
-// own network namespace when run as root), drives a workload of creates,
+// own network namespace when run as root, or, with -backend containers, as
+// containers under docker-compose), drives a workload of creates,
 // hot and cold consumes, PIN attempts, cancels and verifies while killing,
 // pausing and partitioning nodes, and checks the recorded history for
 // linearizability and exactly-once violations. See docs/chaos.md.
@@ -57,6 +58,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	binPath := fs.String("binary", "", "use this exactonced binary instead of building one")
 	outDir := fs.String("out", "chaos-out", "results directory (<out>/<seed>/<scenario>/)")
 	workDir := fs.String("workdir", filepath.Join(os.TempDir(), "exactonce-chaos"), "node data directory (wiped per scenario)")
+	backend := fs.String("backend", "process", "process|containers: nodes as local processes (placed by -net) or as containers under docker-compose")
+	project := fs.String("project", "exactoncechaos", "-backend containers: compose project, container, network and image name prefix")
+	dockerSubnet := fs.String("docker-subnet", "172.30", "-backend containers: first two octets of the cluster (.10.0/24) and api (.20.0/24) networks")
 	netMode := fs.String("net", "auto", "auto|netns|loopback: where nodes run (loopback cannot partition)")
 	prefix := fs.String("prefix", "eoc", "name prefix of the namespaces and links the harness creates")
 	subnet := fs.String("subnet", "10.77.0", "private /24 (first three octets) for the namespaces")
@@ -114,7 +118,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	network, err := pickNetwork(*netMode, *prefix, *subnet, *basePort, log)
+	var network chaos.Network
+	var err error
+	switch *backend {
+	case "process":
+		network, err = pickNetwork(*netMode, *prefix, *subnet, *basePort, log)
+	case "containers":
+		network = &chaos.Containers{Project: *project, Subnet: *dockerSubnet, Nodes: 3, Binary: bin, Dir: *workDir, Log: log}
+	default:
+		err = fmt.Errorf("-backend %q: want process or containers", *backend)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "exactonce-chaos: %v\n", err)
 		return 2
@@ -131,6 +144,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}()
 	if !network.CanPartition() {
 		fmt.Fprintln(stdout, "note: this network cannot cut links (network namespaces need root); partition faults are skipped")
+	}
+	if *backend == "containers" {
+		fmt.Fprintf(stdout, "note: containers (compose project %s, networks %s.10.0/24 and %s.20.0/24): a partition disconnects a whole node, one-way cuts are skipped\n", *project, *dockerSubnet, *dockerSubnet)
 	}
 
 	// Small snapshot settings (test-only server hooks) make nodes

@@ -4,18 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/exactonce/exactonce/internal/client"
@@ -37,27 +30,19 @@ type ClusterConfig struct {
 	Log *slog.Logger
 }
 
-// Cluster runs and disturbs the node processes.
+// Cluster runs and disturbs the nodes. Process-level operations go to its
+// NodeRunner (local processes, or the Network's own when it is a
+// NodeBackend such as Containers).
 type Cluster struct {
-	cfg   ClusterConfig
-	nodes []*proc
-	admin []*client.Client
-	hc    *http.Client // plain requests (test clock)
+	cfg    ClusterConfig
+	runner NodeRunner
+	admin  []*client.Client
+	hc     *http.Client // plain requests (test clock)
 }
 
-type proc struct {
-	n       int
-	dataDir string
-	logPath string
-	pidPath string
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	done   chan struct{}
-	paused bool
-	// env is per-node extra environment for the next start (clock offset).
-	env []string
-}
+// opTimeout bounds the node operations whose methods take no context
+// (start, pause, resume: a docker command for containers).
+const opTimeout = 2 * time.Minute
 
 // NodeStatus is the part of GET /v1/cluster the harness uses.
 type NodeStatus struct {
@@ -91,14 +76,16 @@ func (s *NodeStatus) Voters() int {
 // NewCluster prepares (but does not start) a cluster.
 func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 	c := &Cluster{cfg: cfg, hc: &http.Client{Transport: client.NewTransport()}}
-	for i := 1; i <= cfg.Nodes; i++ {
-		p := &proc{
-			n:       i,
-			dataDir: filepath.Join(cfg.Dir, fmt.Sprintf("node%d", i)),
-			logPath: filepath.Join(cfg.Dir, fmt.Sprintf("node%d.log", i)),
-			pidPath: filepath.Join(cfg.Dir, fmt.Sprintf("node%d.pid", i)),
+	if b, ok := cfg.Net.(NodeBackend); ok {
+		r, err := b.NewRunner(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("node runner: %w", err)
 		}
-		c.nodes = append(c.nodes, p)
+		c.runner = r
+	} else {
+		c.runner = newProcRunner(cfg)
+	}
+	for i := 1; i <= cfg.Nodes; i++ {
 		ac, err := client.New(c.URL(i), client.WithAdminToken(cfg.AdminToken),
 			client.WithHTTPClient(&http.Client{Timeout: 3 * time.Second, Transport: client.NewTransport()}))
 		if err != nil {
@@ -117,184 +104,55 @@ func (c *Cluster) URL(n int) string {
 	return fmt.Sprintf("http://%s:%d", c.cfg.Net.Host(n), c.cfg.Net.Port(n, "http"))
 }
 
-// LogPath is node n's log file.
-func (c *Cluster) LogPath(n int) string { return c.nodes[n-1].logPath }
+// LogPath is a file holding node n's log so far.
+func (c *Cluster) LogPath(n int) string { return c.runner.LogPath(n) }
 
 // DataDir is node n's data dir.
-func (c *Cluster) DataDir(n int) string { return c.nodes[n-1].dataDir }
+func (c *Cluster) DataDir(n int) string { return c.runner.DataDir(n) }
 
 // Admin is an admin API client bound to node n.
 func (c *Cluster) Admin(n int) *client.Client { return c.admin[n-1] }
 
-func (c *Cluster) args(n int) []string {
-	nt := c.cfg.Net
-	hp := func(s string) string { return fmt.Sprintf("%s:%d", nt.Host(n), nt.Port(n, s)) }
-	args := []string{
-		"--node-id", fmt.Sprintf("node%d", n),
-		"--data-dir", c.nodes[n-1].dataDir,
-		"--http-addr", hp("http"),
-		"--raft-addr", hp("raft"),
-		"--gossip-addr", hp("gossip"),
-		"--bootstrap-expect", strconv.Itoa(c.cfg.Nodes),
-		"--cluster-key", c.cfg.ClusterKey,
-		"--admin-token", c.cfg.AdminToken,
-		"--log-format", "json",
-	}
-	var join []string
-	for i := 1; i <= c.cfg.Nodes; i++ {
-		if i != n {
-			join = append(join, fmt.Sprintf("%s:%d", nt.Host(i), nt.Port(i, "gossip")))
-		}
-	}
-	return append(args, "--join", strings.Join(join, ","))
-}
-
-// KillLeftovers kills node processes recorded in pid files of a previous
-// run in the same directory, when they are still our exactonced.
+// KillLeftovers removes nodes of a previous run in the same place.
 func (c *Cluster) KillLeftovers() {
-	for _, p := range c.nodes {
-		b, err := os.ReadFile(p.pidPath)
-		if err != nil {
-			continue
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid <= 0 {
-			continue
-		}
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err == nil && strings.Contains(string(cmdline), p.dataDir) {
-			c.cfg.Log.Warn("killing leftover node", "node", p.n, "pid", pid)
-			_ = syscall.Kill(pid, syscall.SIGCONT)
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		_ = os.Remove(p.pidPath)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	c.runner.KillLeftovers(ctx)
 }
 
 // Start starts node n on its data dir (fresh or existing).
 func (c *Cluster) Start(n int) error {
-	p := c.nodes[n-1]
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd != nil {
-		return fmt.Errorf("node%d already running", n)
-	}
-	if err := os.MkdirAll(p.dataDir, 0o700); err != nil {
-		return fmt.Errorf("node%d data dir: %w", n, err)
-	}
-	lf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("node%d log: %w", n, err)
-	}
-	defer lf.Close()
-	// Not bound to a context: the harness kills nodes itself.
-	cmd := c.cfg.Net.Command(context.Background(), n, c.cfg.Binary, c.args(n)...)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.Env = append(append(os.Environ(), c.cfg.Env...), p.env...)
-	// Own process group: a Ctrl-C to the harness does not reach the nodes
-	// before the harness has recorded and cleaned up.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start node%d: %w", n, err)
-	}
-	_ = os.WriteFile(p.pidPath, []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
-	done := make(chan struct{})
-	p.cmd, p.done, p.paused = cmd, done, false
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	c.cfg.Log.Debug("node started", "node", n, "pid", cmd.Process.Pid)
-	return nil
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	return c.runner.Start(ctx, n)
 }
 
-// Running reports whether node n's process is alive (possibly paused).
-func (c *Cluster) Running(n int) bool {
-	p := c.nodes[n-1]
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
+// Running reports whether node n is alive (possibly paused).
+func (c *Cluster) Running(n int) bool { return c.runner.Running(n) }
+
+// Paused reports whether node n is paused.
+func (c *Cluster) Paused(n int) bool { return c.runner.Paused(n) }
+
+// Pause freezes node n (SIGSTOP, or docker pause).
+func (c *Cluster) Pause(n int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	return c.runner.Pause(ctx, n)
 }
 
-// Paused reports whether node n is stopped by SIGSTOP.
-func (c *Cluster) Paused(n int) bool {
-	p := c.nodes[n-1]
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.paused
+// Resume thaws node n (SIGCONT, or docker unpause).
+func (c *Cluster) Resume(n int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	return c.runner.Resume(ctx, n)
 }
 
-func (c *Cluster) signal(n int, sig syscall.Signal) error {
-	p := c.nodes[n-1]
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return fmt.Errorf("node%d not running", n)
-	}
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		return fmt.Errorf("signal %v to node%d: %w", sig, n, err)
-	}
-	switch sig {
-	case syscall.SIGSTOP:
-		p.paused = true
-	case syscall.SIGCONT:
-		p.paused = false
-	}
-	return nil
-}
-
-// Pause sends SIGSTOP to node n.
-func (c *Cluster) Pause(n int) error { return c.signal(n, syscall.SIGSTOP) }
-
-// Resume sends SIGCONT to node n.
-func (c *Cluster) Resume(n int) error { return c.signal(n, syscall.SIGCONT) }
-
-// Kill sends SIGKILL to node n and waits for it to exit.
-func (c *Cluster) Kill(ctx context.Context, n int) error {
-	return c.stop(ctx, n, syscall.SIGKILL)
-}
+// Kill stops node n with SIGKILL and waits for it to exit.
+func (c *Cluster) Kill(ctx context.Context, n int) error { return c.runner.Kill(ctx, n) }
 
 // Terminate stops node n gracefully (SIGTERM), killing it after grace.
 func (c *Cluster) Terminate(ctx context.Context, n int, grace time.Duration) error {
-	tctx, cancel := context.WithTimeout(ctx, grace)
-	defer cancel()
-	if err := c.stop(tctx, n, syscall.SIGTERM); err != nil {
-		c.cfg.Log.Warn("node did not stop gracefully; killing", "node", n, "err", err)
-		return c.stop(ctx, n, syscall.SIGKILL)
-	}
-	return nil
-}
-
-func (c *Cluster) stop(ctx context.Context, n int, sig syscall.Signal) error {
-	p := c.nodes[n-1]
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
-		return nil
-	}
-	_ = cmd.Process.Signal(syscall.SIGCONT)
-	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("signal %v to node%d: %w", sig, n, err)
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return fmt.Errorf("node%d did not exit after %v: %w", n, sig, ctx.Err())
-	}
-	p.mu.Lock()
-	p.cmd, p.paused = nil, false
-	p.mu.Unlock()
-	_ = os.Remove(p.pidPath)
-	return nil
+	return c.runner.Terminate(ctx, n, grace)
 }
 
 // StopAll stops every node (SIGTERM, then SIGKILL after grace).
@@ -311,19 +169,11 @@ func (c *Cluster) Wipe(n int) error {
 	if c.Running(n) {
 		return fmt.Errorf("wipe node%d: still running", n)
 	}
-	if err := os.RemoveAll(c.nodes[n-1].dataDir); err != nil {
-		return fmt.Errorf("wipe node%d: %w", n, err)
-	}
-	return nil
+	return c.runner.Wipe(n)
 }
 
 // SetNodeEnv sets extra environment for node n's next start.
-func (c *Cluster) SetNodeEnv(n int, env []string) {
-	p := c.nodes[n-1]
-	p.mu.Lock()
-	p.env = env
-	p.mu.Unlock()
-}
+func (c *Cluster) SetNodeEnv(n int, env []string) { c.runner.SetNodeEnv(n, env) }
 
 // testClockPath is the chaostest-only endpoint that shifts a node's clock
 // at runtime (cmd/exactonced, build tag chaostest).

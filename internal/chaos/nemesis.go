@@ -251,6 +251,10 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 		ev.Note = "skipped: this network cannot cut links"
 		return ev
 	}
+	if (f.Kind == OneWayOut || f.Kind == OneWayIn) && !canCutOneWay(n.Net) {
+		ev.Note = "skipped: this network cannot cut one direction only"
+		return ev
+	}
 	x, how := n.target(ctx, f)
 	ev.Nodes = []int{x}
 	ev.Note = how
