@@ -78,7 +78,7 @@ func followers(nodes []*testNode, leader *testNode) []*testNode {
 func waitVoters(t *testing.T, leader *testNode, want int) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("%d voters", want), 15*time.Second, func() bool {
-		st, err := leader.node.Status(context.Background())
+		st, err := leader.node.Status(context.Background(), false)
 		if err != nil {
 			return false
 		}
@@ -195,7 +195,7 @@ func TestThreeNodeCluster(t *testing.T) {
 		t.Logf("100 follower reads shared %d read-index requests", r)
 	}
 
-	st, err := followers(nodes, leader)[0].node.Status(ctxTimeout(t, 5*time.Second))
+	st, err := followers(nodes, leader)[0].node.Status(ctxTimeout(t, 5*time.Second), false)
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}
@@ -225,7 +225,7 @@ func TestThreeNodeCluster(t *testing.T) {
 	// A failed (closed) member is never removed automatically; Status
 	// shows it as gone in gossip.
 	waitFor(t, "status to show the closed node gone", 10*time.Second, func() bool {
-		st, err = leader.node.Status(ctxTimeout(t, 5*time.Second))
+		st, err = leader.node.Status(ctxTimeout(t, 5*time.Second), false)
 		if err != nil {
 			t.Fatalf("status: %v", err)
 		}
@@ -322,7 +322,7 @@ func TestWipedNodeRejoinsThroughSnapshot(t *testing.T) {
 	applyOnLeader(t, nodes, createCmd("cl_a", "act_after"))
 	leader = waitOneLeader(t, nodes, 10*time.Second)
 	assertSameState(t, nodes)
-	st, err := leader.node.Status(ctxTimeout(t, 5*time.Second))
+	st, err := leader.node.Status(ctxTimeout(t, 5*time.Second), false)
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}
@@ -368,7 +368,7 @@ func TestNewNodeJoinsAsNonvoterThenVoter(t *testing.T) {
 	if err := leader.node.RemoveServer(ctxTimeout(t, 5*time.Second), "n4"); err != nil {
 		t.Fatalf("remove server: %v", err)
 	}
-	st, err := leader.node.Status(ctxTimeout(t, 5*time.Second))
+	st, err := leader.node.Status(ctxTimeout(t, 5*time.Second), false)
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}
@@ -426,7 +426,7 @@ func TestFullClusterRestart(t *testing.T) {
 			t.Fatalf("%s: act_1 = %+v after restart, want kept and consumed", tn.cfg.NodeID, a)
 		}
 	}
-	st, err := leader.node.Status(ctxTimeout(t, 5*time.Second))
+	st, err := leader.node.Status(ctxTimeout(t, 5*time.Second), false)
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -60,9 +61,23 @@ func TestSingleNodeApplyReadAndReopen(t *testing.T) {
 	if a := action(t, tn.fsm, "cl_a", "act_1"); a == nil || a.ConsumedAt == 0 {
 		t.Fatalf("after reopen, action = %+v; want kept and consumed", a)
 	}
-	st, err := n.Status(ctxTimeout(t, 5*time.Second))
+	st, err := n.Status(ctxTimeout(t, 5*time.Second), false)
 	if err != nil {
 		t.Fatalf("status: %v", err)
+	}
+	if st.StateHash != "" || st.AppliedIndex != tn.fsm.AppliedIndex() {
+		t.Fatalf("status without hash: hash %q, applied %d (fsm %d)", st.StateHash, st.AppliedIndex, tn.fsm.AppliedIndex())
+	}
+	hashed, err := n.Status(ctxTimeout(t, 5*time.Second), true)
+	if err != nil {
+		t.Fatalf("status with hash: %v", err)
+	}
+	want, _, err := tn.fsm.StateHashAt()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hashed.StateHash != hex.EncodeToString(want) {
+		t.Fatalf("status state hash %q, want %x", hashed.StateHash, want)
 	}
 	if len(st.Members) != 1 || st.Members[0].ID != "n1" || st.Members[0].Suffrage != "voter" {
 		t.Fatalf("members after reopen = %+v; want just n1 as voter (no second bootstrap)", st.Members)
@@ -287,7 +302,7 @@ func TestRestoreSnapshotWhenStateFileLost(t *testing.T) {
 			t.Fatalf("act_%d lost after restoring from snapshot in %s", i, snapDir)
 		}
 	}
-	st, _ := tn.node.Status(ctxTimeout(t, 5*time.Second))
+	st, _ := tn.node.Status(ctxTimeout(t, 5*time.Second), false)
 	if st.AppliedIndex < st.CommitIndex-1 {
 		t.Fatalf("status: applied %d far below commit %d", st.AppliedIndex, st.CommitIndex)
 	}

@@ -28,8 +28,9 @@ type Status struct {
 	AppliedIndex uint64 `json:"appliedIndex"`
 	// StateHash is the hex SHA-256 of this node's replicated state at
 	// AppliedIndex (read together): nodes at equal applied indexes must
-	// report equal hashes. Computing it reads the whole state.
-	StateHash string `json:"stateHash"`
+	// report equal hashes. Computing it reads the whole state, so it is
+	// only filled when asked for (Status withHash).
+	StateHash string `json:"stateHash,omitempty"`
 	// LastContact is when a follower last heard from the leader (zero on
 	// the leader or when never).
 	LastContact time.Time `json:"lastContact,omitzero"`
@@ -52,8 +53,10 @@ type MemberStatus struct {
 	Leader bool   `json:"leader"`
 }
 
-// Status reports this node's Raft state and the cluster membership.
-func (n *Node) Status(ctx context.Context) (Status, error) {
+// Status reports this node's Raft state and the cluster membership, and,
+// with withHash, the state hash (which reads the whole state: seconds of
+// CPU and every page of the state file with millions of actions).
+func (n *Node) Status(ctx context.Context, withHash bool) (Status, error) {
 	leaderAddr, leaderID := n.raft.LeaderWithID()
 	st := Status{
 		NodeID:      string(n.nodeID),
@@ -67,11 +70,15 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 		CommitIndex: n.raft.CommitIndex(),
 		LastIndex:   n.raft.LastIndex(),
 	}
-	hash, applied, err := n.sm.StateHashAt()
-	if err != nil {
-		return st, fmt.Errorf("cluster: status: %w", err)
+	if withHash {
+		hash, applied, err := n.sm.StateHashAt()
+		if err != nil {
+			return st, fmt.Errorf("cluster: status: %w", err)
+		}
+		st.StateHash, st.AppliedIndex = hex.EncodeToString(hash), applied
+	} else {
+		st.AppliedIndex = n.sm.AppliedIndex()
 	}
-	st.StateHash, st.AppliedIndex = hex.EncodeToString(hash), applied
 	if st.State != raft.Leader.String() {
 		st.LastContact = n.raft.LastContact()
 	}

@@ -272,17 +272,24 @@ func (a *app) clusterCmd() *cobra.Command {
 		},
 	}
 	transfer.Flags().StringVar(&to, "to", "", "node id of the new leader")
-	cmd.AddCommand(&cobra.Command{
+	var withHash bool
+	status := &cobra.Command{
 		Use:   "status",
 		Short: "Show members, leader and indexes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd, func(ctx context.Context, c *client.Client, opts []client.CallOption) error {
-				_, err := c.ClusterStatus(ctx, opts...)
+				get := c.ClusterStatus
+				if withHash {
+					get = c.ClusterStatusWithHash
+				}
+				_, err := get(ctx, opts...)
 				return err
 			})
 		},
-	}, transfer, &cobra.Command{
+	}
+	status.Flags().BoolVar(&withHash, "state-hash", false, "also show the node's state hash (reads the node's whole state)")
+	cmd.AddCommand(status, transfer, &cobra.Command{
 		Use:   "remove ID",
 		Short: "Remove a node from the Raft configuration",
 		Args:  cobra.ExactArgs(1),

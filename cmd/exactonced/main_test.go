@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -252,8 +253,20 @@ func TestDevServerEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := admin.ClusterStatus(ctx); err != nil {
+	if raw, err := admin.ClusterStatus(ctx); err != nil {
 		t.Errorf("cluster status with the generated admin token: %v", err)
+	} else if strings.Contains(string(raw), "stateHash") {
+		t.Errorf("cluster status hashes the state without being asked: %s", raw)
+	}
+	if raw, err := admin.ClusterStatusWithHash(ctx); err != nil || !strings.Contains(string(raw), `"stateHash":"`) {
+		t.Errorf("cluster status ?stateHash=true: %v %s", err, raw)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/v1/cluster?hash=1", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("cluster status with an unknown parameter: %v %v, want 400", err, resp)
+	} else {
+		resp.Body.Close()
 	}
 	if _, err := c.ClusterStatus(ctx); !client.IsCode(err, "unauthorized") {
 		t.Errorf("cluster status without the admin token: %v, want 401 unauthorized", err)

@@ -52,8 +52,17 @@ func clusterRoutes(node *cluster.Node, adminTokenHash []byte, rt http.RoundTripp
 	}
 }
 
+// status answers GET /v1/cluster; ?stateHash=true adds the state hash.
 func (c *clusterAPI) status(w http.ResponseWriter, r *http.Request) {
-	st, err := c.node.Status(r.Context())
+	withHash := false
+	for k, v := range r.URL.Query() {
+		if k != "stateHash" || len(v) != 1 || (v[0] != "true" && v[0] != "false") {
+			httpapi.WriteError(w, string(fsm.CodeInvalidRequest), "the only query parameter is stateHash=true|false", nil)
+			return
+		}
+		withHash = v[0] == "true"
+	}
+	st, err := c.node.Status(r.Context(), withHash)
 	if err != nil {
 		httpapi.WriteError(w, httpapi.CodeUnavailable, err.Error(), nil)
 		return

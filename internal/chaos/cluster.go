@@ -209,7 +209,20 @@ func (c *Cluster) SetClock(ctx context.Context, n int, offset time.Duration) err
 
 // Status fetches GET /v1/cluster from node n.
 func (c *Cluster) Status(ctx context.Context, n int) (*NodeStatus, error) {
-	raw, err := c.admin[n-1].ClusterStatus(ctx)
+	return c.status(ctx, n, false)
+}
+
+// StatusWithHash is Status with the node's state hash.
+func (c *Cluster) StatusWithHash(ctx context.Context, n int) (*NodeStatus, error) {
+	return c.status(ctx, n, true)
+}
+
+func (c *Cluster) status(ctx context.Context, n int, withHash bool) (*NodeStatus, error) {
+	get := c.admin[n-1].ClusterStatus
+	if withHash {
+		get = c.admin[n-1].ClusterStatusWithHash
+	}
+	raw, err := get(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("node%d status: %w", n, err)
 	}

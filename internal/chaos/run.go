@@ -258,7 +258,7 @@ func converge(ctx context.Context, cl *Cluster, wl *Workload) (string, []Anomaly
 	for {
 		sts = sts[:0]
 		for n := 1; n <= cl.Nodes(); n++ {
-			if st, err := cl.Status(ctx, n); err == nil {
+			if st, err := cl.StatusWithHash(ctx, n); err == nil {
 				sts = append(sts, st)
 			}
 		}

@@ -320,6 +320,13 @@ func (c *Client) ClusterStatus(ctx context.Context, opts ...CallOption) (json.Ra
 	return body, err
 }
 
+// ClusterStatusWithHash is ClusterStatus with the node's state hash
+// (stateHash), which costs the node a read of its whole state (admin).
+func (c *Client) ClusterStatusWithHash(ctx context.Context, opts ...CallOption) (json.RawMessage, error) {
+	_, body, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/cluster?stateHash=true", auth: authAdmin}, nil, opts)
+	return body, err
+}
+
 // TransferLeadership asks the leader to hand over leadership, to the node
 // with id to, or to any voter when to is empty (admin).
 func (c *Client) TransferLeadership(ctx context.Context, to string, opts ...CallOption) (json.RawMessage, error) {
