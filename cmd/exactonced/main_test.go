@@ -177,18 +177,25 @@ func waitHTTPReady(ctx context.Context, t *testing.T, c *client.Client) {
 	}
 }
 
+// devNode builds the server and returns it with a fresh data dir, a free
+// API address and the arguments of a single dev node using them. It skips
+// the test in -short mode.
+func devNode(t *testing.T) (bin, dataDir, httpAddr string, args []string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the server binary")
+	}
+	bin, dataDir, httpAddr = buildServer(t), t.TempDir(), freePort(t)
+	args = []string{"--dev", "--data-dir", dataDir, "--http-addr", httpAddr,
+		"--raft-addr", freePort(t), "--gossip-addr", freePort(t)}
+	return bin, dataDir, httpAddr, args
+}
+
 // TestDevServerEndToEnd runs the real binary: dev credentials, create,
 // consume, second consume 409, graceful SIGTERM, restart on the same data
 // dir with the same credentials and the action still consumed.
 func TestDevServerEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the server binary")
-	}
-	bin := buildServer(t)
-	dataDir := t.TempDir()
-	httpAddr := freePort(t)
-	args := []string{"--dev", "--data-dir", dataDir, "--http-addr", httpAddr,
-		"--raft-addr", freePort(t), "--gossip-addr", freePort(t)}
+	bin, dataDir, httpAddr, args := devNode(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

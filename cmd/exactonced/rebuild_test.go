@@ -18,14 +18,7 @@ import (
 // the Raft log. The crash is the real SIGKILL of the process plus a marker
 // that names another boot, which is what a reboot leaves behind.
 func TestStateRebuiltAfterMachineCrash(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the server binary")
-	}
-	bin := buildServer(t)
-	dataDir := t.TempDir()
-	httpAddr := freePort(t)
-	args := []string{"--dev", "--data-dir", dataDir, "--http-addr", httpAddr,
-		"--raft-addr", freePort(t), "--gossip-addr", freePort(t)}
+	bin, dataDir, httpAddr, args := devNode(t)
 	// Small snapshot settings, so the rebuild needs a snapshot and the log after it.
 	env := []string{"EXACTONCE_TEST_SNAPSHOT_THRESHOLD=32", "EXACTONCE_TEST_TRAILING_LOGS=8", "EXACTONCE_TEST_SNAPSHOT_INTERVAL=200ms"}
 

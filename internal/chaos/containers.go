@@ -84,16 +84,7 @@ func (c *Containers) ClusterIP(n int) string { return fmt.Sprintf("%s.10.%d", c.
 func (c *Containers) Host(n int) string { return fmt.Sprintf("%s.20.%d", c.Subnet, 10+n) }
 
 // Port implements Network: every container uses the same ports.
-func (c *Containers) Port(_ int, service string) int {
-	switch service {
-	case "http":
-		return 8080
-	case "raft":
-		return 8300
-	default:
-		return 8400
-	}
-}
+func (c *Containers) Port(_ int, service string) int { return fixedPort(service) }
 
 // Command implements Network: the command runs inside node n's container
 // (docker exec; the image holds nothing but exactonced).

@@ -60,7 +60,11 @@ func (n *NetNS) harnessAddr() string { return n.Subnet + ".254" }
 func (n *NetNS) Host(i int) string { return fmt.Sprintf("%s.%d", n.Subnet, i) }
 
 // Port implements Network: every node uses the same ports in its namespace.
-func (n *NetNS) Port(_ int, service string) int {
+func (n *NetNS) Port(_ int, service string) int { return fixedPort(service) }
+
+// fixedPort is a service's port on a node that has an address of its own
+// (a namespace or a container): the server's default ports.
+func fixedPort(service string) int {
 	switch service {
 	case "http":
 		return 8080
