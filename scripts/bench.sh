@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 if ! command -v etcd >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "etcd not found: installing Debian's etcd-server" >&2
+    # A fresh machine may have no package lists yet.
+    apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server >&2
     # The package may start a system etcd on 2379/2380; the benchmark uses its own ports, but stop it if it runs.
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
