@@ -367,3 +367,56 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// TestWALTailTruncationSurvivesReopen: Raft deletes a log suffix when a new
+// leader overwrites a follower's uncommitted entries; the WAL must reopen
+// after that with every remaining entry readable and the suffix gone.
+// raft-wal v0.4.0 sealed the tail segment without its index block here and
+// could not read it back after a restart (hashicorp/raft-wal#31, fixed in
+// v0.4.1); this fails on v0.4.0.
+func TestWALTailTruncationSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openWAL(dir, true, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch []*raft.Log
+	for i := uint64(1); i <= 10; i++ {
+		batch = append(batch, &raft.Log{Index: i, Term: 1, Data: []byte{byte(i)}})
+	}
+	if err := s.StoreLogs(batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRange(8, 10); err != nil {
+		t.Fatal(err)
+	}
+	// The new leader's entries replace the deleted suffix.
+	if err := s.StoreLogs([]*raft.Log{{Index: 8, Term: 2, Data: []byte{80}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = openWAL(dir, true, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatalf("reopen after a tail truncation: %v", err)
+	}
+	defer s.Close()
+	if last, err := s.LastIndex(); err != nil || last != 8 {
+		t.Fatalf("last index after reopen: %d, %v; want 8", last, err)
+	}
+	for i := uint64(1); i <= 8; i++ {
+		var e raft.Log
+		if err := s.GetLog(i, &e); err != nil {
+			t.Fatalf("GetLog(%d) after reopen: %v", i, err)
+		}
+		want := byte(i)
+		if i == 8 {
+			want = 80
+		}
+		if e.Index != i || e.Data[0] != want {
+			t.Fatalf("entry %d after reopen: index %d data %v", i, e.Index, e.Data)
+		}
+	}
+}
