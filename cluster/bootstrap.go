@@ -50,6 +50,7 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	}
 	n.transport = trans
 	n.guard = newRaftGuard(trans, n.log)
+	n.guard.peerLastIndex = n.peerLastIndex
 
 	rc := n.raftConfig(hlog)
 	if err := raft.ValidateConfig(rc); err != nil {

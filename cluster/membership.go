@@ -440,6 +440,25 @@ func (n *Node) reconcile(ctx context.Context, nonvoterSince map[raft.ServerID]ti
 	return errors.Join(errs...)
 }
 
+// peerLastIndex asks a member for Raft's last index on it (the raft guard's
+// check before a snapshot is sent); false when it cannot tell.
+func (n *Node) peerLastIndex(id raft.ServerID) (uint64, bool) {
+	m, ok := n.members.get(string(id))
+	if !ok || m.HTTP == "" {
+		return 0, false
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, peerStatusTimeout)
+	defer cancel()
+	var st nodeStatusResponse
+	if err := n.getJSON(ctx, m.HTTP+NodeStatusPath, &st); err != nil || st.ID != string(id) {
+		return 0, false
+	}
+	return st.LastIndex, true
+}
+
+// peerStatusTimeout bounds peerLastIndex.
+const peerStatusTimeout = 2 * time.Second
+
 // caughtUp asks a member for its applied index and compares it with the
 // leader's commit index taken before the request.
 func (n *Node) caughtUp(ctx context.Context, m member) (bool, error) {

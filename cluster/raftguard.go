@@ -70,6 +70,10 @@ type raftGuard struct {
 	// raft is this node's Raft once NewRaft returned (nil before).
 	raft atomic.Pointer[raft.Raft]
 
+	// peerLastIndex asks a peer for Raft's last index on it (false: cannot
+	// tell); nil in tests that run without the HTTP layer.
+	peerLastIndex func(id raft.ServerID) (uint64, bool)
+
 	mu sync.Mutex
 	// installed: snapshot index last installed on a peer, until an
 	// AppendEntries to it is answered.
@@ -177,6 +181,27 @@ func (g *raftGuard) InstallSnapshot(id raft.ServerID, target raft.ServerAddress,
 	if blocked && args.LastLogIndex <= need {
 		g.poke()
 		return fmt.Errorf("%w: snapshot index %d, peer %s holds entries up to %d", errSnapshotWithheld, args.LastLogIndex, id, need)
+	}
+	// The monotonic-store form of #697: with raft-wal, a follower that
+	// installs a snapshot at S empties its log (removeOldLogs) but keeps
+	// its in-memory last log index L; if L >= S, the next AppendEntries
+	// whose previous entry is L passes Raft's check and moves the commit
+	// index into entries the follower no longer has: it panics ("log not
+	// found"; seen in the chaos harness, scenario members, seed 2026).
+	// So a snapshot is only sent above the follower's own last index, as
+	// the follower reports it; otherwise the leader takes a newer one.
+	if g.peerLastIndex != nil {
+		if last, ok := g.peerLastIndex(id); ok && args.LastLogIndex <= last {
+			g.mu.Lock()
+			if last > g.need[id] {
+				g.need[id] = last
+			}
+			g.mu.Unlock()
+			g.log.Warn("withholding a snapshot at or below the follower's last index (hashicorp/raft #697, monotonic log store); taking a newer one",
+				"peer", id, "snapshotIndex", args.LastLogIndex, "followerLastIndex", last)
+			g.poke()
+			return fmt.Errorf("%w: snapshot index %d, peer %s reports last index %d", errSnapshotWithheld, args.LastLogIndex, id, last)
+		}
 	}
 	err := g.Transport.InstallSnapshot(id, target, args, resp, data)
 	if err == nil && resp.Success {

@@ -169,6 +169,10 @@ type readIndexResponse struct {
 type nodeStatusResponse struct {
 	ID           string `json:"id"`
 	AppliedIndex uint64 `json:"appliedIndex"`
+	// LastIndex is Raft's last index on the node (its last log entry or
+	// snapshot, as Raft's own state says), which the leader's guard
+	// compares with a snapshot before sending it (raftguard.go).
+	LastIndex uint64 `json:"lastIndex"`
 }
 
 // remoteReadIndex asks the leader for a read index over HTTP. Followers
@@ -246,7 +250,7 @@ func (n *Node) handleReadIndex(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleNodeStatus(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, nodeStatusResponse{ID: string(n.nodeID), AppliedIndex: n.sm.AppliedIndex()})
+	writeJSON(w, http.StatusOK, nodeStatusResponse{ID: string(n.nodeID), AppliedIndex: n.sm.AppliedIndex(), LastIndex: n.raft.LastIndex()})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v interface{}) {
