@@ -31,10 +31,14 @@ func (f *FSM) ReleaseMappedMemory() error {
 	return f.dropMappedPages()
 }
 
-// releaseAfterNodes is how many B+tree pages write transactions may load
-// before ApplyBatch releases the mapping itself (64 MiB of 4 KiB pages): a
-// bulk load touches pages far faster than the periodic release runs.
-const releaseAfterNodes = 16384
+// releaseAfterNodes is how many B+tree nodes write transactions may load
+// before ApplyBatch releases the mapping itself, so that a bulk load does
+// not wait for the periodic release. A write maps more than the nodes it
+// loads: the kernel maps up to 16 cached pages around each fault
+// ("fault-around"), so one 10,000-row create into a million actions maps
+// most of the file. Releasing after every such batch cannot bound the
+// resident set during the load, but leaves it small as soon as it ends.
+const releaseAfterNodes = 2048
 
 // dropMappedPages is ReleaseMappedMemory's work; the caller holds f.mu
 // (shared) and f.writeMu.
