@@ -309,23 +309,31 @@ func TestOpenLogStoreReadOnlyEmptyDir(t *testing.T) {
 // TestWALGetLogBelowFirstIndex: after a head truncation within the tail
 // segment, entries below FirstIndex read as missing (raft-wal v0.4.0
 // would still return them; see walStore.GetLog).
-func TestWALGetLogBelowFirstIndex(t *testing.T) {
-	s, err := openWAL(t.TempDir(), true, hclog.NewNullLogger())
+// walWithEntries opens a WAL in dir (no fsync) holding entries 1..n of
+// term 1, entry i carrying the byte i.
+func walWithEntries(t *testing.T, dir string, n uint64) *walStore {
+	t.Helper()
+	s, err := openWAL(dir, true, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}()
 	var batch []*raft.Log
-	for i := uint64(1); i <= 10; i++ {
+	for i := uint64(1); i <= n; i++ {
 		batch = append(batch, &raft.Log{Index: i, Term: 1, Data: []byte{byte(i)}})
 	}
 	if err := s.StoreLogs(batch); err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+func TestWALGetLogBelowFirstIndex(t *testing.T) {
+	s := walWithEntries(t, t.TempDir(), 10)
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}()
 	if err := s.DeleteRange(1, 5); err != nil {
 		t.Fatal(err)
 	}
@@ -376,17 +384,7 @@ func copyFile(t *testing.T, from, to string) {
 // v0.4.1); this fails on v0.4.0.
 func TestWALTailTruncationSurvivesReopen(t *testing.T) {
 	dir := t.TempDir()
-	s, err := openWAL(dir, true, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var batch []*raft.Log
-	for i := uint64(1); i <= 10; i++ {
-		batch = append(batch, &raft.Log{Index: i, Term: 1, Data: []byte{byte(i)}})
-	}
-	if err := s.StoreLogs(batch); err != nil {
-		t.Fatal(err)
-	}
+	s := walWithEntries(t, dir, 10)
 	if err := s.DeleteRange(8, 10); err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +396,7 @@ func TestWALTailTruncationSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = openWAL(dir, true, hclog.NewNullLogger())
+	s, err := openWAL(dir, true, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatalf("reopen after a tail truncation: %v", err)
 	}

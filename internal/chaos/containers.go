@@ -440,24 +440,22 @@ func (r *containerRunner) Paused(n int) bool {
 
 // Pause implements NodeRunner with docker pause (cgroup freezer).
 func (r *containerRunner) Pause(ctx context.Context, n int) error {
-	if err := run(ctx, "docker", "pause", r.c.container(n)); err != nil {
-		return fmt.Errorf("pause node%d: %w", n, err)
-	}
-	p := r.nodes[n-1]
-	p.mu.Lock()
-	p.paused = true
-	p.mu.Unlock()
-	return nil
+	return r.setPaused(ctx, n, "pause", true)
 }
 
 // Resume implements NodeRunner with docker unpause.
 func (r *containerRunner) Resume(ctx context.Context, n int) error {
-	if err := run(ctx, "docker", "unpause", r.c.container(n)); err != nil {
-		return fmt.Errorf("resume node%d: %w", n, err)
+	return r.setPaused(ctx, n, "unpause", false)
+}
+
+// setPaused runs docker pause or unpause on node n and records the state.
+func (r *containerRunner) setPaused(ctx context.Context, n int, verb string, paused bool) error {
+	if err := run(ctx, "docker", verb, r.c.container(n)); err != nil {
+		return fmt.Errorf("%s node%d: %w", verb, n, err)
 	}
 	p := r.nodes[n-1]
 	p.mu.Lock()
-	p.paused = false
+	p.paused = paused
 	p.mu.Unlock()
 	return nil
 }
