@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/exactonce/exactonce/fsm"
 )
 
@@ -72,4 +74,7 @@ type Config struct {
 	// raft-boltdb at raft/raft.db, the layout before the raft WAL, so tests
 	// can build such a data dir and check its migration.
 	legacyBoltStore bool
+	// wrapLog, when set, wraps the Raft log store under parallelLog, so
+	// tests can hold or fail this node's log writes.
+	wrapLog func(raft.LogStore) raft.LogStore
 }

@@ -71,7 +71,20 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	}
 	n.hasState.Store(existing)
 
-	r, err := raft.NewRaft(rc, n.sm, store, store, snaps, n.guard.raftTransport())
+	var logStore raft.LogStore = store
+	if cfg.wrapLog != nil {
+		logStore = cfg.wrapLog(store)
+	}
+	n.plog, err = newParallelLog(logStore, n.logEarly, n.logWriteFailed)
+	if err != nil {
+		return err
+	}
+	n.guard.commitCap = n.plog.Durable
+	logs, err := newRecentLog(n.plog)
+	if err != nil {
+		return err
+	}
+	r, err := raft.NewRaft(rc, gatedFSM{stateMachine: n.sm, log: n.plog}, logs, store, snaps, n.guard.raftTransport())
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
@@ -97,6 +110,23 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	}
 	_ = ctx // Open does not block on the network; WaitLeader does.
 	return nil
+}
+
+// logEarly reports whether a Raft log write may return before it is
+// durable (parallelLog): only the leader's own. Raft's main goroutine,
+// which issues every StoreLogs, is also the one that changes the state, so
+// the answer matches the caller.
+func (n *Node) logEarly() bool {
+	r := n.guard.raft.Load()
+	return r != nil && r.State() == raft.Leader
+}
+
+// logWriteFailed ends the process: Raft was told a leader write succeeded
+// that did not (disk full, I/O error), and the node cannot tell which of
+// its entries are on disk. A restart reads the log as it is.
+func (n *Node) logWriteFailed(err error) {
+	n.log.Error("raft log write failed; stopping", "err", err)
+	panic(err)
 }
 
 // abortStart stops what start already started (Raft, gossip, goroutines)

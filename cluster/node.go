@@ -57,6 +57,7 @@ type Node struct {
 	raft      *raft.Raft
 	transport raft.Transport
 	store     raftStore
+	plog      *parallelLog
 	snaps     raft.SnapshotStore
 
 	// guard wraps transport for Raft (hashicorp/raft #695 and #697, see
@@ -281,6 +282,9 @@ func (n *Node) closeStores() error {
 		if err := c.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close raft transport: %w", err))
 		}
+	}
+	if n.plog != nil {
+		n.plog.Close()
 	}
 	if n.store != nil {
 		if err := n.store.Close(); err != nil {

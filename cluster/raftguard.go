@@ -74,6 +74,10 @@ type raftGuard struct {
 	// tell); nil in tests that run without the HTTP layer.
 	peerLastIndex func(id raft.ServerID) (uint64, bool)
 
+	// commitCap, when set, is the leader's durable log index: no
+	// AppendEntries carries a commit index above it (parallelLog).
+	commitCap func() uint64
+
 	mu sync.Mutex
 	// installed: snapshot index last installed on a peer, until an
 	// AppendEntries to it is answered.
@@ -143,8 +147,22 @@ func (g *raftGuard) poke() {
 	}
 }
 
-// AppendEntries watches answers for the #697 livelock's signature.
+// AppendEntriesPipeline caps the commit index of pipelined AppendEntries
+// (parallelLog).
+func (g *raftGuard) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	p, err := g.Transport.AppendEntriesPipeline(id, target)
+	if err != nil || g.commitCap == nil {
+		return p, err
+	}
+	return cappedPipeline{AppendPipeline: p, durable: g.commitCap}, nil
+}
+
+// AppendEntries caps the commit index (parallelLog) and watches answers
+// for the #697 livelock's signature.
 func (g *raftGuard) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if g.commitCap != nil {
+		args.LeaderCommitIndex = min(args.LeaderCommitIndex, g.commitCap())
+	}
 	err := g.Transport.AppendEntries(id, target, args, resp)
 	if err != nil || resp.Term > args.Term || (args.PrevLogEntry == 0 && len(args.Entries) == 0) {
 		// Failed, stale term, or a heartbeat (which checks no log).

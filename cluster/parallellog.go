@@ -1,0 +1,324 @@
+package cluster
+
+// parallelLog lets the leader write its own log in parallel with
+// replication (Raft thesis §10.2.1, what etcd does), instead of first
+// writing and fsyncing it and only then sending the entries to the
+// followers, which is what hashicorp/raft's dispatchLogs does. On a 2-core
+// machine that saves about one fsync (~0.1 ms) on every write.
+//
+// How it stays safe. hashicorp/raft counts the leader in the commit quorum
+// as soon as StoreLogs returns, so with an early return its commit index
+// can run ahead of what is durable on a majority. Nothing may observe such
+// an index, so two gates hold it back until the leader's write is durable:
+//
+//   - the state machine (gatedFSM) applies a batch only when the log is
+//     durable through the batch's last entry: no client answer, read,
+//     snapshot or membership-change future (they respond after the FSM saw
+//     the configuration entry) reflects an entry before that;
+//   - the transport (commitCap) lowers LeaderCommitIndex in every
+//     AppendEntries to the durable index, so a follower never applies
+//     beyond it either.
+//
+// An entry that is observed is therefore durable on the leader and on the
+// followers that acknowledged it (followers write synchronously): on a
+// majority. If the leader loses power before its write lands, the entries
+// it lost were never observed, and the cluster may keep them or overwrite
+// them as Raft sees fit.
+//
+// Only the leader's own writes are early; a follower's StoreLogs returns
+// after its fsync, as before, because its acknowledgement counts. Every
+// other operation (a follower write, a truncation, LastIndex) first waits
+// until the pending writes are durable, so the store sees operations in
+// the order Raft issued them.
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// parallelLog is the raft.LogStore Raft is given (under a raft.LogCache).
+type parallelLog struct {
+	inner raft.LogStore
+	// early reports whether a StoreLogs call may return before the write
+	// is durable: true only on the leader (see Node.logEarly).
+	early func() bool
+	// fatal is called when a write that already returned early fails;
+	// such a node cannot go on (default: panic, as etcd does).
+	fatal func(error)
+
+	mu   sync.Mutex
+	cond *sync.Cond // signalled when pending shrinks or durable changes
+	// pending are the batches handed to the writer and not yet durable,
+	// oldest first.
+	pending [][]*raft.Log
+	// durable is the last index known durable in inner.
+	durable uint64
+	closed  bool
+	done    chan struct{}
+}
+
+// newParallelLog wraps inner; early decides per call whether a StoreLogs
+// may return before its fsync.
+func newParallelLog(inner raft.LogStore, early func() bool, fatal func(error)) (*parallelLog, error) {
+	last, err := inner.LastIndex()
+	if err != nil {
+		return nil, fmt.Errorf("cluster: raft log last index: %w", err)
+	}
+	if fatal == nil {
+		fatal = func(err error) { panic(err) }
+	}
+	p := &parallelLog{inner: inner, early: early, fatal: fatal, durable: last, done: make(chan struct{})}
+	p.cond = sync.NewCond(&p.mu)
+	go p.writer()
+	return p, nil
+}
+
+// writer writes pending batches in order, merging whatever queued up
+// behind the one in flight into a single write (one fsync).
+func (p *parallelLog) writer() {
+	defer close(p.done)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		for len(p.pending) == 0 && !p.closed {
+			p.cond.Wait()
+		}
+		if len(p.pending) == 0 {
+			return
+		}
+		n := len(p.pending)
+		var batch []*raft.Log
+		for _, b := range p.pending[:n] {
+			batch = append(batch, b...)
+		}
+		p.mu.Unlock()
+		err := p.inner.StoreLogs(batch)
+		p.mu.Lock()
+		if err != nil {
+			p.mu.Unlock()
+			p.fatal(fmt.Errorf("cluster: writing the leader's Raft log (entries %d-%d) failed after Raft was told it succeeded; the node must restart: %w",
+				batch[0].Index, batch[len(batch)-1].Index, err))
+			p.mu.Lock()
+			return
+		}
+		p.pending = p.pending[n:]
+		p.durable = batch[len(batch)-1].Index
+		p.cond.Broadcast()
+	}
+}
+
+// idleLocked waits until no write is pending or in flight (the writer
+// drops a batch from pending only once it is durable).
+func (p *parallelLog) idleLocked() {
+	for len(p.pending) > 0 {
+		p.cond.Wait()
+	}
+}
+
+// Durable is the last index known to be on disk.
+func (p *parallelLog) Durable() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.durable
+}
+
+// WaitDurable blocks until the log is durable through index, or nothing
+// is pending (then index is as durable as it will get: a follower's
+// entries are written before StoreLogs returns).
+func (p *parallelLog) WaitDurable(index uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.durable < index && len(p.pending) > 0 {
+		p.cond.Wait()
+	}
+}
+
+// FirstIndex implements raft.LogStore.
+func (p *parallelLog) FirstIndex() (uint64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	first, err := p.inner.FirstIndex()
+	if err != nil || first != 0 || len(p.pending) == 0 {
+		return first, err
+	}
+	return p.pending[0][0].Index, nil
+}
+
+// LastIndex implements raft.LogStore.
+func (p *parallelLog) LastIndex() (uint64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.pending); n > 0 {
+		b := p.pending[n-1]
+		return b[len(b)-1].Index, nil
+	}
+	return p.inner.LastIndex()
+}
+
+// GetLog implements raft.LogStore: a pending entry is served from memory
+// (replication reads the entries it sends while they are being written).
+func (p *parallelLog) GetLog(index uint64, log *raft.Log) error {
+	p.mu.Lock()
+	for _, b := range p.pending {
+		if first := b[0].Index; index >= first && index < first+uint64(len(b)) {
+			*log = *b[index-first]
+			p.mu.Unlock()
+			return nil
+		}
+	}
+	p.mu.Unlock()
+	// Not pending: written already (the writer drops a batch from pending
+	// only after inner has it), or absent.
+	return p.inner.GetLog(index, log)
+}
+
+// StoreLog implements raft.LogStore.
+func (p *parallelLog) StoreLog(log *raft.Log) error {
+	return p.StoreLogs([]*raft.Log{log})
+}
+
+// StoreLogs implements raft.LogStore. On the leader it queues the batch
+// and returns; otherwise it writes after the pending batches, and returns
+// when durable.
+func (p *parallelLog) StoreLogs(logs []*raft.Log) error {
+	if len(logs) == 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errParallelLogClosed
+	}
+	if p.early() {
+		p.pending = append(p.pending, logs)
+		p.cond.Broadcast()
+		return nil
+	}
+	p.idleLocked()
+	if err := p.inner.StoreLogs(logs); err != nil {
+		return err
+	}
+	p.durable = logs[len(logs)-1].Index
+	p.cond.Broadcast()
+	return nil
+}
+
+// DeleteRange implements raft.LogStore. A head compaction (below every
+// pending entry) goes straight through; anything else waits for the
+// pending writes first.
+func (p *parallelLog) DeleteRange(min, max uint64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.pending) > 0 && p.pending[0][0].Index <= max {
+		p.cond.Wait()
+	}
+	if err := p.inner.DeleteRange(min, max); err != nil {
+		return err
+	}
+	// A tail truncation lowers what is durable; a head compaction leaves
+	// the last index alone.
+	last, err := p.inner.LastIndex()
+	if err != nil {
+		return fmt.Errorf("cluster: raft log last index after truncation: %w", err)
+	}
+	if last < p.durable {
+		p.durable = last
+	}
+	return nil
+}
+
+// IsMonotonic passes the inner store's raft.MonotonicLogStore answer on.
+func (p *parallelLog) IsMonotonic() bool {
+	m, ok := p.inner.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
+// Close writes what is pending and stops the writer. It does not close
+// inner. Raft must be shut down first.
+func (p *parallelLog) Close() {
+	p.mu.Lock()
+	p.closed = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	<-p.done
+}
+
+var errParallelLogClosed = fmt.Errorf("cluster: raft log closed")
+
+// gatedFSM applies a batch only once the leader's log is durable through
+// it (see the file comment).
+type gatedFSM struct {
+	stateMachine
+	log *parallelLog
+}
+
+// ApplyBatch implements raft.BatchingFSM.
+func (g gatedFSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	if len(logs) > 0 {
+		g.log.WaitDurable(logs[len(logs)-1].Index)
+	}
+	return g.stateMachine.ApplyBatch(logs)
+}
+
+// Apply implements raft.FSM.
+func (g gatedFSM) Apply(l *raft.Log) interface{} {
+	g.log.WaitDurable(l.Index)
+	return g.stateMachine.Apply(l)
+}
+
+// cappedPipeline lowers LeaderCommitIndex to the leader's durable index in
+// pipelined AppendEntries (see the file comment).
+type cappedPipeline struct {
+	raft.AppendPipeline
+	durable func() uint64
+}
+
+// AppendEntries implements raft.AppendPipeline.
+func (c cappedPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	args.LeaderCommitIndex = min(args.LeaderCommitIndex, c.durable())
+	return c.AppendPipeline.AppendEntries(args, resp)
+}
+
+// cacheEntryMax is the largest entry recentLog caches.
+const cacheEntryMax = 64 << 10
+
+// logCacheEntries is how many recent entries recentLog keeps: with
+// cacheEntryMax, at most 16 MiB.
+const logCacheEntries = 256
+
+// recentLog is raft.LogCache over the log, minus large entries: Raft reads
+// back what it just wrote (the previous entry of every AppendEntries, the
+// entries it sends, a follower's committed entries), and raft-wal serves
+// each read with a pread and a decode. A batch with an entry over
+// cacheEntryMax (a big CSV create) is written around the cache, so the
+// cache holds at most logCacheEntries*cacheEntryMax bytes. That stays
+// coherent: LogCache matches a slot by index, so a skipped index misses,
+// and every overwrite of an index goes through DeleteRange, which empties
+// the cache.
+type recentLog struct {
+	*raft.LogCache
+	store raft.LogStore
+}
+
+func newRecentLog(store raft.LogStore) (recentLog, error) {
+	c, err := raft.NewLogCache(logCacheEntries, store)
+	if err != nil {
+		return recentLog{}, fmt.Errorf("cluster: raft log cache: %w", err)
+	}
+	return recentLog{LogCache: c, store: store}, nil
+}
+
+// StoreLog implements raft.LogStore.
+func (c recentLog) StoreLog(l *raft.Log) error { return c.StoreLogs([]*raft.Log{l}) }
+
+// StoreLogs implements raft.LogStore.
+func (c recentLog) StoreLogs(logs []*raft.Log) error {
+	for _, l := range logs {
+		if len(l.Data) > cacheEntryMax {
+			return c.store.StoreLogs(logs)
+		}
+	}
+	return c.LogCache.StoreLogs(logs)
+}

@@ -1,0 +1,396 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/exactonce/exactonce/fsm"
+)
+
+// heldLog is a raft.LogStore whose writes can be held (they block until
+// released) or failed, to look at parallelLog while a write is in flight.
+type heldLog struct {
+	raft.LogStore
+	held   atomic.Bool
+	fail   atomic.Bool
+	mu     sync.Mutex
+	ch     chan struct{} // closed to release the held writes
+	writes atomic.Int64  // StoreLogs calls that reached the inner store
+}
+
+func newHeldLog(inner raft.LogStore) *heldLog {
+	return &heldLog{LogStore: inner, ch: make(chan struct{})}
+}
+
+func (h *heldLog) hold() {
+	h.mu.Lock()
+	h.ch = make(chan struct{})
+	h.mu.Unlock()
+	h.held.Store(true)
+}
+
+func (h *heldLog) release() {
+	h.held.Store(false)
+	h.mu.Lock()
+	close(h.ch)
+	h.mu.Unlock()
+}
+
+func (h *heldLog) StoreLogs(logs []*raft.Log) error {
+	if h.held.Load() {
+		h.mu.Lock()
+		ch := h.ch
+		h.mu.Unlock()
+		<-ch
+	}
+	if h.fail.Load() {
+		return errors.New("disk full")
+	}
+	h.writes.Add(1)
+	return h.LogStore.StoreLogs(logs)
+}
+
+func (h *heldLog) StoreLog(l *raft.Log) error { return h.StoreLogs([]*raft.Log{l}) }
+
+func entries(from, to uint64) []*raft.Log {
+	var out []*raft.Log
+	for i := from; i <= to; i++ {
+		out = append(out, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte(fmt.Sprint(i))})
+	}
+	return out
+}
+
+// returnsWithin runs f and reports whether it returned within d.
+func returnsWithin(d time.Duration, f func()) bool {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+func TestParallelLogLeaderWriteReturnsEarlyAndIsReadable(t *testing.T) {
+	held := newHeldLog(raft.NewInmemStore())
+	var leader atomic.Bool
+	leader.Store(true)
+	p, err := newParallelLog(held, leader.Load, func(err error) { t.Errorf("fatal: %v", err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.StoreLogs(entries(1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	p.WaitDurable(2)
+
+	held.hold()
+	// The leader's write returns while the disk write is held.
+	if !returnsWithin(5*time.Second, func() {
+		if err := p.StoreLogs(entries(3, 4)); err != nil {
+			t.Error(err)
+		}
+	}) {
+		t.Fatal("leader StoreLogs blocked on the disk write")
+	}
+	if got := p.Durable(); got != 2 {
+		t.Fatalf("durable = %d while entries 3-4 are held, want 2", got)
+	}
+	// Replication reads what it sends while it is being written.
+	var l raft.Log
+	if err := p.GetLog(4, &l); err != nil || string(l.Data) != "4" {
+		t.Fatalf("GetLog(4) of a pending entry = %v, %q", err, l.Data)
+	}
+	if last, _ := p.LastIndex(); last != 4 {
+		t.Fatalf("LastIndex = %d, want 4 (pending counts)", last)
+	}
+	// The FSM gate waits for the disk.
+	if returnsWithin(100*time.Millisecond, func() { p.WaitDurable(3) }) {
+		t.Fatal("WaitDurable(3) returned before entry 3 was written")
+	}
+	held.release()
+	if !returnsWithin(5*time.Second, func() { p.WaitDurable(4) }) {
+		t.Fatal("WaitDurable(4) did not return after the write")
+	}
+	if got := p.Durable(); got != 4 {
+		t.Fatalf("durable = %d, want 4", got)
+	}
+	if err := held.LogStore.GetLog(4, &l); err != nil {
+		t.Fatalf("entry 4 not in the inner store: %v", err)
+	}
+}
+
+func TestParallelLogFollowerWriteIsDurableOnReturnAndOrdered(t *testing.T) {
+	held := newHeldLog(raft.NewInmemStore())
+	var leader atomic.Bool
+	leader.Store(true)
+	p, err := newParallelLog(held, leader.Load, func(err error) { t.Errorf("fatal: %v", err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	held.hold()
+	if err := p.StoreLogs(entries(1, 3)); err != nil { // early: held
+		t.Fatal(err)
+	}
+	leader.Store(false) // stepped down
+	followerDone := make(chan error, 1)
+	go func() { followerDone <- p.StoreLogs(entries(4, 5)) }()
+	select {
+	case err := <-followerDone:
+		t.Fatalf("follower StoreLogs returned (%v) before the pending leader write was durable", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	held.release()
+	if err := <-followerDone; err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Durable(); got != 5 {
+		t.Fatalf("durable = %d after the follower write returned, want 5", got)
+	}
+	for i := uint64(1); i <= 5; i++ {
+		var l raft.Log
+		if err := held.LogStore.GetLog(i, &l); err != nil {
+			t.Fatalf("entry %d missing from the inner store: %v", i, err)
+		}
+	}
+}
+
+func TestParallelLogTailTruncationWaitsAndLowersDurable(t *testing.T) {
+	held := newHeldLog(raft.NewInmemStore())
+	var leader atomic.Bool
+	leader.Store(true)
+	p, err := newParallelLog(held, leader.Load, func(err error) { t.Errorf("fatal: %v", err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.StoreLogs(entries(1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	p.WaitDurable(5)
+	held.hold()
+	if err := p.StoreLogs(entries(6, 8)); err != nil {
+		t.Fatal(err)
+	}
+	// A head compaction below the pending entries does not wait.
+	if !returnsWithin(5*time.Second, func() {
+		if err := p.DeleteRange(1, 2); err != nil {
+			t.Error(err)
+		}
+	}) {
+		t.Fatal("head compaction waited for the pending write")
+	}
+	// A tail truncation (a new leader overwrote us) waits, then lowers durable.
+	leader.Store(false)
+	done := make(chan error, 1)
+	go func() { done <- p.DeleteRange(4, 8) }()
+	select {
+	case err := <-done:
+		t.Fatalf("tail truncation returned (%v) while entries 6-8 were pending", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	held.release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Durable(); got != 3 {
+		t.Fatalf("durable after truncating 4-8 = %d, want 3", got)
+	}
+	var l raft.Log
+	if err := p.GetLog(6, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("GetLog(6) after truncation = %v, want ErrLogNotFound", err)
+	}
+}
+
+func TestParallelLogFailedEarlyWriteIsFatal(t *testing.T) {
+	held := newHeldLog(raft.NewInmemStore())
+	fatal := make(chan error, 1)
+	p, err := newParallelLog(held, func() bool { return true }, func(err error) { fatal <- err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	held.fail.Store(true)
+	if err := p.StoreLogs(entries(1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-fatal:
+		if !bytes.Contains([]byte(err.Error()), []byte("disk full")) {
+			t.Fatalf("fatal error %v does not carry the cause", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a failed early write was not reported as fatal")
+	}
+	if got := p.Durable(); got != 0 {
+		t.Fatalf("durable = %d after a failed write, want 0", got)
+	}
+}
+
+func TestRecentLogLeavesLargeEntriesOut(t *testing.T) {
+	inner := raft.NewInmemStore()
+	c, err := newRecentLog(inner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := &raft.Log{Index: 1, Term: 1, Data: []byte("small")}
+	big := &raft.Log{Index: 2, Term: 1, Data: make([]byte, cacheEntryMax+1)}
+	if err := c.StoreLogs([]*raft.Log{small}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StoreLog(big); err != nil {
+		t.Fatal(err)
+	}
+	// Remove both from the inner store behind the cache's back: only the
+	// small one can still be read, from the cache.
+	if err := inner.DeleteRange(1, 2); err != nil {
+		t.Fatal(err)
+	}
+	var l raft.Log
+	if err := c.GetLog(1, &l); err != nil || string(l.Data) != "small" {
+		t.Fatalf("small entry not cached: %v", err)
+	}
+	if err := c.GetLog(2, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("large entry was cached (GetLog = %v)", err)
+	}
+	// A DeleteRange through the cache empties it.
+	if err := c.DeleteRange(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.GetLog(1, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("GetLog(1) after DeleteRange = %v, want ErrLogNotFound", err)
+	}
+}
+
+func TestCappedPipelineCapsCommitIndex(t *testing.T) {
+	rec := &recordingPipeline{}
+	c := cappedPipeline{AppendPipeline: rec, durable: func() uint64 { return 7 }}
+	for _, tc := range []struct{ commit, want uint64 }{{5, 5}, {7, 7}, {9, 7}} {
+		if _, err := c.AppendEntries(&raft.AppendEntriesRequest{LeaderCommitIndex: tc.commit}, &raft.AppendEntriesResponse{}); err != nil {
+			t.Fatal(err)
+		}
+		if rec.last != tc.want {
+			t.Fatalf("commit %d sent as %d, want %d", tc.commit, rec.last, tc.want)
+		}
+	}
+}
+
+type recordingPipeline struct {
+	raft.AppendPipeline
+	last uint64
+}
+
+func (r *recordingPipeline) AppendEntries(args *raft.AppendEntriesRequest, _ *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	r.last = args.LeaderCommitIndex
+	return nil, nil
+}
+
+// TestNothingObservedBeforeTheLeaderLogIsDurable is the safety property of
+// parallelLog on a real three-node cluster: while the leader's own log
+// write is held, a command reaches the followers' logs and Raft's commit
+// index on the leader (its early write counts), yet no node applies it,
+// no follower learns it is committed, and the client gets no answer. Once
+// the write lands, the command commits everywhere.
+func TestNothingObservedBeforeTheLeaderLogIsDurable(t *testing.T) {
+	helds := map[string]*heldLog{}
+	var mu sync.Mutex
+	nodes := newGossipCluster(t, 3, func(c *Config) {
+		id := c.NodeID
+		c.wrapLog = func(s raft.LogStore) raft.LogStore {
+			h := newHeldLog(s)
+			mu.Lock()
+			helds[id] = h
+			mu.Unlock()
+			return h
+		}
+	})
+	for _, tn := range nodes {
+		tn.mustOpen()
+	}
+	leader := waitOneLeader(t, nodes, 30*time.Second)
+	applyOnLeader(t, nodes, clientCmd("c1"))
+
+	mu.Lock()
+	held := helds[leader.cfg.NodeID]
+	mu.Unlock()
+	held.hold()
+	released := false
+	defer func() {
+		if !released {
+			held.release()
+		}
+	}()
+
+	before := leader.node.raft.LastIndex()
+	idx := before + 1
+	type result struct {
+		res *fsm.Result
+		err error
+	}
+	answered := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		res, err := leader.node.Apply(ctx, createCmd("c1", "a1"))
+		answered <- result{res, err}
+	}()
+
+	waitFor(t, "the entry in both followers' logs and committed in the leader's Raft", 10*time.Second, func() bool {
+		for _, f := range followers(nodes, leader) {
+			if f.node.raft.LastIndex() < idx {
+				return false
+			}
+		}
+		return leader.node.raft.CommitIndex() >= idx
+	})
+	// Watch for a while: nothing may observe the entry.
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		select {
+		case r := <-answered:
+			t.Fatalf("client answered (%v, %v) before the leader's log write was durable", r.res, r.err)
+		default:
+		}
+		for _, tn := range nodes {
+			if got := tn.fsm.AppliedIndex(); got >= idx {
+				t.Fatalf("%s applied index %d >= %d before the leader's log write was durable", tn.cfg.NodeID, got, idx)
+			}
+			if tn != leader {
+				if got := tn.node.raft.CommitIndex(); got >= idx {
+					t.Fatalf("follower %s learned commit index %d >= %d before the leader's log write was durable", tn.cfg.NodeID, got, idx)
+				}
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	released = true
+	held.release()
+	select {
+	case r := <-answered:
+		if r.err != nil || r.res == nil || r.res.Code != fsm.CodeOK {
+			t.Fatalf("create after release: %v / %+v", r.err, r.res)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no answer after the leader's write landed")
+	}
+	waitFor(t, "every node applies the entry", 10*time.Second, func() bool {
+		for _, tn := range nodes {
+			if tn.fsm.AppliedIndex() < idx {
+				return false
+			}
+		}
+		return true
+	})
+	assertSameState(t, nodes)
+}
