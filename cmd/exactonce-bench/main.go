@@ -51,6 +51,8 @@ type options struct {
 	seed     uint64
 	pprof    bool
 	selfProf string
+	ab       string
+	abRounds int
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -94,6 +96,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep data directories and node logs")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "abort the whole session after this long")
 	fs.BoolVar(&o.verbose, "v", false, "debug logging")
+	fs.StringVar(&o.ab, "ab", "", "A/B mode: two exactonced binaries `old,new`; alternate rounds of one-client consumes between a cluster of each and print both latencies (nothing else runs)")
+	fs.IntVar(&o.abRounds, "ab-rounds", 20, "A/B rounds (300 consumes per binary each)")
 	fs.StringVar(&o.selfProf, "self-cpuprofile", "", "write a CPU profile of the load generator itself to this file")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -107,6 +111,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Log = log
+	if o.ab != "" {
+		return runAB(cfg, o, stdout, stderr)
+	}
 	if err := complete(&cfg, &o); err != nil {
 		fmt.Fprintln(stderr, "exactonce-bench:", err)
 		return 2
@@ -152,6 +159,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if runErr != nil {
 		return 1
 	}
+	return 0
+}
+
+// runAB is the -ab mode (bench.RunAB).
+func runAB(cfg bench.Config, o options, stdout, stderr io.Writer) int {
+	bins := splitList(o.ab)
+	if len(bins) != 2 {
+		fmt.Fprintln(stderr, "exactonce-bench: -ab wants two binaries, old,new")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	res, err := bench.RunAB(ctx, bench.ABConfig{Bins: [2]string{bins[0], bins[1]}, Rounds: o.abRounds, PerRound: 300,
+		HTTPPort: cfg.HTTPPort, RaftPort: cfg.RaftPort, GossipPort: cfg.GossipPort, TempBase: cfg.TempBase, Log: cfg.Log})
+	if err != nil {
+		fmt.Fprintln(stderr, "exactonce-bench:", err)
+		return 1
+	}
+	bench.PrintAB(stdout, res)
 	return 0
 }
 
