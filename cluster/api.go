@@ -16,6 +16,10 @@ import (
 
 // Errors returned by Node. httpapi maps them to SPEC.md's 503 codes.
 var (
+	// ErrLagging: ReadBarrierWithin gave up waiting on a follower that has
+	// not applied the read index yet; nothing is wrong, the leader can
+	// serve the read at once (httpapi forwards it there).
+	ErrLagging = errors.New("cluster: this follower has not applied the read index yet")
 	// ErrUnavailable: nothing was proposed (no leader, not ready, enqueue
 	// timeout, deadline before proposing). Safe to retry. 503 unavailable.
 	ErrUnavailable = errors.New("cluster: no leader available")

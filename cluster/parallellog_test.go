@@ -394,3 +394,55 @@ func TestNothingObservedBeforeTheLeaderLogIsDurable(t *testing.T) {
 	})
 	assertSameState(t, nodes)
 }
+
+// TestReadBarrierWithinOnLaggingFollower: a follower that has not applied
+// the read index (here: its log writes are held, so it lacks the entry)
+// gives up after the lag with ErrLagging instead of waiting; the leader
+// never does; once the follower catches up the barrier passes there too.
+func TestReadBarrierWithinOnLaggingFollower(t *testing.T) {
+	helds := map[string]*heldLog{}
+	var mu sync.Mutex
+	nodes := newGossipCluster(t, 3, func(c *Config) {
+		id := c.NodeID
+		c.wrapLog = func(s raft.LogStore) raft.LogStore {
+			h := newHeldLog(s)
+			mu.Lock()
+			helds[id] = h
+			mu.Unlock()
+			return h
+		}
+	})
+	for _, tn := range nodes {
+		tn.mustOpen()
+	}
+	leader := waitOneLeader(t, nodes, 30*time.Second)
+	slow := followers(nodes, leader)[0]
+	mu.Lock()
+	held := helds[slow.cfg.NodeID]
+	mu.Unlock()
+	held.hold()
+	released := false
+	defer func() {
+		if !released {
+			held.release()
+		}
+	}()
+	applyOnLeader(t, nodes, clientCmd("c1")) // commits with the other follower
+	want := leader.fsm.AppliedIndex()
+
+	err := slow.node.ReadBarrierWithin(ctxTimeout(t, 10*time.Second), 50*time.Millisecond)
+	if !errors.Is(err, ErrLagging) {
+		t.Fatalf("lagging follower: ReadBarrierWithin = %v, want ErrLagging", err)
+	}
+	if err := leader.node.ReadBarrierWithin(ctxTimeout(t, 10*time.Second), time.Nanosecond); err != nil {
+		t.Fatalf("leader: ReadBarrierWithin = %v", err)
+	}
+	released = true
+	held.release()
+	if err := slow.node.ReadBarrierWithin(ctxTimeout(t, 10*time.Second), 5*time.Second); err != nil {
+		t.Fatalf("caught-up follower: ReadBarrierWithin = %v", err)
+	}
+	if got := slow.fsm.AppliedIndex(); got < want {
+		t.Fatalf("follower passed the barrier at applied index %d < %d", got, want)
+	}
+}

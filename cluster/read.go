@@ -36,6 +36,24 @@ const (
 // comes from the leader. Concurrent callers share one confirmation round.
 // Every failure is ErrUnavailable (wrapped).
 func (n *Node) ReadBarrier(ctx context.Context) error {
+	return n.readBarrier(ctx, 0)
+}
+
+// ReadBarrierWithin is ReadBarrier for a caller that can send the read to
+// the leader instead of waiting here: on a follower whose FSM has not
+// reached the read index within lag, it returns ErrLagging (wrapped).
+//
+// Why: a follower learns that an entry is committed only from the
+// leader's next AppendEntries, which hashicorp/raft sends when there is a
+// new entry or after CommitTimeout (5-10 ms) when idle. A read on a
+// follower right after a write (read-your-writes through another node)
+// would wait that long; the leader answers it at once.
+func (n *Node) ReadBarrierWithin(ctx context.Context, lag time.Duration) error {
+	return n.readBarrier(ctx, lag)
+}
+
+// readBarrier is ReadBarrier, or ReadBarrierWithin when lag > 0.
+func (n *Node) readBarrier(ctx context.Context, lag time.Duration) error {
 	ctx, cancel := n.mergeCtx(ctx)
 	defer cancel()
 	// Transient failures (no leader yet, leader changing) are retried until
@@ -54,6 +72,17 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+	if lag > 0 && n.sm.AppliedIndex() < index && n.raft.State() != raft.Leader {
+		lagCtx, cancelLag := context.WithTimeout(ctx, lag)
+		applied := n.sm.WaitApplied(index, lagCtx.Done())
+		cancelLag()
+		if applied {
+			return nil
+		}
+		if ctx.Err() == nil {
+			return fmt.Errorf("cluster: read barrier: index %d not applied here within %s: %w", index, lag, ErrLagging)
+		}
 	}
 	if !n.sm.WaitApplied(index, ctx.Done()) {
 		return fmt.Errorf("cluster: read barrier: waiting for index %d: %w", index, ErrUnavailable)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/exactonce/exactonce/cluster"
 	"github.com/exactonce/exactonce/fsm"
 	"github.com/exactonce/exactonce/internal/secure"
 )
@@ -391,6 +392,23 @@ func (s *Server) readBarrier(w http.ResponseWriter, r *http.Request) bool {
 		WriteError(w, errInvalid, "consistency must be linearizable or stale", nil)
 		return false
 	}
+	if !isForwarded(r) {
+		err := s.b.ReadBarrierWithin(r.Context(), followerReadLag)
+		switch {
+		case err == nil:
+			return true
+		case errors.Is(err, cluster.ErrLagging):
+			// This follower has not learned of a recent commit yet: the
+			// leader answers at once. If it cannot be reached, wait here.
+			if leader := s.b.LeaderHTTP(); leader != "" && s.forward(w, r, nil, leader, true) == fwdDone {
+				return false
+			}
+		default:
+			LoggerFrom(r.Context()).Info("read barrier failed", "error", err)
+			WriteError(w, CodeUnavailable, "", nil)
+			return false
+		}
+	}
 	if err := s.b.ReadBarrier(r.Context()); err != nil {
 		LoggerFrom(r.Context()).Info("read barrier failed", "error", err)
 		WriteError(w, CodeUnavailable, "", nil)
@@ -398,6 +416,11 @@ func (s *Server) readBarrier(w http.ResponseWriter, r *http.Request) bool {
 	}
 	return true
 }
+
+// followerReadLag is how long a linearizable read on a follower waits for
+// its state machine to reach the read index before it is sent to the
+// leader (cluster.Node.ReadBarrierWithin).
+const followerReadLag = time.Millisecond
 
 // onlyConsistencyParam answers 400 for any query parameter but
 // "consistency" (reads other than list take no other).

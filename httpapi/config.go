@@ -94,6 +94,9 @@ type Backend interface {
 	Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error)
 	// ReadBarrier returns once the local FSM reflects every committed write.
 	ReadBarrier(ctx context.Context) error
+	// ReadBarrierWithin is ReadBarrier, but a follower that has not caught
+	// up with the read index within lag returns cluster.ErrLagging.
+	ReadBarrierWithin(ctx context.Context, lag time.Duration) error
 	// FSM returns the local state machine.
 	FSM() *fsm.FSM
 	// IsLeader reports whether this node is a leader ready to serve.

@@ -116,7 +116,7 @@ func (s *Server) dispatchWrite(w http.ResponseWriter, r *http.Request, body []by
 			WriteError(w, CodeUnavailable, "this node is not the leader", nil)
 			return
 		} else if leader := s.b.LeaderHTTP(); leader != "" {
-			switch s.forward(w, r, body, leader) {
+			switch s.forward(w, r, body, leader, false) {
 			case fwdDone:
 				return
 			case fwdRetry:
@@ -195,8 +195,10 @@ var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy
 
 // forward sends the request to the leader and relays its answer exactly.
 // A failure before the request was written is retryable; a failure after
-// it was written means the leader may have acted: 503 outcome_unknown.
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, leader string) fwdOutcome {
+// it was written means the leader may have acted: 503 outcome_unknown. A
+// read (read=true) changes nothing, so any failure is retryable and
+// nothing is written.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, leader string, read bool) fwdOutcome {
 	ctx := r.Context()
 	log := LoggerFrom(ctx)
 	url := strings.TrimRight(leader, "/") + r.URL.RequestURI()
@@ -236,7 +238,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, le
 	}
 	resp, err := s.fwd.client.Do(req)
 	if err != nil {
-		if !wrote {
+		if !wrote || read {
 			log.Info("forward failed before sending; retrying", "leader", leader, "error", err)
 			s.metrics.forwards.WithLabelValues("retry").Inc()
 			return fwdRetry
@@ -248,6 +250,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, le
 	}
 	defer resp.Body.Close()
 	respBody, err := io.ReadAll(io.LimitReader(resp.Body, maxRelayBytes))
+	if err != nil && read {
+		log.Info("forwarded read: reading the leader's answer failed; answering here", "leader", leader, "error", err)
+		s.metrics.forwards.WithLabelValues("retry").Inc()
+		return fwdRetry
+	}
 	if err != nil {
 		log.Warn("forward: reading the leader's answer failed", "leader", leader, "error", err)
 		s.metrics.forwards.WithLabelValues("outcome_unknown").Inc()

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/exactonce/exactonce/cluster"
 	"github.com/exactonce/exactonce/fsm"
 	"github.com/exactonce/exactonce/internal/secure"
 )
@@ -59,6 +60,8 @@ type testBackend struct {
 	// barrierErr, when set, is returned by ReadBarrier.
 	barrierErr atomic.Value
 	ready      atomic.Bool
+	// lagging makes ReadBarrierWithin answer cluster.ErrLagging.
+	lagging atomic.Bool
 }
 
 type errBox struct{ err error }
@@ -103,6 +106,12 @@ func (b *testBackend) ReadBarrier(ctx context.Context) error {
 		return e.err
 	}
 	return nil
+}
+func (b *testBackend) ReadBarrierWithin(ctx context.Context, _ time.Duration) error {
+	if b.lagging.Load() {
+		return fmt.Errorf("test: %w", cluster.ErrLagging)
+	}
+	return b.ReadBarrier(ctx)
 }
 func (b *testBackend) FSM() *fsm.FSM      { return b.f }
 func (b *testBackend) IsLeader() bool     { return b.leader.Load() }

@@ -276,7 +276,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"outcome"}),
 		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exactonce_http_forwards_total",
-			Help: "Writes forwarded to the leader by result.",
+			Help: "Requests forwarded to the leader (writes; reads on a lagging follower) by result.",
 		}, []string{"result"}),
 		creates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exactonce_actions_created_total",
