@@ -25,6 +25,12 @@ package cluster
 // it lost were never observed, and the cluster may keep them or overwrite
 // them as Raft sees fit.
 //
+// At most one leader write is in flight: a leader StoreLogs that finds one
+// waits for it first, as dispatchLogs did before, so the entries arriving
+// meanwhile form the next, larger batch. The overlap is kept for the
+// newest batch; under load the batching is worth more (the 10,000-racer
+// hot race answered 20-22k/s with unlimited early writes, 22-36k/s so).
+//
 // Only the leader's own writes are early; a follower's StoreLogs returns
 // after its fsync, as before, because its acknowledgement counts. Every
 // other operation (a follower write, a truncation, LastIndex) first waits
@@ -75,8 +81,8 @@ func newParallelLog(inner raft.LogStore, early func() bool, fatal func(error)) (
 	return p, nil
 }
 
-// writer writes pending batches in order, merging whatever queued up
-// behind the one in flight into a single write (one fsync).
+// writer writes pending batches in order (one raft-wal append, one fsync,
+// for all that are pending).
 func (p *parallelLog) writer() {
 	defer close(p.done)
 	p.mu.Lock()
@@ -192,6 +198,11 @@ func (p *parallelLog) StoreLogs(logs []*raft.Log) error {
 		return errParallelLogClosed
 	}
 	if p.early() {
+		// At most one write in flight: while one is, the leader waits for
+		// it, as it did before, so that the entries arriving meanwhile
+		// form the next, larger batch (under load, batching is worth more
+		// than the overlap).
+		p.idleLocked()
 		p.pending = append(p.pending, logs)
 		p.cond.Broadcast()
 		return nil
