@@ -80,15 +80,24 @@ func returnsWithin(d time.Duration, f func()) bool {
 	}
 }
 
-func TestParallelLogLeaderWriteReturnsEarlyAndIsReadable(t *testing.T) {
+// newTestParallelLog is a parallelLog over a held in-memory store, in
+// leader mode (early writes) until leader is set false; closed at the end
+// of the test.
+func newTestParallelLog(t *testing.T) (*heldLog, *atomic.Bool, *parallelLog) {
+	t.Helper()
 	held := newHeldLog(raft.NewInmemStore())
-	var leader atomic.Bool
+	leader := &atomic.Bool{}
 	leader.Store(true)
 	p, err := newParallelLog(held, leader.Load, func(err error) { t.Errorf("fatal: %v", err) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	t.Cleanup(p.Close)
+	return held, leader, p
+}
+
+func TestParallelLogLeaderWriteReturnsEarlyAndIsReadable(t *testing.T) {
+	held, _, p := newTestParallelLog(t)
 	if err := p.StoreLogs(entries(1, 2)); err != nil {
 		t.Fatal(err)
 	}
@@ -131,14 +140,7 @@ func TestParallelLogLeaderWriteReturnsEarlyAndIsReadable(t *testing.T) {
 }
 
 func TestParallelLogFollowerWriteIsDurableOnReturnAndOrdered(t *testing.T) {
-	held := newHeldLog(raft.NewInmemStore())
-	var leader atomic.Bool
-	leader.Store(true)
-	p, err := newParallelLog(held, leader.Load, func(err error) { t.Errorf("fatal: %v", err) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	held, leader, p := newTestParallelLog(t)
 	held.hold()
 	if err := p.StoreLogs(entries(1, 3)); err != nil { // early: held
 		t.Fatal(err)
@@ -167,14 +169,7 @@ func TestParallelLogFollowerWriteIsDurableOnReturnAndOrdered(t *testing.T) {
 }
 
 func TestParallelLogTailTruncationWaitsAndLowersDurable(t *testing.T) {
-	held := newHeldLog(raft.NewInmemStore())
-	var leader atomic.Bool
-	leader.Store(true)
-	p, err := newParallelLog(held, leader.Load, func(err error) { t.Errorf("fatal: %v", err) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	held, leader, p := newTestParallelLog(t)
 	if err := p.StoreLogs(entries(1, 5)); err != nil {
 		t.Fatal(err)
 	}
@@ -295,6 +290,37 @@ func (r *recordingPipeline) AppendEntries(args *raft.AppendEntriesRequest, _ *ra
 	return nil, nil
 }
 
+// heldLogs are the held log stores of a test cluster's nodes, by node id.
+type heldLogs struct {
+	mu sync.Mutex
+	m  map[string]*heldLog
+}
+
+func (h *heldLogs) of(tn *testNode) *heldLog {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.m[tn.cfg.NodeID]
+}
+
+// newHeldCluster opens a three-node cluster whose log stores can be held.
+func newHeldCluster(t *testing.T) ([]*testNode, *heldLogs) {
+	helds := &heldLogs{m: map[string]*heldLog{}}
+	nodes := newGossipCluster(t, 3, func(c *Config) {
+		id := c.NodeID
+		c.wrapLog = func(s raft.LogStore) raft.LogStore {
+			h := newHeldLog(s)
+			helds.mu.Lock()
+			helds.m[id] = h
+			helds.mu.Unlock()
+			return h
+		}
+	})
+	for _, tn := range nodes {
+		tn.mustOpen()
+	}
+	return nodes, helds
+}
+
 // TestNothingObservedBeforeTheLeaderLogIsDurable is the safety property of
 // parallelLog on a real three-node cluster: while the leader's own log
 // write is held, a command reaches the followers' logs and Raft's commit
@@ -302,27 +328,11 @@ func (r *recordingPipeline) AppendEntries(args *raft.AppendEntriesRequest, _ *ra
 // no follower learns it is committed, and the client gets no answer. Once
 // the write lands, the command commits everywhere.
 func TestNothingObservedBeforeTheLeaderLogIsDurable(t *testing.T) {
-	helds := map[string]*heldLog{}
-	var mu sync.Mutex
-	nodes := newGossipCluster(t, 3, func(c *Config) {
-		id := c.NodeID
-		c.wrapLog = func(s raft.LogStore) raft.LogStore {
-			h := newHeldLog(s)
-			mu.Lock()
-			helds[id] = h
-			mu.Unlock()
-			return h
-		}
-	})
-	for _, tn := range nodes {
-		tn.mustOpen()
-	}
+	nodes, helds := newHeldCluster(t)
 	leader := waitOneLeader(t, nodes, 30*time.Second)
 	applyOnLeader(t, nodes, clientCmd("c1"))
 
-	mu.Lock()
-	held := helds[leader.cfg.NodeID]
-	mu.Unlock()
+	held := helds.of(leader)
 	held.hold()
 	released := false
 	defer func() {
@@ -400,26 +410,10 @@ func TestNothingObservedBeforeTheLeaderLogIsDurable(t *testing.T) {
 // gives up after the lag with ErrLagging instead of waiting; the leader
 // never does; once the follower catches up the barrier passes there too.
 func TestReadBarrierWithinOnLaggingFollower(t *testing.T) {
-	helds := map[string]*heldLog{}
-	var mu sync.Mutex
-	nodes := newGossipCluster(t, 3, func(c *Config) {
-		id := c.NodeID
-		c.wrapLog = func(s raft.LogStore) raft.LogStore {
-			h := newHeldLog(s)
-			mu.Lock()
-			helds[id] = h
-			mu.Unlock()
-			return h
-		}
-	})
-	for _, tn := range nodes {
-		tn.mustOpen()
-	}
+	nodes, helds := newHeldCluster(t)
 	leader := waitOneLeader(t, nodes, 30*time.Second)
 	slow := followers(nodes, leader)[0]
-	mu.Lock()
-	held := helds[slow.cfg.NodeID]
-	mu.Unlock()
+	held := helds.of(slow)
 	held.hold()
 	released := false
 	defer func() {

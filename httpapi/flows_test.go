@@ -158,6 +158,27 @@ func TestAdminClients(t *testing.T) {
 	}
 }
 
+// sendAs sends a request to a server at base with e's client credentials.
+func sendAs(t *testing.T, e *env, base, method, path, body string, hdr map[string]string) resp {
+	t.Helper()
+	r, err := http.NewRequest(method, base+path, bytes.NewReader([]byte(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Header.Set("client-id", e.clientID)
+	r.Header.Set("client-secret", e.secret)
+	for k, v := range hdr {
+		r.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	return decodeResp(t, res.StatusCode, res.Header, raw)
+}
+
 // TestForwarding: a write on a follower is answered by the leader exactly;
 // a forwarded request is never forwarded a second time.
 func TestForwarding(t *testing.T) {
@@ -175,22 +196,7 @@ func TestForwarding(t *testing.T) {
 
 	send := func(base, method, path, body string, hdr map[string]string) resp {
 		t.Helper()
-		r, err := http.NewRequest(method, base+path, bytes.NewReader([]byte(body)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Header.Set("client-id", leader.clientID)
-		r.Header.Set("client-secret", leader.secret)
-		for k, v := range hdr {
-			r.Header.Set(k, v)
-		}
-		res, err := http.DefaultClient.Do(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		raw, _ := io.ReadAll(res.Body)
-		return decodeResp(t, res.StatusCode, res.Header, raw)
+		return sendAs(t, leader, base, method, path, body, hdr)
 	}
 	key := map[string]string{"Idempotency-Key": "fwd-1", "X-Request-Id": "rid-fwd"}
 	r := send(fts.URL, "POST", "/v1/actions", `{"payload":{"via":"follower"}}`, key)
@@ -287,22 +293,7 @@ func TestLaggingFollowerReadGoesToLeader(t *testing.T) {
 
 	get := func(base, path string, hdr map[string]string) resp {
 		t.Helper()
-		r, err := http.NewRequest("GET", base+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Header.Set("client-id", leader.clientID)
-		r.Header.Set("client-secret", leader.secret)
-		for k, v := range hdr {
-			r.Header.Set(k, v)
-		}
-		res, err := http.DefaultClient.Do(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		raw, _ := io.ReadAll(res.Body)
-		return decodeResp(t, res.StatusCode, res.Header, raw)
+		return sendAs(t, leader, base, "GET", path, "", hdr)
 	}
 	created := leader.do(req{method: "POST", path: "/v1/actions", body: `{"payload":{"k":1}}`})
 	expect(t, created, 201, "")
