@@ -184,6 +184,10 @@ func (n *Nemesis) Run(ctx context.Context, schedule []Fault) []FaultEvent {
 			case <-time.After(wait):
 			}
 		}
+		if ctx.Err() != nil {
+			// The workload has ended: start no fault it cannot observe.
+			return events
+		}
 		ev := n.inject(ctx, f)
 		events = append(events, ev)
 		lvl := slog.LevelInfo
@@ -246,6 +250,13 @@ func (n *Nemesis) others(x int) []int {
 func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 	ev = FaultEvent{Fault: f, Start: n.Hist.Now()}
 	defer func() { ev.End = n.Hist.Now() }()
+	// Repairs (waiting for a killed node to exit, healing the network) use
+	// their own context: when the workload's time runs out during a fault,
+	// the hold ends early but the repair must still happen, or the checks
+	// after the run find a node down (seed 2029, mixed: a kill at the very
+	// end left node3 stopped).
+	repair, cancelRepair := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancelRepair()
 	var errs []error
 	if needsPartition(f.Kind) && !n.Net.CanPartition() {
 		ev.Note = "skipped: this network cannot cut links"
@@ -260,7 +271,7 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 	ev.Note = how
 	switch f.Kind {
 	case KillLeader, KillFollower, KillRandom:
-		errs = append(errs, n.Cluster.Kill(ctx, x))
+		errs = append(errs, n.Cluster.Kill(repair, x))
 		n.sleep(ctx, f.Hold)
 		errs = append(errs, n.Cluster.Start(x))
 	case RebootNode:
@@ -268,7 +279,7 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 		// marker of another boot (fsm.Options.DeferSync). The node must
 		// move the file aside and rebuild it from its snapshot and log.
 		before := countInLog(n.Cluster.LogPath(x), stateRebuilt)
-		errs = append(errs, n.Cluster.Kill(ctx, x))
+		errs = append(errs, n.Cluster.Kill(repair, x))
 		marker := filepath.Join(n.Cluster.DataDir(x), "state.db.open")
 		if _, err := os.Stat(marker); err == nil {
 			errs = append(errs, os.WriteFile(marker, []byte("chaos-simulated-reboot\n"), 0o600))
@@ -291,7 +302,7 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 		ev.Nodes = nil
 		for i := 1; i <= n.Cluster.Nodes(); i++ {
 			ev.Nodes = append(ev.Nodes, i)
-			errs = append(errs, n.Cluster.Kill(ctx, i))
+			errs = append(errs, n.Cluster.Kill(repair, i))
 		}
 		n.sleep(ctx, f.Hold)
 		for i := 1; i <= n.Cluster.Nodes(); i++ {
@@ -306,19 +317,19 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 			errs = append(errs, n.Net.Cut(ctx, x, y), n.Net.Cut(ctx, y, x))
 		}
 		n.sleep(ctx, f.Hold)
-		errs = append(errs, n.Net.Heal(ctx))
+		errs = append(errs, n.Net.Heal(repair))
 	case OneWayOut:
 		for _, y := range n.others(x) {
 			errs = append(errs, n.Net.Cut(ctx, x, y))
 		}
 		n.sleep(ctx, f.Hold)
-		errs = append(errs, n.Net.Heal(ctx))
+		errs = append(errs, n.Net.Heal(repair))
 	case OneWayIn:
 		for _, y := range n.others(x) {
 			errs = append(errs, n.Net.Cut(ctx, y, x))
 		}
 		n.sleep(ctx, f.Hold)
-		errs = append(errs, n.Net.Heal(ctx))
+		errs = append(errs, n.Net.Heal(repair))
 	case SnapshotLag:
 		// Without a restart, any snapshot restore is one sent by the leader.
 		before := countInLog(n.Cluster.LogPath(x), snapshotRestored)
@@ -332,7 +343,7 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 			cancel()
 		}
 		n.sleep(ctx, time.Until(holdEnd))
-		errs = append(errs, n.Net.Heal(ctx))
+		errs = append(errs, n.Net.Heal(repair))
 		// Give the node a bounded time to catch up, then report whether
 		// it took a snapshot (needs the server's snapshot tuning hook).
 		deadline := time.Now().Add(10 * time.Second)
@@ -345,7 +356,7 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 			ev.Note += "; node caught up from the log (no snapshot installed)"
 		}
 	case ClockSkew:
-		errs = append(errs, n.Cluster.Kill(ctx, x))
+		errs = append(errs, n.Cluster.Kill(repair, x))
 		n.Cluster.SetNodeEnv(x, []string{"EXACTONCE_TEST_CLOCK_OFFSET=" + f.Offset.String()})
 		errs = append(errs, n.Cluster.Start(x))
 		ev.Note += fmt.Sprintf("; clock offset %v", f.Offset)
@@ -362,13 +373,13 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 			ev.Note += "; skewed node made leader"
 		}
 		n.sleep(ctx, f.Hold)
-		errs = append(errs, n.Cluster.Kill(ctx, x))
+		errs = append(errs, n.Cluster.Kill(repair, x))
 		n.Cluster.SetNodeEnv(x, nil)
 		errs = append(errs, n.Cluster.Start(x))
 	case ClockJump:
 		errs = append(errs, n.clockJumps(ctx, f, x, &ev)...)
 	case ReplaceNode:
-		errs = append(errs, n.Cluster.Kill(ctx, x))
+		errs = append(errs, n.Cluster.Kill(repair, x))
 		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		var err error
 		for rctx.Err() == nil {
