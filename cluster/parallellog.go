@@ -55,10 +55,10 @@ type parallelLog struct {
 	fatal func(error)
 
 	mu   sync.Mutex
-	cond *sync.Cond // signalled when pending shrinks or durable changes
-	// pending are the batches handed to the writer and not yet durable,
-	// oldest first.
-	pending [][]*raft.Log
+	cond *sync.Cond // signalled when pending changes or durable changes
+	// pending is the batch handed to the writer and not yet durable (nil:
+	// none; there is at most one, see StoreLogs).
+	pending []*raft.Log
 	// durable is the last index known durable in inner.
 	durable uint64
 	closed  bool
@@ -81,24 +81,19 @@ func newParallelLog(inner raft.LogStore, early func() bool, fatal func(error)) (
 	return p, nil
 }
 
-// writer writes pending batches in order (one raft-wal append, one fsync,
-// for all that are pending).
+// writer writes the pending batch (one raft-wal append, one fsync).
 func (p *parallelLog) writer() {
 	defer close(p.done)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for {
-		for len(p.pending) == 0 && !p.closed {
+		for p.pending == nil && !p.closed {
 			p.cond.Wait()
 		}
-		if len(p.pending) == 0 {
+		if p.pending == nil {
 			return
 		}
-		n := len(p.pending)
-		var batch []*raft.Log
-		for _, b := range p.pending[:n] {
-			batch = append(batch, b...)
-		}
+		batch := p.pending
 		p.mu.Unlock()
 		err := p.inner.StoreLogs(batch)
 		p.mu.Lock()
@@ -109,7 +104,7 @@ func (p *parallelLog) writer() {
 			p.mu.Lock()
 			return
 		}
-		p.pending = p.pending[n:]
+		p.pending = nil
 		p.durable = batch[len(batch)-1].Index
 		p.cond.Broadcast()
 	}
@@ -118,7 +113,7 @@ func (p *parallelLog) writer() {
 // idleLocked waits until no write is pending or in flight (the writer
 // drops a batch from pending only once it is durable).
 func (p *parallelLog) idleLocked() {
-	for len(p.pending) > 0 {
+	for p.pending != nil {
 		p.cond.Wait()
 	}
 }
@@ -136,7 +131,7 @@ func (p *parallelLog) Durable() uint64 {
 func (p *parallelLog) WaitDurable(index uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for p.durable < index && len(p.pending) > 0 {
+	for p.durable < index && p.pending != nil {
 		p.cond.Wait()
 	}
 }
@@ -146,19 +141,18 @@ func (p *parallelLog) FirstIndex() (uint64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	first, err := p.inner.FirstIndex()
-	if err != nil || first != 0 || len(p.pending) == 0 {
+	if err != nil || first != 0 || p.pending == nil {
 		return first, err
 	}
-	return p.pending[0][0].Index, nil
+	return p.pending[0].Index, nil
 }
 
 // LastIndex implements raft.LogStore.
 func (p *parallelLog) LastIndex() (uint64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if n := len(p.pending); n > 0 {
-		b := p.pending[n-1]
-		return b[len(b)-1].Index, nil
+	if p.pending != nil {
+		return p.pending[len(p.pending)-1].Index, nil
 	}
 	return p.inner.LastIndex()
 }
@@ -167,7 +161,7 @@ func (p *parallelLog) LastIndex() (uint64, error) {
 // (replication reads the entries it sends while they are being written).
 func (p *parallelLog) GetLog(index uint64, log *raft.Log) error {
 	p.mu.Lock()
-	for _, b := range p.pending {
+	if b := p.pending; b != nil {
 		if first := b[0].Index; index >= first && index < first+uint64(len(b)) {
 			*log = *b[index-first]
 			p.mu.Unlock()
@@ -186,7 +180,7 @@ func (p *parallelLog) StoreLog(log *raft.Log) error {
 }
 
 // StoreLogs implements raft.LogStore. On the leader it queues the batch
-// and returns; otherwise it writes after the pending batches, and returns
+// and returns; otherwise it writes after the pending batch, and returns
 // when durable.
 func (p *parallelLog) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
@@ -203,7 +197,7 @@ func (p *parallelLog) StoreLogs(logs []*raft.Log) error {
 		// form the next, larger batch (under load, batching is worth more
 		// than the overlap).
 		p.idleLocked()
-		p.pending = append(p.pending, logs)
+		p.pending = logs
 		p.cond.Broadcast()
 		return nil
 	}
@@ -222,7 +216,7 @@ func (p *parallelLog) StoreLogs(logs []*raft.Log) error {
 func (p *parallelLog) DeleteRange(min, max uint64) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for len(p.pending) > 0 && p.pending[0][0].Index <= max {
+	for p.pending != nil && p.pending[0].Index <= max {
 		p.cond.Wait()
 	}
 	if err := p.inner.DeleteRange(min, max); err != nil {
