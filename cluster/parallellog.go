@@ -293,18 +293,35 @@ const cacheEntryMax = 64 << 10
 // cacheEntryMax, at most 16 MiB.
 const logCacheEntries = 256
 
-// recentLog is raft.LogCache over the log, minus large entries: Raft reads
-// back what it just wrote (the previous entry of every AppendEntries, the
-// entries it sends, a follower's committed entries), and raft-wal serves
-// each read with a pread and a decode. A batch with an entry over
-// cacheEntryMax (a big CSV create) is written around the cache, so the
-// cache holds at most logCacheEntries*cacheEntryMax bytes. That stays
-// coherent: LogCache matches a slot by index, so a skipped index misses,
-// and every overwrite of an index goes through DeleteRange, which empties
-// the cache.
+// largeBatchMax bounds the one large batch recentLog keeps beside the cache.
+const largeBatchMax = 64 << 20
+
+// recentLog is raft.LogCache over the log, plus the last large batch: Raft
+// reads back what it just wrote (the previous entry of every AppendEntries,
+// for its term; the entries it sends; a follower's committed entries), and
+// raft-wal serves each read with a pread and a decode of the whole entry.
+//
+// A batch with an entry over cacheEntryMax (a big CSV create) is written
+// around the cache, so the cache holds at most logCacheEntries*cacheEntryMax
+// bytes. The last such batch (up to largeBatchMax bytes) is kept aside
+// instead: without it, every AppendEntries after a 10,000-row create read
+// and decoded the megabytes of that create again just for its term, a
+// quarter of the leader's CPU while creating.
+//
+// Both stay coherent: LogCache matches a slot by index, so a skipped index
+// misses there, and every overwrite of an index goes through DeleteRange,
+// which empties the cache and drops the large batch.
 type recentLog struct {
 	*raft.LogCache
 	store raft.LogStore
+	large *largeBatch
+}
+
+// largeBatch is the last batch written around the cache.
+type largeBatch struct {
+	max  int
+	mu   sync.Mutex
+	logs []*raft.Log // consecutive indexes, or empty
 }
 
 func newRecentLog(store raft.LogStore) (recentLog, error) {
@@ -312,7 +329,7 @@ func newRecentLog(store raft.LogStore) (recentLog, error) {
 	if err != nil {
 		return recentLog{}, fmt.Errorf("cluster: raft log cache: %w", err)
 	}
-	return recentLog{LogCache: c, store: store}, nil
+	return recentLog{LogCache: c, store: store, large: &largeBatch{max: largeBatchMax}}, nil
 }
 
 // StoreLog implements raft.LogStore.
@@ -320,10 +337,55 @@ func (c recentLog) StoreLog(l *raft.Log) error { return c.StoreLogs([]*raft.Log{
 
 // StoreLogs implements raft.LogStore.
 func (c recentLog) StoreLogs(logs []*raft.Log) error {
+	size := 0
+	large := false
 	for _, l := range logs {
-		if len(l.Data) > cacheEntryMax {
-			return c.store.StoreLogs(logs)
-		}
+		size += len(l.Data)
+		large = large || len(l.Data) > cacheEntryMax
 	}
-	return c.LogCache.StoreLogs(logs)
+	if !large {
+		return c.LogCache.StoreLogs(logs)
+	}
+	c.large.set(nil)
+	if err := c.store.StoreLogs(logs); err != nil {
+		return err
+	}
+	if size <= c.large.max {
+		c.large.set(logs)
+	}
+	return nil
+}
+
+// GetLog implements raft.LogStore.
+func (c recentLog) GetLog(index uint64, out *raft.Log) error {
+	if c.large.get(index, out) {
+		return nil
+	}
+	return c.LogCache.GetLog(index, out)
+}
+
+// DeleteRange implements raft.LogStore.
+func (c recentLog) DeleteRange(lo, hi uint64) error {
+	c.large.set(nil)
+	return c.LogCache.DeleteRange(lo, hi)
+}
+
+func (b *largeBatch) set(logs []*raft.Log) {
+	b.mu.Lock()
+	b.logs = append([]*raft.Log(nil), logs...)
+	b.mu.Unlock()
+}
+
+func (b *largeBatch) get(index uint64, out *raft.Log) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.logs) == 0 || index < b.logs[0].Index {
+		return false
+	}
+	i := index - b.logs[0].Index
+	if i >= uint64(len(b.logs)) || b.logs[i].Index != index {
+		return false
+	}
+	*out = *b.logs[i]
+	return true
 }

@@ -232,38 +232,68 @@ func TestParallelLogFailedEarlyWriteIsFatal(t *testing.T) {
 	}
 }
 
-func TestRecentLogLeavesLargeEntriesOut(t *testing.T) {
+// TestRecentLogCachesLargeEntriesApart: small entries are read back from
+// the LogCache; the last batch holding a large entry is read back from
+// memory too (up to largeBatchMax), an older one is not; DeleteRange
+// forgets both.
+func TestRecentLogCachesLargeEntriesApart(t *testing.T) {
 	inner := raft.NewInmemStore()
 	c, err := newRecentLog(inner)
 	if err != nil {
 		t.Fatal(err)
 	}
-	small := &raft.Log{Index: 1, Term: 1, Data: []byte("small")}
-	big := &raft.Log{Index: 2, Term: 1, Data: make([]byte, cacheEntryMax+1)}
-	if err := c.StoreLogs([]*raft.Log{small}); err != nil {
-		t.Fatal(err)
+	c.large.max = 3 * cacheEntryMax
+	bigData := func(n int) []byte { return bytes.Repeat([]byte{byte(n)}, cacheEntryMax+1) }
+	steps := [][]*raft.Log{
+		{{Index: 1, Term: 1, Data: []byte("small")}},
+		{{Index: 2, Term: 1, Data: bigData(2)}},
+		{{Index: 3, Term: 2, Data: bigData(3)}, {Index: 4, Term: 2, Data: []byte("after")}},
+		{{Index: 5, Term: 2, Data: []byte("small too")}},
 	}
-	if err := c.StoreLog(big); err != nil {
-		t.Fatal(err)
+	for _, logs := range steps {
+		if err := c.StoreLogs(logs); err != nil {
+			t.Fatal(err)
+		}
 	}
-	// Remove both from the inner store behind the cache's back: only the
-	// small one can still be read, from the cache.
-	if err := inner.DeleteRange(1, 2); err != nil {
+	// Remove everything from the inner store behind the cache's back: what
+	// can still be read comes from memory.
+	if err := inner.DeleteRange(1, 5); err != nil {
 		t.Fatal(err)
 	}
 	var l raft.Log
-	if err := c.GetLog(1, &l); err != nil || string(l.Data) != "small" {
-		t.Fatalf("small entry not cached: %v", err)
+	for idx, want := range map[uint64]string{1: "small", 3: string(bigData(3)), 4: "after", 5: "small too"} {
+		if err := c.GetLog(idx, &l); err != nil || string(l.Data) != want || l.Index != idx {
+			t.Fatalf("entry %d not kept in memory: %v", idx, err)
+		}
 	}
 	if err := c.GetLog(2, &l); !errors.Is(err, raft.ErrLogNotFound) {
-		t.Fatalf("large entry was cached (GetLog = %v)", err)
+		t.Fatalf("an older large batch was kept (GetLog = %v)", err)
 	}
-	// A DeleteRange through the cache empties it.
-	if err := c.DeleteRange(1, 1); err != nil {
+	// A large batch over the bound is not kept.
+	huge := []*raft.Log{{Index: 6, Term: 2, Data: bigData(6)}, {Index: 7, Term: 2, Data: bigData(7)},
+		{Index: 8, Term: 2, Data: bigData(8)}}
+	if err := c.StoreLogs(huge); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.GetLog(1, &l); !errors.Is(err, raft.ErrLogNotFound) {
-		t.Fatalf("GetLog(1) after DeleteRange = %v, want ErrLogNotFound", err)
+	if err := inner.DeleteRange(6, 8); err != nil {
+		t.Fatal(err)
+	}
+	for _, idx := range []uint64{3, 6} {
+		if err := c.GetLog(idx, &l); !errors.Is(err, raft.ErrLogNotFound) {
+			t.Fatalf("GetLog(%d) after a batch over the bound = %v, want ErrLogNotFound", idx, err)
+		}
+	}
+	// A DeleteRange through the cache empties it and the large batch.
+	if err := c.StoreLogs(steps[2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteRange(1, 5); err != nil {
+		t.Fatal(err)
+	}
+	for _, idx := range []uint64{1, 3, 4} {
+		if err := c.GetLog(idx, &l); !errors.Is(err, raft.ErrLogNotFound) {
+			t.Fatalf("GetLog(%d) after DeleteRange = %v, want ErrLogNotFound", idx, err)
+		}
 	}
 }
 

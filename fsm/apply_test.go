@@ -367,3 +367,36 @@ func TestOneWinnerPerBatch(t *testing.T) {
 		t.Fatalf("winner %s", a.Consumer)
 	}
 }
+
+// TestRevokeTakesEffectWithinABatch: a client revoked by one entry of a
+// batch is refused by the next entries of the same batch, and a client
+// created mid-batch is accepted by the entries after it (the per-batch
+// memory of client checks must follow the batch's own writes).
+func TestRevokeTakesEffectWithinABatch(t *testing.T) {
+	h := newHarness(t)
+	h.mustOK(createCmd(clA, t0, CreateRow{ActionID: "act_1"}))
+	h.mustOK(createCmd(clA, t0, CreateRow{ActionID: "act_2"}))
+	const clC = "cl_c"
+	var logs []*raft.Log
+	for _, cmd := range []*Command{
+		consumeCmd(clA, t0+1, "act_1"),
+		createCmd(clC, t0+1, CreateRow{ActionID: "act_c"}),
+		revokeCmd(clA, t0+1),
+		consumeCmd(clA, t0+1, "act_2"),
+		clientCmd(clC, t0+1),
+		createCmd(clC, t0+1, CreateRow{ActionID: "act_c"}),
+	} {
+		h.idx++
+		logs = append(logs, entry(t, h.idx, cmd))
+	}
+	out := h.f.ApplyBatch(logs)
+	want := []Code{CodeOK, CodeUnauthorized, CodeOK, CodeUnauthorized, CodeOK, CodeOK}
+	for i, r := range out {
+		if got := r.(*Result).Code; got != want[i] {
+			t.Fatalf("entry %d: %q, want %q", i, got, want[i])
+		}
+	}
+	if a := h.action(clA, "act_2"); a == nil || a.ConsumedAt != 0 {
+		t.Fatalf("act_2 was consumed by a revoked client: %+v", a)
+	}
+}

@@ -70,6 +70,8 @@ type FSM struct {
 	// clientsVersion changes after every committed batch that wrote a
 	// client and after every restore: readers that cache clients compare it.
 	clientsVersion atomic.Uint64
+	// settled holds the most recently settled action ids (settled.go).
+	settled *recentSettled
 
 	// advMu guards advCh, a channel closed (and replaced) every time the
 	// applied index advances, which wakes WaitApplied callers.
@@ -115,7 +117,8 @@ func Open(opts Options) (*FSM, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &FSM{opts: opts, log: opts.Logger, db: db, advCh: make(chan struct{}), discarded: discarded}
+	f := &FSM{opts: opts, log: opts.Logger, db: db, advCh: make(chan struct{}), discarded: discarded,
+		settled: newRecentSettled()}
 	if err := f.loadMeta(db); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -220,6 +223,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	var applied uint64
 	var last int64
+	var settled []string
 	clientsChanged := false
 	f.writeMu.Lock()
 	defer f.writeMu.Unlock()
@@ -273,6 +277,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if err := writeMeta(tx, applied, last); err != nil {
 			return err
 		}
+		settled = st.settled
 		ts := tx.Stats()
 		f.nodesSinceRelease += ts.GetNodeCount()
 		return nil
@@ -291,6 +296,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if clientsChanged {
 		f.clientsVersion.Add(1) // after the commit: see ClientsVersion
 	}
+	f.settled.add(settled) // after the commit: a hinted view shows the action settled
 	if applied > f.applied.Load() {
 		f.lastTime.Store(last)
 		f.applied.Store(applied)

@@ -126,6 +126,13 @@ type store struct {
 	meta, clients, actions         *bolt.Bucket
 	ixCreated, ixActive, ixExpires *bolt.Bucket
 	idem, idemExp                  *bolt.Bucket
+	// allowed remembers clientAllowed's answers within this transaction
+	// (one Raft batch), so a batch of one client's commands decodes its
+	// record once. putClient forgets the client it writes.
+	allowed map[string]bool
+	// settled lists the actions this transaction settled (consumed,
+	// burned or canceled), for FSM.RecentlySettled after the commit.
+	settled []string
 }
 
 func newStore(tx *bolt.Tx) *store {
@@ -187,11 +194,19 @@ func (s *store) clientAllowed(id string) (bool, error) {
 	if id == "" {
 		return false, nil
 	}
+	if ok, seen := s.allowed[id]; seen {
+		return ok, nil
+	}
 	c, err := loadClient(s.clients, id)
 	if err != nil {
 		return false, err
 	}
-	return c != nil && c.RevokedAt == 0, nil
+	ok := c != nil && c.RevokedAt == 0
+	if s.allowed == nil {
+		s.allowed = map[string]bool{}
+	}
+	s.allowed[id] = ok
+	return ok, nil
 }
 
 // putAction writes an action; create also writes its index entries (the
@@ -201,6 +216,9 @@ func (s *store) putAction(a *Action, create bool) error {
 		return fatal(fmt.Errorf("put action: %w", err))
 	}
 	if !create {
+		if a.ConsumedAt != 0 || a.CanceledAt != 0 {
+			s.settled = append(s.settled, a.ID)
+		}
 		return nil
 	}
 	for _, ix := range []struct {
@@ -223,6 +241,7 @@ func (s *store) putClient(c *Client) error {
 	if err := s.clients.Put([]byte(c.ID), v); err != nil {
 		return fatal(fmt.Errorf("put client: %w", err))
 	}
+	delete(s.allowed, c.ID)
 	return nil
 }
 

@@ -72,6 +72,11 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
+	// AccessLog logs every client request at Info. Without it, only
+	// requests answered with a 5xx status are logged at Info and the rest
+	// at Debug: at thousands of requests per second, a line each is noise
+	// and a measurable share of the CPU (docs/performance.md).
+	AccessLog bool
 	// Registry registers the metrics; Gatherer serves /metrics. When
 	// Registry is nil a fresh registry is used for both.
 	Registry prometheus.Registerer

@@ -199,6 +199,54 @@ var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy
 // read (read=true) changes nothing, so any failure is retryable and
 // nothing is written.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, leader string, read bool) fwdOutcome {
+	if !read && s.batcher.eligible(r, body) {
+		return s.batcher.forward(w, r, body, leader)
+	}
+	return s.forwardOne(w, r, body, leader, read)
+}
+
+// forwardHeader is the header a forwarded request carries: the client's,
+// less hop-by-hop fields, plus the forwarding marks and proxy fields.
+func (s *Server) forwardHeader(r *http.Request) http.Header {
+	h := make(http.Header, len(r.Header)+4)
+	for k, vs := range r.Header {
+		h[k] = append([]string(nil), vs...)
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+	h.Set(HeaderForwarded, "1")
+	h.Set(headerForwardAuth, s.fwdAuth)
+	if prior := r.Header.Get("X-Forwarded-For"); prior != "" {
+		h.Set("X-Forwarded-For", prior+", "+remoteHost(r))
+	} else {
+		h.Set("X-Forwarded-For", remoteHost(r))
+	}
+	if h.Get("X-Forwarded-Proto") == "" {
+		proto := "http"
+		if r.TLS != nil {
+			proto = "https"
+		}
+		h.Set("X-Forwarded-Proto", proto)
+	}
+	return h
+}
+
+// relay writes the leader's answer to the client as it is.
+func relay(w http.ResponseWriter, status int, header http.Header, body []byte) {
+	for k, vs := range header {
+		w.Header()[k] = append([]string(nil), vs...)
+	}
+	for _, h := range hopHeaders {
+		w.Header().Del(h)
+	}
+	w.Header().Del("Content-Length")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// forwardOne forwards one request in a request of its own (see forward).
+func (s *Server) forwardOne(w http.ResponseWriter, r *http.Request, body []byte, leader string, read bool) fwdOutcome {
 	ctx := r.Context()
 	log := LoggerFrom(ctx)
 	url := strings.TrimRight(leader, "/") + r.URL.RequestURI()
@@ -215,27 +263,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, le
 		log.Error("bad leader address", "leader", leader, "error", err)
 		return fwdRetry
 	}
-	for k, vs := range r.Header {
-		req.Header[k] = append([]string(nil), vs...)
-	}
-	for _, h := range hopHeaders {
-		req.Header.Del(h)
-	}
+	req.Header = s.forwardHeader(r)
 	req.Host = r.Host
-	req.Header.Set(HeaderForwarded, "1")
-	req.Header.Set(headerForwardAuth, s.fwdAuth)
-	if prior := r.Header.Get("X-Forwarded-For"); prior != "" {
-		req.Header.Set("X-Forwarded-For", prior+", "+remoteHost(r))
-	} else {
-		req.Header.Set("X-Forwarded-For", remoteHost(r))
-	}
-	if req.Header.Get("X-Forwarded-Proto") == "" {
-		proto := "http"
-		if r.TLS != nil {
-			proto = "https"
-		}
-		req.Header.Set("X-Forwarded-Proto", proto)
-	}
 	resp, err := s.fwd.client.Do(req)
 	if err != nil {
 		if !wrote || read {
@@ -266,15 +295,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, le
 		s.metrics.forwards.WithLabelValues("not_leader").Inc()
 		return fwdRetry
 	}
-	for k, vs := range resp.Header {
-		w.Header()[k] = append([]string(nil), vs...)
-	}
-	for _, h := range hopHeaders {
-		w.Header().Del(h)
-	}
-	w.Header().Del("Content-Length")
-	w.WriteHeader(resp.StatusCode)
-	_, _ = w.Write(respBody)
+	relay(w, resp.StatusCode, resp.Header, respBody)
 	s.metrics.forwards.WithLabelValues("ok").Inc()
 	return fwdDone
 }

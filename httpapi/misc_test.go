@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -76,4 +78,29 @@ func TestExtraRoutes(t *testing.T) {
 func TestEmptyAdminTokenDisablesAdmin(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.AdminTokenHash = nil })
 	expect(t, e.do(req{method: "GET", path: "/v1/admin/clients", noAuth: true, hdr: map[string]string{"Authorization": "Bearer "}}), 401, "unauthorized")
+}
+
+// TestAccessLogLevels: without Config.AccessLog, only failed requests log
+// at Info; with it, every client request does, but a request forwarded by
+// a follower (which logs it itself) stays at Debug unless it failed.
+func TestAccessLogLevels(t *testing.T) {
+	for _, access := range []bool{false, true} {
+		var sink syncBuffer
+		e := newEnv(t, func(c *Config) {
+			c.AccessLog = access
+			c.Logger = slog.New(slog.NewJSONHandler(&sink, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		})
+		e.do(req{method: "GET", path: "/v1/actions/act_x", hdr: map[string]string{"X-Request-Id": "client-404"}})
+		e.do(req{method: "GET", path: "/v1/actions/act_y", hdr: map[string]string{"X-Request-Id": "fwd-404",
+			HeaderForwarded: "1", headerForwardAuth: e.s.fwdAuth}})
+		e.b.barrierErr.Store(errBox{errors.New("no quorum")})
+		e.do(req{method: "GET", path: "/v1/actions/act_z", hdr: map[string]string{"X-Request-Id": "client-503"}})
+		e.b.barrierErr.Store(errBox{})
+		got := sink.String()
+		for id, want := range map[string]bool{"client-404": access, "fwd-404": false, "client-503": true} {
+			if logged := strings.Contains(got, `"request_id":"`+id+`"`); logged != want {
+				t.Errorf("access log %v: request %s logged at info = %v, want %v\n%s", access, id, logged, want, got)
+			}
+		}
+	}
 }

@@ -25,6 +25,8 @@ type Server struct {
 	router  *mux.Router
 	metrics *metrics
 	fwd     *forwarder
+	// batcher groups concurrent forwarded writes (fwdbatch.go).
+	batcher *fwdBatcher
 	demo    *addrLimiter
 	// fwdAuth proves that a forwarded request comes from a node holding
 	// the cluster key (it then skips the demo rate limit, which the entry
@@ -58,6 +60,7 @@ func New(cfg Config, b Backend) (*Server, error) {
 	if c.DemoRatePerMinute > 0 {
 		s.demo = newAddrLimiter(c.DemoRatePerMinute)
 	}
+	s.batcher = newFwdBatcher(s)
 	s.router = s.routes()
 	return s, nil
 }
@@ -94,6 +97,8 @@ func (s *Server) routes() *mux.Router {
 
 	r.Handle("/v1/admin/clients", RequireAdmin(s.cfg.AdminTokenHash, s.write(s.adminCreateClient))).Methods(http.MethodPost)
 	r.Handle("/v1/admin/clients", RequireAdmin(s.cfg.AdminTokenHash, http.HandlerFunc(s.adminListClients))).Methods(http.MethodGet)
+	r.Handle(forwardBatchPath, http.HandlerFunc(s.serveForwardBatch)).Methods(http.MethodPost)
+
 	r.Handle("/v1/admin/clients/{id}", RequireAdmin(s.cfg.AdminTokenHash, s.write(s.adminRevokeClient))).Methods(http.MethodDelete)
 
 	if s.cfg.Extra != nil {
@@ -211,12 +216,18 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			d := time.Since(start)
 			s.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
 			s.metrics.duration.WithLabelValues(route).Observe(d.Seconds())
-			level := slog.LevelInfo
-			if quietRoute(route) && rec.status < 500 {
-				level = slog.LevelDebug
+			// A failed request always logs at Info. With Config.AccessLog,
+			// so does every client request, except machine-polled routes
+			// and requests forwarded by a follower (which logs the client's
+			// request itself); the rest log at Debug.
+			level := slog.LevelDebug
+			if rec.status >= 500 || s.cfg.AccessLog && !quietRoute(route) && !isForwarded(r) {
+				level = slog.LevelInfo
 			}
-			s.log.Log(ctx, level, "http request", "request_id", rid, "method", r.Method, "route", route, "status", rec.status,
-				"duration_ms", d.Milliseconds(), "remote", remoteHost(r), "forwarded", isForwarded(r))
+			if s.log.Enabled(ctx, level) {
+				s.log.Log(ctx, level, "http request", "request_id", rid, "method", r.Method, "route", route, "status", rec.status,
+					"duration_ms", d.Milliseconds(), "remote", remoteHost(r), "forwarded", isForwarded(r))
+			}
 		}()
 		next.ServeHTTP(rec, r.WithContext(ctx))
 	})

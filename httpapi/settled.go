@@ -42,11 +42,16 @@ func (s *Server) consumeWrite() http.Handler {
 // a body the normal path would reject, credentials this node does not know
 // yet (a client created a moment ago on the leader), and an action that is
 // unknown here or still open.
+//
+// Only actions this node settled recently (fsm.FSM.RecentlySettled) are
+// looked up: most consumes are of open actions, and for them the lookup
+// would be wasted work. An action settled long ago, or before this process
+// started, takes the normal path, which gives the same answer.
 func (s *Server) answerSettledConsume(w http.ResponseWriter, r *http.Request, body []byte) bool {
-	if len(r.Header.Values("Idempotency-Key")) != 0 {
+	actionID := mux.Vars(r)["id"]
+	if !s.b.FSM().RecentlySettled(actionID) || len(r.Header.Values("Idempotency-Key")) != 0 {
 		return false
 	}
-	actionID := mux.Vars(r)["id"]
 	if c, _, _ := s.parseConsume(actionID, body); c == nil {
 		return false
 	}

@@ -207,6 +207,7 @@ func (s *server) run(ctx context.Context) error {
 		AdminTokenHash:   secure.HashSecret(adminToken),
 		Keys:             keys,
 		Logger:           log.With("component", "http"),
+		AccessLog:        cfg.AccessLog,
 		Registry:         reg,
 		Gatherer:         reg,
 		ForwardTransport: fwd,

@@ -182,6 +182,18 @@ type side struct {
 	etcd      *EtcdCluster
 }
 
+// cpu returns a function summing the CPU time of the side's processes (nil
+// when it has none).
+func (sd *side) cpu() func() time.Duration {
+	switch {
+	case sd.eo != nil:
+		return cpuOf(sd.eo.Procs())
+	case sd.etcd != nil:
+		return cpuOf(sd.etcd.Members)
+	}
+	return nil
+}
+
 // Run executes a whole session. Both clusters run at the same time and
 // the closed-loop runs alternate between them (ExactOnce at c, then etcd at
 // c), so both see the same background load on a shared machine; the idle
@@ -406,7 +418,7 @@ func (s *session) sweep(ctx context.Context, sides []*side) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				row, err := s.closedLoop(ctx, sd.t, sd.pool, wl, c)
+				row, err := s.closedLoop(ctx, sd.t, sd.pool, sd.cpu(), wl, c)
 				if err != nil {
 					return err
 				}
@@ -470,7 +482,7 @@ func (s *session) prefill(ctx context.Context, t Target, pool *Pool, n int) erro
 	return nil
 }
 
-func (s *session) closedLoop(ctx context.Context, t Target, pool *Pool, wl string, c int) (Row, error) {
+func (s *session) closedLoop(ctx context.Context, t Target, pool *Pool, cpu func() time.Duration, wl string, c int) (Row, error) {
 	window := (s.cfg.Duration + s.cfg.Warmup).Seconds()
 	need := int(s.estimate(t, wl, c)*window) + 2*c + 100
 	need = min(need, s.cfg.MaxPrefill)
@@ -547,7 +559,7 @@ func (s *session) closedLoop(ctx context.Context, t Target, pool *Pool, wl strin
 	seed := s.seed()
 	s.log.Info("run", "system", t.Name(), "workload", wl, "conc", c, "seed", seed)
 	res, err := RunLoop(ctx, RunSpec{Concurrency: c, Duration: s.cfg.Duration, Warmup: s.cfg.Warmup,
-		OpTimeout: s.cfg.OpTimeout, Seed: seed, Op: op})
+		OpTimeout: s.cfg.OpTimeout, Seed: seed, Op: op, CPU: cpu})
 	if isEO {
 		s.rep.Stored += created.load()
 	}

@@ -156,3 +156,21 @@ func TestCompareAndChecks(t *testing.T) {
 		t.Fatalf("table = %q, %v", buf.String(), err)
 	}
 }
+
+// TestParseStatCPU: utime+stime are found after the command name even when
+// the name holds spaces and parentheses.
+func TestParseStatCPU(t *testing.T) {
+	const stat = "4242 (exa (once) d) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 37 0 0 20 0 9 0 100 1000 100 1 1 1 1 1 1 1"
+	if got, want := parseStatCPU(stat), 2870*time.Millisecond; got != want {
+		t.Fatalf("parseStatCPU = %v, want %v", got, want)
+	}
+	for _, bad := range []string{"", "12 (x) S 1", "12 x S 1 2 3 4 5 6 7 8 9 10 11 12 13"} {
+		if got := parseStatCPU(bad); got != 0 {
+			t.Fatalf("parseStatCPU(%q) = %v, want 0", bad, got)
+		}
+	}
+	p := &Proc{}
+	if p.CPUTime() != 0 {
+		t.Fatal("a process that never started has used CPU")
+	}
+}

@@ -61,6 +61,52 @@ func (p *Proc) Pid() int {
 	return p.cmd.Process.Pid
 }
 
+// CPUTime returns the CPU time (user+system) the process has used, read
+// from /proc/<pid>/stat; 0 when it is not running or not on Linux.
+func (p *Proc) CPUTime() time.Duration {
+	pid := p.Pid()
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	return parseStatCPU(string(b))
+}
+
+// parseStatCPU returns utime+stime from the text of /proc/<pid>/stat. The
+// command name (field 2) may hold spaces and parentheses, so fields are
+// counted after its closing parenthesis; utime and stime are fields 14 and
+// 15, in USER_HZ ticks, which Linux fixes at 100 per second for user space.
+func parseStatCPU(stat string) time.Duration {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(stat[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return 0
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// cpuOf returns a function summing the CPU time of procs.
+func cpuOf(procs []*Proc) func() time.Duration {
+	return func() time.Duration {
+		var sum time.Duration
+		for _, p := range procs {
+			sum += p.CPUTime()
+		}
+		return sum
+	}
+}
+
 // Running reports whether the process has been started and not exited.
 func (p *Proc) Running() bool {
 	if p.exited == nil {

@@ -33,8 +33,13 @@ type Row struct {
 	// P50VsEtcd is this row's p50 divided by etcd's (lower is better).
 	P50VsEtcd     *float64 `json:"vsEtcdP50,omitempty"`
 	PoolExhausted bool     `json:"poolExhausted,omitempty"`
-	Note          string   `json:"note,omitempty"`
-	Seed          uint64   `json:"seed"`
+	// CPUMicrosPerOp is the CPU time (user+system, all of the system's
+	// processes) spent per successful operation in the measured window: the
+	// system's cost per operation, which varies far less than its rate on a
+	// shared machine. 0 when unknown.
+	CPUMicrosPerOp float64 `json:"cpuMicrosPerOp,omitempty"`
+	Note           string  `json:"note,omitempty"`
+	Seed           uint64  `json:"seed"`
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -57,6 +62,9 @@ func NewRow(system, workload string, conc int, seed uint64, r RunResult) Row {
 	}
 	if r.Elapsed > 0 {
 		row.OpsPerSec = float64(r.Ops) / r.Elapsed.Seconds()
+	}
+	if r.CPU > 0 && r.Ops > 0 {
+		row.CPUMicrosPerOp = float64(r.CPU.Microseconds()) / float64(r.Ops)
 	}
 	return row
 }
@@ -122,7 +130,7 @@ func ratio(p *float64) string {
 // WriteTable prints rows as an aligned table.
 func WriteTable(w io.Writer, rows []Row) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "system\tworkload\tconc\tops\tsecs\tops/s\tp50 ms\tp95 ms\tp99 ms\tmax ms\terrors\tops/s vs etcd\tp50 vs etcd\t")
+	fmt.Fprintln(tw, "system\tworkload\tconc\tops\tsecs\tops/s\tp50 ms\tp95 ms\tp99 ms\tmax ms\terrors\tcpu us/op\tops/s vs etcd\tp50 vs etcd\t")
 	for _, r := range rows {
 		errs := fmt.Sprint(r.Errors)
 		if r.Errors > 0 {
@@ -137,9 +145,13 @@ func WriteTable(w io.Writer, rows []Row) error {
 		if r.PoolExhausted {
 			wl += "*"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t\n",
+		cpu := "-"
+		if r.CPUMicrosPerOp > 0 {
+			cpu = fmt.Sprintf("%.0f", r.CPUMicrosPerOp)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t\n",
 			r.System, wl, r.Concurrency, r.Ops, r.Seconds, r.OpsPerSec,
-			r.P50Ms, r.P95Ms, r.P99Ms, r.MaxMs, errs, ratio(r.VsEtcd), ratio(r.P50VsEtcd))
+			r.P50Ms, r.P95Ms, r.P99Ms, r.MaxMs, errs, cpu, ratio(r.VsEtcd), ratio(r.P50VsEtcd))
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)

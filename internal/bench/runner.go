@@ -75,6 +75,9 @@ type RunSpec struct {
 	OpTimeout time.Duration
 	Seed      uint64
 	Op        Op
+	// CPU, when set, returns the CPU time used so far by the system under
+	// test; RunLoop reads it when measuring starts and when the run ends.
+	CPU func() time.Duration
 }
 
 // RunResult is what a run measured.
@@ -86,6 +89,9 @@ type RunResult struct {
 	Elapsed       time.Duration
 	Latency       Summary
 	PoolExhausted bool
+	// CPU is the system's CPU time (user+system) over the measured window
+	// (RunSpec.CPU), 0 when unknown.
+	CPU time.Duration
 }
 
 type workerStats struct {
@@ -164,6 +170,10 @@ func RunLoop(ctx context.Context, spec RunSpec) (RunResult, error) {
 	}
 	close(measureFrom)
 	t0 := time.Now()
+	var cpu0 time.Duration
+	if spec.CPU != nil {
+		cpu0 = spec.CPU()
+	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	timer := time.NewTimer(spec.Duration)
@@ -183,6 +193,9 @@ func RunLoop(ctx context.Context, spec RunSpec) (RunResult, error) {
 		elapsed = spec.Duration
 	}
 	res := RunResult{ErrorKinds: map[string]int{}, Elapsed: elapsed}
+	if spec.CPU != nil {
+		res.CPU = spec.CPU() - cpu0
+	}
 	var all []time.Duration
 	for i := range stats {
 		all = append(all, stats[i].samples...)

@@ -69,6 +69,8 @@ type Config struct {
 
 	LogLevel  slog.Level
 	LogFormat string
+	// AccessLog logs every client request at Info (httpapi.Config.AccessLog).
+	AccessLog bool
 
 	// TestClockOffset is the initial shift of this node's clock (leader
 	// stamps and read states). A fault-injection hook for the chaos harness,
@@ -200,6 +202,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.StringVar(&r.maxTTL, "max-ttl", "366d", "longest allowed time from now to expires_at (Go duration or Nd)")
 	fs.StringVar(&r.logLevel, "log-level", "info", "debug|info|warn|error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text|json")
+	fs.BoolVar(&c.AccessLog, "access-log", false, "log every client request at info (default: only failed ones; the rest at debug)")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
