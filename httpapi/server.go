@@ -81,24 +81,25 @@ func (s *Server) routes() *mux.Router {
 		WriteError(w, CodeMethodNotAllowed, "", nil)
 	}))
 
+	// gorilla/mux tries routes in order, one regular expression each, so
+	// the busiest routes come first (no two paths here overlap).
+	r.Handle("/v1/actions/{id}/consume", s.consumeWrite()).Methods(http.MethodPost)
+	r.Handle("/v1/actions/{id}", http.HandlerFunc(s.verifyAction)).Methods(http.MethodGet)
+	r.Handle("/v1/actions", s.write(s.createActions)).Methods(http.MethodPost)
+	r.Handle(forwardBatchPath, http.HandlerFunc(s.serveForwardBatch)).Methods(http.MethodPost)
+	r.Handle("/v1/actions/{id}", s.write(s.cancelAction)).Methods(http.MethodDelete)
+	r.Handle("/v1/actions", http.HandlerFunc(s.listActions)).Methods(http.MethodGet)
+	r.Handle("/v1/stats", http.HandlerFunc(s.stats)).Methods(http.MethodGet)
+
 	r.Handle("/healthz", http.HandlerFunc(s.healthz)).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/readyz", http.HandlerFunc(s.readyz)).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
-
-	r.Handle("/v1/actions", s.write(s.createActions)).Methods(http.MethodPost)
-	r.Handle("/v1/actions", http.HandlerFunc(s.listActions)).Methods(http.MethodGet)
-	r.Handle("/v1/actions/{id}", http.HandlerFunc(s.verifyAction)).Methods(http.MethodGet)
-	r.Handle("/v1/actions/{id}", s.write(s.cancelAction)).Methods(http.MethodDelete)
-	r.Handle("/v1/actions/{id}/consume", s.consumeWrite()).Methods(http.MethodPost)
-	r.Handle("/v1/stats", http.HandlerFunc(s.stats)).Methods(http.MethodGet)
 
 	r.Handle("/v1/demo", s.demoLimit(s.write(s.demoCreate))).Methods(http.MethodPost)
 	r.Handle("/v1/demo/{id}/reveal", s.write(s.demoReveal)).Methods(http.MethodGet)
 
 	r.Handle("/v1/admin/clients", RequireAdmin(s.cfg.AdminTokenHash, s.write(s.adminCreateClient))).Methods(http.MethodPost)
 	r.Handle("/v1/admin/clients", RequireAdmin(s.cfg.AdminTokenHash, http.HandlerFunc(s.adminListClients))).Methods(http.MethodGet)
-	r.Handle(forwardBatchPath, http.HandlerFunc(s.serveForwardBatch)).Methods(http.MethodPost)
-
 	r.Handle("/v1/admin/clients/{id}", RequireAdmin(s.cfg.AdminTokenHash, s.write(s.adminRevokeClient))).Methods(http.MethodDelete)
 
 	if s.cfg.Extra != nil {
