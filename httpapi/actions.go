@@ -310,7 +310,22 @@ func (s *Server) consumeAction(w http.ResponseWriter, r *http.Request, body []by
 	if !ok {
 		return nil
 	}
-	return s.consume(w, r, clientID, mux.Vars(r)["id"], idem, body)
+	actionID := mux.Vars(r)["id"]
+	if idem == nil {
+		// Behind a consume of the same action already proposed here, wait
+		// for its outcome; see inflightConsumes.
+		leave, err := s.consumes.enter(r.Context(), actionID)
+		switch {
+		case err != nil:
+			WriteError(w, CodeUnavailable, "", nil) // nothing was proposed
+			return nil
+		case leave != nil:
+			defer leave()
+		case s.answerSettledConsume(w, r, body):
+			return nil
+		}
+	}
+	return s.consume(w, r, clientID, actionID, idem, body)
 }
 
 // consume proposes one consume; shared by the API and the demo reveal.

@@ -35,8 +35,9 @@ import (
 const (
 	// forwardBatchPath is the leader's batch route.
 	forwardBatchPath = "/internal/v1/forward-batch"
-	// headerBatch marks a batch answer, so a 404 from a leader without the
-	// route is not mistaken for one.
+	// headerBatch marks a batch answer. The leader sets it before it runs
+	// any request of the batch, so an answer without it (a 404 from a
+	// leader without the route, a refusal) means none of them ran.
 	headerBatch = "X-ExactOnce-Batch"
 	// maxBatchesInFlight bounds the requests a follower has in flight to
 	// one leader before it starts queueing writes into batches.
@@ -46,9 +47,12 @@ const (
 	// maxBatchedBody is the largest body sent in a batch; larger ones (CSV
 	// creates) are forwarded alone.
 	maxBatchedBody = 64 << 10
-	// maxBatchBytes bounds a batch request body the leader accepts: every
-	// call at the largest batched body, with room for headers.
-	maxBatchBytes = maxBatchCalls*(maxBatchedBody*4/3+16<<10) + 1<<20
+	// maxBatchPayload bounds the calls a follower puts in one batch by
+	// their bodies and headers (a batch always takes at least one call).
+	maxBatchPayload = 4 << 20
+	// maxBatchBytes bounds a batch request body the leader accepts: the
+	// follower's bound, encoded (bodies in base64), with room to spare.
+	maxBatchBytes = 2*maxBatchPayload + 1<<20
 	// noBatchFor is how long a leader that lacks the batch route gets
 	// single forwards before the route is tried again.
 	noBatchFor = time.Minute
@@ -85,6 +89,7 @@ const (
 // fwdCall is one write waiting in a lane.
 type fwdCall struct {
 	req      batchedRequest
+	size     int // bytes of body and header, for maxBatchPayload
 	deadline time.Time
 	done     chan struct{}
 	taken    bool // under lane.mu: sent, so it can no longer be withdrawn
@@ -159,6 +164,12 @@ func (b *fwdBatcher) forward(w http.ResponseWriter, r *http.Request, body []byte
 		done: make(chan struct{}),
 	}
 	c.deadline, _ = ctx.Deadline()
+	c.size = len(body) + len(c.req.URI)
+	for k, vs := range c.req.Header {
+		for _, v := range vs {
+			c.size += len(k) + len(v) + 8
+		}
+	}
 	l.queue = append(l.queue, c)
 	if l.inflight < maxBatchesInFlight {
 		l.inflight++
@@ -225,11 +236,15 @@ func (b *fwdBatcher) release(l *fwdLane) {
 func (b *fwdBatcher) sendLoop(l *fwdLane) {
 	for {
 		l.mu.Lock()
-		n := min(len(l.queue), maxBatchCalls)
-		if n == 0 {
+		if len(l.queue) == 0 {
 			l.inflight--
 			l.mu.Unlock()
 			return
+		}
+		n, size := 1, l.queue[0].size
+		for n < len(l.queue) && n < maxBatchCalls && size+l.queue[n].size <= maxBatchPayload {
+			size += l.queue[n].size
+			n++
 		}
 		calls := make([]*fwdCall, n)
 		copy(calls, l.queue)
@@ -308,21 +323,20 @@ func (b *fwdBatcher) send(l *fwdLane, calls []*fwdCall) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxRelayBytes))
 	if resp.Header.Get(headerBatch) == "" {
-		// Not a batch answer: a leader without the route, or one that is
-		// no longer the leader. Either way it did nothing.
-		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
+		// Not a batch answer, so the node ran none of the calls: a leader
+		// without the route (single forwards for a while), a node that is
+		// no longer the leader, or a refused batch.
+		switch {
+		case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed:
 			b.s.log.Info("leader does not take batched forwards; forwarding singly", "leader", l.leader, "for", noBatchFor)
 			l.mu.Lock()
 			l.noBatch = time.Now().Add(noBatchFor)
 			l.mu.Unlock()
+		case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(headerNotLeader) != "":
+		default:
+			b.s.log.Warn("batched forward refused; retrying", "leader", l.leader, "status", resp.StatusCode, "calls", len(calls))
 		}
-		if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(headerNotLeader) != "" ||
-			resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
-			setAll(callRetry)
-			return
-		}
-		b.s.log.Warn("batched forward: unexpected answer", "leader", l.leader, "status", resp.StatusCode)
-		setAll(callUnknown)
+		setAll(callRetry)
 		return
 	}
 	var out []batchedResponse
@@ -361,6 +375,9 @@ func (s *Server) serveForwardBatch(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, "invalid_request", "malformed forward batch", nil)
 		return
 	}
+	// From here on the answer carries headerBatch, whatever happens: the
+	// follower then knows the requests may have run (see send).
+	w.Header().Set(headerBatch, "1")
 	out := make([]batchedResponse, len(reqs))
 	var wg sync.WaitGroup
 	for i := range reqs {
@@ -371,7 +388,6 @@ func (s *Server) serveForwardBatch(w http.ResponseWriter, r *http.Request) {
 		}()
 	}
 	wg.Wait()
-	w.Header().Set(headerBatch, "1")
 	WriteJSON(w, http.StatusOK, out)
 }
 

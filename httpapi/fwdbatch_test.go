@@ -338,3 +338,50 @@ func TestForwardBatchRouteRequiresClusterKey(t *testing.T) {
 		expect(t, r, 400, "invalid_request")
 	}
 }
+
+// TestRefusedBatchIsRetried: an answer without the batch header means the
+// leader ran none of the batch (here a 413), so its writes are sent again;
+// an answer with the header that is not a valid batch means they may have
+// run, so they are outcome_unknown.
+func TestRefusedBatchIsRetried(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		answer func(w http.ResponseWriter)
+		status int
+		code   string
+	}{
+		{"refused", func(w http.ResponseWriter) {
+			WriteError(w, "payload_too_large", "too big", nil)
+		}, 201, ""},
+		{"garbled", func(w http.ResponseWriter) {
+			w.Header().Set(headerBatch, "1")
+			WriteError(w, "internal", "", nil)
+		}, 503, CodeOutcomeUnknown},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, leader, follower, fURL := batchSetup(t, 5*time.Second)
+			var answered atomic.Bool
+			g.onBatch = func(w http.ResponseWriter, r *http.Request) bool {
+				if answered.CompareAndSwap(false, true) {
+					_, _ = io.ReadAll(r.Body)
+					tc.answer(w)
+					return true
+				}
+				return false
+			}
+			slots := fillSlots(t, g, leader, fURL)
+			answers := make(chan resp, 3)
+			for range 3 {
+				go func() { answers <- sendAs(t, leader, fURL, "POST", "/v1/actions", `{"payload":{}}`, nil) }()
+			}
+			waitFor(t, func() bool { return queued(follower) == 3 })
+			close(g.gate)
+			for range 3 {
+				expect(t, <-answers, tc.status, tc.code)
+			}
+			for range maxBatchesInFlight {
+				expect(t, <-slots, 201, "")
+			}
+		})
+	}
+}

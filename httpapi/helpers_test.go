@@ -62,6 +62,10 @@ type testBackend struct {
 	ready      atomic.Bool
 	// lagging makes ReadBarrierWithin answer cluster.ErrLagging.
 	lagging atomic.Bool
+	// gate, when set, holds every Apply until it is closed; entered
+	// counts the Applies that reached it.
+	gate    atomic.Pointer[chan struct{}]
+	entered atomic.Int64
 }
 
 type errBox struct{ err error }
@@ -83,6 +87,10 @@ func newTestBackend(t testing.TB, clock *fakeClock) *testBackend {
 func (b *testBackend) Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
 	if e, ok := b.applyErr.Load().(errBox); ok && e.err != nil {
 		return nil, e.err
+	}
+	if g := b.gate.Load(); g != nil {
+		b.entered.Add(1)
+		<-*g
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

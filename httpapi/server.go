@@ -34,6 +34,8 @@ type Server struct {
 	fwdAuth string
 	// clients caches decoded client records for authentication.
 	clients clientCache
+	// consumes holds back consumes of an action already being proposed.
+	consumes inflightConsumes
 }
 
 // New builds the HTTP API over a backend.

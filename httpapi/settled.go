@@ -1,7 +1,10 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
+	"sync"
+	"sync/atomic"
 
 	"github.com/gorilla/mux"
 
@@ -86,4 +89,48 @@ func (s *Server) answerSettledConsume(w http.ResponseWriter, r *http.Request, bo
 	status, out := resultError(res)
 	WriteJSON(w, status, out)
 	return true
+}
+
+// inflightConsumes lets the leader hold back consumes of an action while a
+// consume of it is already proposed: when a crowd races for one action,
+// the first request is proposed, and the rest wait for its outcome instead
+// of each appending an entry that can only lose. If it settled the action,
+// they are answered from state (already_used), which is linearizable: each
+// waiter's request began before the settling entry applied and is answered
+// after. If not (a wrong PIN, say), each proposes its own consume.
+type inflightConsumes struct {
+	mu sync.Mutex
+	m  map[string]chan struct{}
+	// waiting counts requests waiting behind another (tests).
+	waiting atomic.Int64
+}
+
+// enter returns a leave func when no consume of id is in flight here: the
+// caller proposes, then calls leave. Otherwise it waits for the one in
+// flight to finish and returns nil, or ctx's error.
+func (f *inflightConsumes) enter(ctx context.Context, id string) (func(), error) {
+	f.mu.Lock()
+	if ch, ok := f.m[id]; ok {
+		f.mu.Unlock()
+		f.waiting.Add(1)
+		defer f.waiting.Add(-1)
+		select {
+		case <-ch:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if f.m == nil {
+		f.m = map[string]chan struct{}{}
+	}
+	ch := make(chan struct{})
+	f.m[id] = ch
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		delete(f.m, id)
+		f.mu.Unlock()
+		close(ch)
+	}, nil
 }

@@ -73,3 +73,57 @@ func TestSettledConsumeFallsThrough(t *testing.T) {
 		t.Errorf("shortcut answered %v requests it must leave to the replicated path", got-before)
 	}
 }
+
+// TestConsumesWaitBehindTheOneInFlight: while one consume of an action is
+// being proposed on the leader, the others of the same action wait for it
+// and, once it has consumed the action, are answered already_used from
+// state: the crowd costs one log entry, not one each. A consume with an
+// Idempotency-Key still proposes its own entry (its outcome is stored).
+func TestConsumesWaitBehindTheOneInFlight(t *testing.T) {
+	e := newEnv(t, nil)
+	id := e.create(`{"payload":{}}`)
+	other := e.create(`{"payload":{}}`)
+	applies := e.b.applies.Load()
+	gate := make(chan struct{})
+	e.b.gate.Store(&gate)
+
+	first := make(chan resp, 1)
+	go func() { first <- e.consume(id, "") }()
+	waitFor(t, func() bool { return e.b.entered.Load() == 1 })
+	const n = 10
+	rest := make(chan resp, n+3)
+	for range n {
+		go func() { rest <- e.consume(id, "") }()
+	}
+	waitFor(t, func() bool { return e.s.consumes.waiting.Load() == n })
+	// Another action and an idempotent request are not held back.
+	go func() { rest <- e.consume(other, "") }()
+	go func() {
+		rest <- e.do(req{method: "POST", path: "/v1/actions/" + id + "/consume", hdr: map[string]string{"Idempotency-Key": "k1"}})
+	}()
+	waitFor(t, func() bool { return e.b.entered.Load() == 3 })
+	e.b.gate.Store(nil)
+	close(gate)
+
+	rest <- <-first
+	won, used := 0, 0
+	for range n + 3 {
+		r := <-rest
+		switch {
+		case r.status == 200:
+			won++
+		case r.status == 409 && r.str("error") == "already_used":
+			used++
+		default:
+			t.Fatalf("consume: %d %s", r.status, r.raw)
+		}
+	}
+	// One winner of id (the first or the idempotent one, whichever the
+	// log orders first) and the other action's consume.
+	if won != 2 || used != n+1 {
+		t.Fatalf("won %d (want 2), already_used %d (want %d)", won, used, n+1)
+	}
+	if got := e.b.applies.Load() - applies; got != 3 {
+		t.Fatalf("%d entries proposed, want 3 (the first, the other action, the idempotent one)", got)
+	}
+}

@@ -174,3 +174,13 @@ func TestParseStatCPU(t *testing.T) {
 		t.Fatal("a process that never started has used CPU")
 	}
 }
+
+func TestCounterValue(t *testing.T) {
+	exp := []byte("# HELP x y\nexactonce_consumes_settled_locally_total_other 3\nexactonce_consumes_settled_locally_total 9998\n")
+	if n, err := counterValue(exp, settledMetric); err != nil || n != 9998 {
+		t.Fatalf("counterValue = %d, %v", n, err)
+	}
+	if _, err := counterValue([]byte("nothing 1\n"), settledMetric); err == nil {
+		t.Fatal("a missing counter was read")
+	}
+}

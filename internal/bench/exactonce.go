@@ -281,3 +281,40 @@ func (e *ExactOnce) Verify(ctx context.Context, w *Worker, id string) error {
 	}
 	return nil
 }
+
+// settledMetric counts consumes a node answered from its own state.
+const settledMetric = "exactonce_consumes_settled_locally_total"
+
+// SettledLocally sums settledMetric over the nodes' /metrics.
+func (e *ExactOnce) SettledLocally(ctx context.Context) (int, error) {
+	total := 0
+	for _, u := range e.URLs {
+		status, body, err := e.doHTTP(ctx, http.MethodGet, u+"/metrics", "", nil)
+		if err != nil {
+			return 0, fmt.Errorf("scrape %s: %w", u, err)
+		}
+		if status != http.StatusOK {
+			return 0, fmt.Errorf("scrape %s: status %d", u, status)
+		}
+		n, err := counterValue(body, settledMetric)
+		if err != nil {
+			return 0, fmt.Errorf("scrape %s: %w", u, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// counterValue finds an unlabelled counter in a Prometheus text exposition.
+func counterValue(exposition []byte, name string) (int, error) {
+	for _, line := range strings.Split(string(exposition), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %w", name, err)
+			}
+			return int(f), nil
+		}
+	}
+	return 0, fmt.Errorf("%s not exposed", name)
+}

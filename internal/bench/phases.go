@@ -107,6 +107,13 @@ func (s *session) hotRace(ctx context.Context, t Target, id string) error {
 	var answers []RaceAnswer
 	var t0 time.Time
 	client := "goroutine per racer"
+	eoT, isEO := t.(*ExactOnce)
+	settled0 := -1 // settledMetric before the race, -1 when unknown
+	if isEO {
+		if n, err := eoT.SettledLocally(ctx); err == nil {
+			settled0 = n
+		}
+	}
 	if eo, ok := t.(*ExactOnce); ok && s.cfg.HotPipelined {
 		client = "pipelined HTTP/1.1"
 		s.log.Info("hot race", "system", t.Name(), "racers", n, "conns", s.cfg.HotConns, "client", client)
@@ -138,6 +145,14 @@ func (s *session) hotRace(ctx context.Context, t Target, id string) error {
 		t0 = time.Now()
 		close(start)
 		done.Wait()
+	}
+	// How many losers were answered from a node's own state (no log
+	// entry); the rest went through Raft before the win was applied there.
+	settledNote := ""
+	if settled0 >= 0 {
+		if m, err := eoT.SettledLocally(ctx); err == nil {
+			settledNote = fmt.Sprintf("; answered from local state: %d", m-settled0)
+		}
 	}
 	h := HotRes{Racers: n, Kinds: map[string]int{}}
 	var lat []time.Duration
@@ -178,6 +193,7 @@ func (s *session) hotRace(ctx context.Context, t Target, id string) error {
 		Elapsed: elapsed, Latency: Summarize(lat)}
 	row := NewRow(t.Name(), WHot, n, s.cfg.Seed, res)
 	row.Note = fmt.Sprintf("won=%d lost=%d errors=%d; latency from release to answer; client: %s", h.Won, h.Lost, h.Errors, client)
+	row.Note += settledNote
 	s.add(row)
 	return nil
 }
