@@ -36,6 +36,8 @@ type Server struct {
 	clients clientCache
 	// consumes holds back consumes of an action already being proposed.
 	consumes inflightConsumes
+	// settledAnswers keeps rendered answers to consumes of settled actions.
+	settledAnswers settledAnswers
 }
 
 // New builds the HTTP API over a backend.

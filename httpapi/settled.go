@@ -66,6 +66,14 @@ func (s *Server) answerSettledConsume(w http.ResponseWriter, r *http.Request, bo
 	if err != nil || c == nil || c.RevokedAt != 0 || !secure.SecretMatches(secret, c.SecretHash) {
 		return false
 	}
+	if ans, ok := s.settledAnswers.get(actionID); ok && ans.clientID == clientID {
+		s.metrics.consumes.WithLabelValues(ans.code).Inc()
+		s.metrics.settled.Inc()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(ans.status)
+		_, _ = w.Write(ans.body)
+		return true
+	}
 	var a *fsm.Action
 	err = s.b.FSM().View(func(v *fsm.View) error {
 		var err error
@@ -84,11 +92,57 @@ func (s *Server) answerSettledConsume(w http.ResponseWriter, r *http.Request, bo
 	default:
 		return false
 	}
+	status, out := resultError(res)
+	b, err := encodeJSON(out)
+	if err != nil {
+		return false // the normal path answers
+	}
+	s.settledAnswers.put(actionID, settledAnswer{clientID: clientID, code: string(res.Code), status: status, body: b})
 	s.metrics.consumes.WithLabelValues(string(res.Code)).Inc()
 	s.metrics.settled.Inc()
-	status, out := resultError(res)
-	WriteJSON(w, status, out)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
 	return true
+}
+
+// settledAnswersMax bounds the answers settledAnswers keeps.
+const settledAnswersMax = 4096
+
+// settledAnswers keeps the rendered answers given to consumes of settled
+// actions, so that a crowd consuming one action costs one lookup and one
+// rendering per node, not one each. An answer never goes stale: a settled
+// action is terminal, actions are never deleted, and the answer's fields
+// (consumedAt, consumedReason, canceledAt) never change once set. Each
+// request is still authenticated, and a cached answer is only given to the
+// action's own client.
+type settledAnswers struct {
+	mu sync.RWMutex
+	m  map[string]settledAnswer // by action id
+}
+
+type settledAnswer struct {
+	clientID string
+	code     string
+	status   int
+	body     []byte
+}
+
+func (c *settledAnswers) get(actionID string) (settledAnswer, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	a, ok := c.m[actionID]
+	return a, ok
+}
+
+func (c *settledAnswers) put(actionID string, a settledAnswer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= settledAnswersMax {
+		// Full: start again. The crowds it serves are on a few actions.
+		c.m = make(map[string]settledAnswer)
+	}
+	c.m[actionID] = a
 }
 
 // inflightConsumes lets the leader hold back consumes of an action while a

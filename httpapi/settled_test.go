@@ -2,11 +2,14 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/exactonce/exactonce/fsm"
 )
 
 // A consume of an action already consumed or canceled is answered from the
@@ -32,12 +35,17 @@ func TestSettledConsumeAnsweredLocally(t *testing.T) {
 	if !bytes.Equal(local.raw, viaLog.raw) {
 		t.Errorf("local answer %s differs from the replicated one %s", local.raw, viaLog.raw)
 	}
+	// Again: now from the node's cache of settled answers, byte for byte.
+	again := e.consume(consumed, "")
+	if !bytes.Equal(again.raw, viaLog.raw) || again.status != http.StatusConflict {
+		t.Errorf("cached answer %d %s differs from the replicated one %s", again.status, again.raw, viaLog.raw)
+	}
 	expect(t, e.consume(canceled, ""), http.StatusGone, "canceled")
 	if got := e.b.applies.Load(); got != applies {
 		t.Errorf("settled consumes wrote %d log entries, want 0", got-applies)
 	}
-	if got := testutil.ToFloat64(e.s.metrics.settled); got != 2 {
-		t.Errorf("settled counter = %v, want 2", got)
+	if got := testutil.ToFloat64(e.s.metrics.settled); got != 3 {
+		t.Errorf("settled counter = %v, want 3", got)
 	}
 
 	// A follower whose leader is unreachable still answers settled consumes,
@@ -60,6 +68,7 @@ func TestSettledConsumeFallsThrough(t *testing.T) {
 	e := newEnv(t, nil)
 	id := e.create(`{"payload":{"a":1}}`)
 	expect(t, e.consume(id, ""), http.StatusOK, "")
+	expect(t, e.consume(id, ""), http.StatusConflict, "already_used") // answered locally, and cached
 	before := testutil.ToFloat64(e.s.metrics.settled)
 
 	r := e.do(req{method: "POST", path: "/v1/actions/" + id + "/consume", client: [2]string{e.clientID, "wrong"}})
@@ -69,6 +78,12 @@ func TestSettledConsumeFallsThrough(t *testing.T) {
 	other, otherSecret := e.newClient("tenant-b")
 	r = e.do(req{method: "POST", path: "/v1/actions/" + id + "/consume", client: [2]string{other, otherSecret}})
 	expect(t, r, http.StatusNotFound, "action_not_found")
+	// A revoked client is refused, cached answer or not.
+	if _, err := e.b.Apply(context.Background(), &fsm.Command{Type: fsm.CmdRevokeClient,
+		RevokeClient: &fsm.RevokeClient{ID: e.clientID}}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.consume(id, ""), http.StatusUnauthorized, "unauthorized")
 	if got := testutil.ToFloat64(e.s.metrics.settled); got != before {
 		t.Errorf("shortcut answered %v requests it must leave to the replicated path", got-before)
 	}
