@@ -7,11 +7,13 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // syncBuffer is a goroutine-safe log sink.
@@ -101,6 +103,52 @@ func TestAccessLogLevels(t *testing.T) {
 			if logged := strings.Contains(got, `"request_id":"`+id+`"`); logged != want {
 				t.Errorf("access log %v: request %s logged at info = %v, want %v\n%s", access, id, logged, want, got)
 			}
+		}
+	}
+}
+
+// TestActionPathMatcher: the string matcher of the two busiest routes
+// accepts exactly what their templates' regular expressions accept, and
+// requests through it are labelled with the template.
+func TestActionPathMatcher(t *testing.T) {
+	for _, tc := range []struct {
+		method, path, suffix string
+		id                   string // "" = no match
+	}{
+		{"POST", "/v1/actions/act_1/consume", "/consume", "act_1"},
+		{"GET", "/v1/actions/act_1", "", "act_1"},
+		{"GET", "/v1/actions/act_1/consume", "", ""},
+		{"POST", "/v1/actions/act_1", "/consume", ""},
+		{"POST", "/v1/actions//consume", "/consume", ""},
+		{"POST", "/v1/actions/a/b/consume", "/consume", ""},
+		{"GET", "/v1/actions/", "", ""},
+		{"GET", "/v1/actions", "", ""},
+		{"GET", "/v2/actions/act_1", "", ""},
+		{"PUT", "/v1/actions/act_1", "", ""},
+	} {
+		method := "GET"
+		if tc.suffix != "" {
+			method = "POST"
+		}
+		r := httptest.NewRequest(tc.method, tc.path, nil)
+		var m mux.RouteMatch
+		got := actionPath(method, tc.suffix)(r, &m)
+		if got != (tc.id != "") || got && m.Vars["id"] != tc.id {
+			t.Errorf("%s %s (suffix %q): match %v vars %v, want id %q", tc.method, tc.path, tc.suffix, got, m.Vars, tc.id)
+		}
+	}
+
+	e := newEnv(t, nil)
+	id := e.create(`{"payload":{}}`)
+	expect(t, e.do(req{method: "GET", path: "/v1/actions/" + id}), 200, "")
+	expect(t, e.consume(id, ""), 200, "")
+	expect(t, e.do(req{method: "PUT", path: "/v1/actions/" + id}), 405, CodeMethodNotAllowed)
+	for _, route := range []string{routeAction, routeConsume} {
+		if n := testutil.CollectAndCount(e.s.metrics.requests, "exactonce_http_requests_total"); n == 0 {
+			t.Fatal("no request metrics")
+		}
+		if v := testutil.ToFloat64(e.s.metrics.requests.WithLabelValues(route, map[string]string{routeAction: "GET", routeConsume: "POST"}[route], "200")); v != 1 {
+			t.Errorf("requests{route=%q} = %v, want 1", route, v)
 		}
 	}
 }
