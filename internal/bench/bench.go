@@ -478,7 +478,14 @@ func (s *session) prefill(ctx context.Context, t Target, pool *Pool, n int) erro
 	if err != nil {
 		return fmt.Errorf("prefill %d actions: %w", need, err)
 	}
-	s.log.Info("prefilled", "system", t.Name(), "actions", need, "took", time.Since(t0).Round(time.Millisecond))
+	took := time.Since(t0)
+	if st, ok := t.(Settler); ok {
+		if err := st.Settle(ctx); err != nil {
+			return fmt.Errorf("prefill %d actions: %w", need, err)
+		}
+	}
+	s.log.Info("prefilled", "system", t.Name(), "actions", need, "took", took.Round(time.Millisecond),
+		"settled_after", (time.Since(t0) - took).Round(time.Millisecond))
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -317,4 +318,50 @@ func counterValue(exposition []byte, name string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("%s not exposed", name)
+}
+
+// nodeStatusPath is cluster.NodeStatusPath: a node's applied index.
+const nodeStatusPath = "/internal/v1/node-status"
+
+// Settle implements Settler: it waits until every node has applied at
+// least what the most advanced node had applied when it was called.
+func (e *ExactOnce) Settle(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	applied := func() ([]uint64, error) {
+		out := make([]uint64, len(e.URLs))
+		for i, u := range e.URLs {
+			status, body, err := e.doHTTP(ctx, http.MethodGet, u+nodeStatusPath, "", nil)
+			if err != nil {
+				return nil, err
+			}
+			var st struct {
+				AppliedIndex uint64 `json:"appliedIndex"`
+			}
+			if status != http.StatusOK || json.Unmarshal(body, &st) != nil {
+				return nil, fmt.Errorf("node status %s: %d %s", u, status, body)
+			}
+			out[i] = st.AppliedIndex
+		}
+		return out, nil
+	}
+	first, err := applied()
+	if err != nil {
+		return fmt.Errorf("settle: %w", err)
+	}
+	target := slices.Max(first)
+	for {
+		now, err := applied()
+		if err != nil {
+			return fmt.Errorf("settle: %w", err)
+		}
+		if slices.Min(now) >= target {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("settle: nodes at %v, waiting for %d: %w", now, target, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

@@ -30,3 +30,11 @@ type Target interface {
 	// Nodes is the number of nodes requests are spread over.
 	Nodes() int
 }
+
+// Settler is implemented by a target whose replicas may still be applying
+// a bulk load (the prefill before a run) when the load returns: Settle
+// waits until every replica has applied it, so that the run measures the
+// workload and not the replicas catching up.
+type Settler interface {
+	Settle(ctx context.Context) error
+}
