@@ -88,6 +88,28 @@ func fillSlots(t *testing.T, g *gatedLeader, leader *env, follower string) chan 
 	return out
 }
 
+// queueBehindSlots holds the follower's in-flight slots at the gate, sends n
+// creates through the follower, waits until all n are queued, opens the
+// gate and returns their answers once the held writes have succeeded.
+func queueBehindSlots(t *testing.T, g *gatedLeader, leader, follower *env, fURL string, n int) []resp {
+	t.Helper()
+	slots := fillSlots(t, g, leader, fURL)
+	answers := make(chan resp, n)
+	for range n {
+		go func() { answers <- sendAs(t, leader, fURL, "POST", "/v1/actions", `{"payload":{}}`, nil) }()
+	}
+	waitFor(t, func() bool { return queued(follower) == n })
+	close(g.gate)
+	out := make([]resp, n)
+	for i := range out {
+		out[i] = <-answers
+	}
+	for range maxBatchesInFlight {
+		expect(t, <-slots, 201, "")
+	}
+	return out
+}
+
 // waitFor polls cond until it holds or 5 s pass.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
@@ -193,18 +215,8 @@ func TestBatchLostAfterSendingIsOutcomeUnknown(t *testing.T) {
 		}
 		return true
 	}
-	slots := fillSlots(t, g, leader, fURL)
-	answers := make(chan resp, 3)
-	for range 3 {
-		go func() { answers <- sendAs(t, leader, fURL, "POST", "/v1/actions", `{"payload":{}}`, nil) }()
-	}
-	waitFor(t, func() bool { return queued(follower) == 3 })
-	close(g.gate)
-	for range 3 {
-		expect(t, <-answers, 503, CodeOutcomeUnknown)
-	}
-	for range maxBatchesInFlight {
-		expect(t, <-slots, 201, "")
+	for _, r := range queueBehindSlots(t, g, leader, follower, fURL, 3) {
+		expect(t, r, 503, CodeOutcomeUnknown)
 	}
 	if g.batches.Load() != 1 {
 		t.Fatalf("%d batch requests; a lost batch must not be resent", g.batches.Load())
@@ -221,18 +233,8 @@ func TestBatchToLeaderWithoutTheRoute(t *testing.T) {
 		http.NotFound(w, r)
 		return true
 	}
-	slots := fillSlots(t, g, leader, fURL)
-	answers := make(chan resp, 3)
-	for range 3 {
-		go func() { answers <- sendAs(t, leader, fURL, "POST", "/v1/actions", `{"payload":{}}`, nil) }()
-	}
-	waitFor(t, func() bool { return queued(follower) == 3 })
-	close(g.gate)
-	for range 3 {
-		expect(t, <-answers, 201, "")
-	}
-	for range maxBatchesInFlight {
-		expect(t, <-slots, 201, "")
+	for _, r := range queueBehindSlots(t, g, leader, follower, fURL, 3) {
+		expect(t, r, 201, "")
 	}
 	if b, s := g.batches.Load(), g.singles.Load(); b != 1 || s != maxBatchesInFlight+3 {
 		t.Fatalf("%d batches and %d singles; want 1 refused batch, then singles", b, s)
@@ -253,18 +255,8 @@ func TestBatchNotLeader(t *testing.T) {
 		}
 		return false
 	}
-	slots := fillSlots(t, g, leader, fURL)
-	answers := make(chan resp, 3)
-	for range 3 {
-		go func() { answers <- sendAs(t, leader, fURL, "POST", "/v1/actions", `{"payload":{}}`, nil) }()
-	}
-	waitFor(t, func() bool { return queued(follower) == 3 })
-	close(g.gate)
-	for range 3 {
-		expect(t, <-answers, 201, "")
-	}
-	for range maxBatchesInFlight {
-		expect(t, <-slots, 201, "")
+	for _, r := range queueBehindSlots(t, g, leader, follower, fURL, 3) {
+		expect(t, r, 201, "")
 	}
 	if !refused.Load() {
 		t.Fatal("the not-leader answer was never given")
@@ -369,18 +361,8 @@ func TestRefusedBatchIsRetried(t *testing.T) {
 				}
 				return false
 			}
-			slots := fillSlots(t, g, leader, fURL)
-			answers := make(chan resp, 3)
-			for range 3 {
-				go func() { answers <- sendAs(t, leader, fURL, "POST", "/v1/actions", `{"payload":{}}`, nil) }()
-			}
-			waitFor(t, func() bool { return queued(follower) == 3 })
-			close(g.gate)
-			for range 3 {
-				expect(t, <-answers, tc.status, tc.code)
-			}
-			for range maxBatchesInFlight {
-				expect(t, <-slots, 201, "")
+			for _, r := range queueBehindSlots(t, g, leader, follower, fURL, 3) {
+				expect(t, r, tc.status, tc.code)
 			}
 		})
 	}
