@@ -164,3 +164,24 @@ func TestSnapshotTuningFromEnvOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessLogFlag: request lines are opt-in, by flag or environment.
+func TestAccessLogFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want bool
+	}{
+		{nil, nil, false},
+		{[]string{"--access-log"}, nil, true},
+		{nil, map[string]string{"EXACTONCE_ACCESS_LOG": "true"}, true},
+	} {
+		c, err := Parse(append([]string{"--dev"}, tc.args...), env(tc.env), io.Discard)
+		if err != nil {
+			t.Fatalf("%v %v: %v", tc.args, tc.env, err)
+		}
+		if c.AccessLog != tc.want {
+			t.Errorf("%v %v: AccessLog = %v, want %v", tc.args, tc.env, c.AccessLog, tc.want)
+		}
+	}
+}
