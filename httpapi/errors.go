@@ -92,6 +92,11 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 		status = http.StatusInternalServerError
 		b = []byte(`{"error":"internal","message":"cannot encode response"}` + "\n")
 	}
+	writeJSONBytes(w, status, b)
+}
+
+// writeJSONBytes writes an already encoded JSON response.
+func writeJSONBytes(w http.ResponseWriter, status int, b []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)

@@ -199,7 +199,7 @@ var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy
 // read (read=true) changes nothing, so any failure is retryable and
 // nothing is written.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, leader string, read bool) fwdOutcome {
-	if !read && s.batcher.eligible(r, body) {
+	if !read && s.batcher.eligible(body) {
 		return s.batcher.forward(w, r, body, leader)
 	}
 	return s.forwardOne(w, r, body, leader, read)

@@ -69,9 +69,7 @@ func (s *Server) answerSettledConsume(w http.ResponseWriter, r *http.Request, bo
 	if ans, ok := s.settledAnswers.get(actionID); ok && ans.clientID == clientID {
 		s.metrics.consumes.WithLabelValues(ans.code).Inc()
 		s.metrics.settled.Inc()
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(ans.status)
-		_, _ = w.Write(ans.body)
+		writeJSONBytes(w, ans.status, ans.body)
 		return true
 	}
 	var a *fsm.Action
@@ -100,9 +98,7 @@ func (s *Server) answerSettledConsume(w http.ResponseWriter, r *http.Request, bo
 	s.settledAnswers.put(actionID, settledAnswer{clientID: clientID, code: string(res.Code), status: status, body: b})
 	s.metrics.consumes.WithLabelValues(string(res.Code)).Inc()
 	s.metrics.settled.Inc()
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	writeJSONBytes(w, status, b)
 	return true
 }
 
