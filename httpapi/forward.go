@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -290,12 +291,19 @@ func (s *Server) forwardOne(w http.ResponseWriter, r *http.Request, body []byte,
 		WriteError(w, CodeOutcomeUnknown, "", nil)
 		return fwdDone
 	}
-	if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(headerNotLeader) != "" {
+	return s.answerFromLeader(w, log, leader, resp.StatusCode, resp.Header, respBody)
+}
+
+// answerFromLeader relays the leader's answer to a forwarded request,
+// unless it says it is not the leader: then nothing was done, and the
+// caller forwards again.
+func (s *Server) answerFromLeader(w http.ResponseWriter, log *slog.Logger, leader string, status int, header http.Header, body []byte) fwdOutcome {
+	if status == http.StatusServiceUnavailable && header.Get(headerNotLeader) != "" {
 		log.Info("forward target is not the leader; retrying", "leader", leader)
 		s.metrics.forwards.WithLabelValues("not_leader").Inc()
 		return fwdRetry
 	}
-	relay(w, resp.StatusCode, resp.Header, respBody)
+	relay(w, status, header, body)
 	s.metrics.forwards.WithLabelValues("ok").Inc()
 	return fwdDone
 }

@@ -208,14 +208,7 @@ func (b *fwdBatcher) forward(w http.ResponseWriter, r *http.Request, body []byte
 		WriteError(w, CodeOutcomeUnknown, "", nil)
 		return fwdDone
 	}
-	if c.res.Status == http.StatusServiceUnavailable && c.res.Header.Get(headerNotLeader) != "" {
-		log.Info("forward target is not the leader; retrying", "leader", leader)
-		b.s.metrics.forwards.WithLabelValues("not_leader").Inc()
-		return fwdRetry
-	}
-	relay(w, c.res.Status, c.res.Header, c.res.Body)
-	b.s.metrics.forwards.WithLabelValues("ok").Inc()
-	return fwdDone
+	return b.s.answerFromLeader(w, log, leader, c.res.Status, c.res.Header, c.res.Body)
 }
 
 // release gives back a single forward's slot, or hands it to a sender when

@@ -350,18 +350,15 @@ func (e *ExactOnce) Settle(ctx context.Context) error {
 		return fmt.Errorf("settle: %w", err)
 	}
 	target := slices.Max(first)
-	for {
-		now, err := applied()
-		if err != nil {
-			return fmt.Errorf("settle: %w", err)
-		}
-		if slices.Min(now) >= target {
-			return nil
-		}
+	for now := first; slices.Min(now) < target; {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("settle: nodes at %v, waiting for %d: %w", now, target, ctx.Err())
 		case <-time.After(10 * time.Millisecond):
 		}
+		if now, err = applied(); err != nil {
+			return fmt.Errorf("settle: %w", err)
+		}
 	}
+	return nil
 }

@@ -114,11 +114,11 @@ func (s *session) hotRace(ctx context.Context, t Target, id string) error {
 			settled0 = n
 		}
 	}
-	if eo, ok := t.(*ExactOnce); ok && s.cfg.HotPipelined {
+	if isEO && s.cfg.HotPipelined {
 		client = "pipelined HTTP/1.1"
 		s.log.Info("hot race", "system", t.Name(), "racers", n, "conns", s.cfg.HotConns, "client", client)
 		var err error
-		answers, t0, err = eo.PipelinedRace(ctx, id, n, s.cfg.HotConns)
+		answers, t0, err = eoT.PipelinedRace(ctx, id, n, s.cfg.HotConns)
 		if err != nil {
 			return fmt.Errorf("hot race: %w", err)
 		}
