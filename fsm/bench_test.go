@@ -78,3 +78,41 @@ func BenchmarkApplyBatchConsume(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkViewAction reads random actions, as a verify does, from states
+// of several sizes: the cost of a lookup grows with the state because each
+// level of bbolt's B+tree is a cold page.
+func BenchmarkViewAction(b *testing.B) {
+	for _, n := range []int{1000, 200000} {
+		b.Run(fmt.Sprintf("actions=%d", n), func(b *testing.B) {
+			f, idx := benchFSM(b, false)
+			for i := 0; i < n; i += 1000 {
+				c := &CreateActions{CSV: true}
+				for j := i; j < i+1000 && j < n; j++ {
+					c.Rows = append(c.Rows, CreateRow{Row: j, ActionID: fmt.Sprintf("act_%012d", j), SealedPayload: benchPayload})
+				}
+				idx++
+				f.ApplyBatch([]*raft.Log{entry(b, idx, &Command{Type: CmdCreateActions, Time: t0, ClientID: clA, Create: c})})
+			}
+			ids := make([]string, 1<<16)
+			for i := range ids {
+				ids[i] = fmt.Sprintf("act_%012d", (i*7919)%n)
+			}
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				err := f.View(func(v *View) error {
+					a, err := v.Action(clA, ids[i%len(ids)])
+					if a == nil && err == nil {
+						b.Fatal("action not found")
+					}
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}

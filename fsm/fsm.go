@@ -36,6 +36,11 @@ type Options struct {
 	// InitialMmapSize overrides the bbolt initial mmap size (default 1 GiB);
 	// see DESIGN.md for why it is large.
 	InitialMmapSize int
+	// MappedBudget is the file-backed resident memory (bytes) above which
+	// the state file's mapped pages are handed back (TrimMappedMemory and
+	// the release after bulk writes). 0 means DefaultMappedBudget; a
+	// negative budget releases every time, whatever is resident.
+	MappedBudget int64
 }
 
 // defaultMmapSize is large so that a long-running snapshot read transaction
@@ -94,6 +99,9 @@ func Open(opts Options) (*FSM, error) {
 	}
 	if opts.InitialMmapSize == 0 {
 		opts.InitialMmapSize = defaultMmapSize
+	}
+	if opts.MappedBudget == 0 {
+		opts.MappedBudget = DefaultMappedBudget
 	}
 	// A restore interrupted by a crash leaves its temp file behind.
 	if err := os.Remove(opts.Path + restoreSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -288,8 +296,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	if f.nodesSinceRelease >= releaseAfterNodes {
 		// Still under writeMu: no re-map can happen (see ReleaseMappedMemory).
-		f.nodesSinceRelease = 0
-		if err := f.dropMappedPages(); err != nil {
+		if _, err := f.trimMappedPages(); err != nil {
 			f.log.Warn("fsm: release mapped memory", "err", err)
 		}
 	}

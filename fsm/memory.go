@@ -31,9 +31,49 @@ func (f *FSM) ReleaseMappedMemory() error {
 	return f.dropMappedPages()
 }
 
+// DefaultMappedBudget is the file-backed resident memory a node keeps
+// before it hands the state file's mapped pages back (Options.MappedBudget).
+// A node with a million actions then stays near 190 MiB of heap plus at
+// most this much mapped file, well under 512 MiB, while a state file that
+// fits in the budget stays mapped: every release costs a minor fault on the
+// next touch of each page, which on a virtual machine made a consume of a
+// random action 15-25 % dearer in CPU (docs/performance.md, session 5).
+const DefaultMappedBudget = 160 << 20
+
+// TrimMappedMemory is ReleaseMappedMemory when the process's file-backed
+// resident memory (the state file's mapped pages, the binary and any other
+// mapped file) exceeds Options.MappedBudget, and nothing otherwise. It
+// reports whether it released the mapping.
+func (f *FSM) TrimMappedMemory() (bool, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return false, ErrClosed
+	}
+	f.writeMu.Lock()
+	defer f.writeMu.Unlock()
+	return f.trimMappedPages()
+}
+
+// trimMappedPages is TrimMappedMemory's work; the caller holds f.mu
+// (shared) and f.writeMu.
+func (f *FSM) trimMappedPages() (bool, error) {
+	f.nodesSinceRelease = 0
+	if f.opts.MappedBudget > 0 {
+		resident, err := fileResident()
+		if err != nil {
+			return false, fmt.Errorf("fsm: release mapped memory: %w", err)
+		}
+		if resident <= f.opts.MappedBudget {
+			return false, nil
+		}
+	}
+	return true, f.dropMappedPages()
+}
+
 // releaseAfterNodes is how many B+tree nodes write transactions may load
-// before ApplyBatch releases the mapping itself, so that a bulk load does
-// not wait for the periodic release. A write maps more than the nodes it
+// before ApplyBatch trims the mapping itself (TrimMappedMemory), so that a
+// bulk load does not wait for the periodic trim. A write maps more than the nodes it
 // loads: the kernel maps up to 16 cached pages around each fault
 // ("fault-around"), so one 10,000-row create into a million actions maps
 // most of the file. Releasing after every such batch cannot bound the

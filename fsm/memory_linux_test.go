@@ -78,3 +78,42 @@ func TestReleaseMappedMemory(t *testing.T) {
 		t.Fatalf("release after close: %v, want %v", err, ErrClosed)
 	}
 }
+
+// TestTrimMappedMemoryKeepsPagesWithinBudget: a trim under the budget keeps
+// the state file mapped (no fault on the next read); over it, the trim
+// releases the mapping like ReleaseMappedMemory.
+func TestTrimMappedMemoryKeepsPagesWithinBudget(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	f, err := Open(Options{Path: path, NoSync: true, InitialMmapSize: 1 << 24, MappedBudget: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.ApplyBatch(randomLog(t, testSeed(t), 3000))
+	want := hashOf(t, f)
+	before := mappedRSS(t, path)
+	if before < 256 {
+		t.Fatalf("the state file's mapping holds only %d KiB after a full read; the test needs more data", before)
+	}
+	released, err := f.TrimMappedMemory()
+	if err != nil || released {
+		t.Fatalf("trim within budget: released %v, err %v; want neither", released, err)
+	}
+	if kept := mappedRSS(t, path); kept < before*9/10 {
+		t.Fatalf("mapping RSS %d KiB after a trim within budget, %d KiB before", kept, before)
+	}
+
+	// A budget below what is resident (the test binary alone maps more
+	// than a page) releases.
+	f.opts.MappedBudget = 1
+	released, err = f.TrimMappedMemory()
+	if err != nil || !released {
+		t.Fatalf("trim over budget: released %v, err %v; want a release", released, err)
+	}
+	if after := mappedRSS(t, path); after > before/10 {
+		t.Fatalf("mapping RSS %d KiB after a trim over budget, %d KiB before", after, before)
+	}
+	if got := hashOf(t, f); got != want {
+		t.Fatal("state differs after trimming the mapping")
+	}
+}

@@ -282,11 +282,12 @@ func (s *server) run(ctx context.Context) error {
 }
 
 // mappedMemoryInterval is how often the state file's mapped pages are
-// handed back (fsm.FSM.ReleaseMappedMemory): the resident set then holds
-// about what this interval's reads and writes touched.
+// handed back when the node's file-backed resident memory is over budget
+// (fsm.FSM.TrimMappedMemory): the resident set then holds about what this
+// interval's reads and writes touched.
 const mappedMemoryInterval = 5 * time.Second
 
-// releaseMappedMemory calls state.ReleaseMappedMemory every
+// releaseMappedMemory calls state.TrimMappedMemory every
 // mappedMemoryInterval until ctx ends.
 func releaseMappedMemory(ctx context.Context, state *fsm.FSM, log *slog.Logger) {
 	t := time.NewTicker(mappedMemoryInterval)
@@ -296,7 +297,7 @@ func releaseMappedMemory(ctx context.Context, state *fsm.FSM, log *slog.Logger) 
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := state.ReleaseMappedMemory(); err != nil && !errors.Is(err, fsm.ErrClosed) {
+			if _, err := state.TrimMappedMemory(); err != nil && !errors.Is(err, fsm.ErrClosed) {
 				log.Warn("release mapped state pages", "err", err)
 			}
 		}

@@ -456,6 +456,12 @@ func (s *session) million(ctx context.Context, cl *EOCluster, t *ExactOnce) erro
 	}
 	s.log.Info("loaded", "stored", s.rep.Stored, "took", time.Since(t0).Round(time.Millisecond),
 		"rows/s", int(float64(batches*rows)/time.Since(t0).Seconds()))
+	// Memory is read next: a follower still applying the last batches holds
+	// the pages it is writing, which is not the resident set of a node
+	// with a million actions stored.
+	if err := t.Settle(ctx); err != nil {
+		return fmt.Errorf("million load: %w", err)
+	}
 	return ctx.Err()
 }
 
