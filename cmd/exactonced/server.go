@@ -139,7 +139,8 @@ func (s *server) run(ctx context.Context) error {
 	// The Raft log is fsynced before an entry commits, so the state file
 	// is not fsynced per batch (fsm.Options.DeferSync, fsm/durability.go);
 	// after a machine crash it is rebuilt from the snapshot and the log.
-	state, err := fsm.Open(fsm.Options{Path: filepath.Join(cfg.DataDir, stateFile), DeferSync: true, Logger: log.With("component", "fsm")})
+	state, err := fsm.Open(fsm.Options{Path: filepath.Join(cfg.DataDir, stateFile), DeferSync: true,
+		MappedBudget: cfg.MappedStateMiB << 20, Logger: log.With("component", "fsm")})
 	if err != nil {
 		return fmt.Errorf("open state: %w", err)
 	}

@@ -185,3 +185,32 @@ func TestAccessLogFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestMappedStateFlag: the mapped-state budget defaults to 160 MiB, is
+// set by flag or environment, and refuses a budget too small to hold a
+// working set.
+func TestMappedStateFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want int64
+	}{
+		{nil, nil, DefaultMappedStateMiB},
+		{[]string{"--mapped-state-mib", "512"}, nil, 512},
+		{nil, map[string]string{"EXACTONCE_MAPPED_STATE_MIB": "64"}, 64},
+	} {
+		c, err := Parse(append([]string{"--dev"}, tc.args...), env(tc.env), io.Discard)
+		if err != nil {
+			t.Fatalf("%v %v: %v", tc.args, tc.env, err)
+		}
+		if c.MappedStateMiB != tc.want {
+			t.Errorf("%v %v: MappedStateMiB = %d, want %d", tc.args, tc.env, c.MappedStateMiB, tc.want)
+		}
+	}
+	for _, v := range []string{"0", "15", "-1", "lots"} {
+		var ue *UsageError
+		if _, err := Parse([]string{"--dev", "--mapped-state-mib", v}, nil, io.Discard); !errors.As(err, &ue) {
+			t.Errorf("--mapped-state-mib %s: err %v, want a usage error", v, err)
+		}
+	}
+}
