@@ -78,6 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.CSVRows, "csv-rows", 10000, "rows per CSV batch create")
 	fs.IntVar(&cfg.CSVRepeats, "csv-repeats", 5, "CSV batch creates to time")
 	fs.IntVar(&cfg.MaxPrefill, "max-prefill", 400000, "most actions prepared for one consume run")
+	fs.IntVar(&cfg.TargetRounds, "target-rounds", 3, "runs per system of the target rows (consume and verify at 64 clients), the sweep's included, alternating; the checks use the median")
 	fs.BoolVar(&o.million, "million", false, "also load one million actions, then measure RSS and a restart")
 	fs.IntVar(&cfg.Million, "million-count", 1000000, "actions stored by -million")
 	fs.IntVar(&cfg.EtcdConns, "etcd-conns", 12, "etcd gRPC clients (connections), spread over the members")
@@ -331,6 +332,12 @@ func write(stdout io.Writer, outDir string, rep *bench.Report) error {
 	for _, r := range rep.Rows {
 		if r.Note != "" {
 			fmt.Fprintf(&table, "  %-9s %-7s c=%-5d %s\n", r.System, r.Workload, r.Concurrency, r.Note)
+		}
+	}
+	if len(rep.Rounds) > 0 {
+		table.WriteString("\ntarget rows, every run (the targets below use each system's median):\n")
+		if err := bench.WriteRounds(&table, rep.Rounds); err != nil {
+			return err
 		}
 	}
 	table.WriteString("\nmemory:\n")

@@ -65,6 +65,13 @@ type Config struct {
 	CSVRepeats int
 	// MaxPrefill caps the actions prepared for one consume run.
 	MaxPrefill int
+	// TargetRounds is how many closed-loop runs each system makes of the
+	// target rows (consume and verify at 64 clients), the sweep's run
+	// included. The extra runs come after the sweep and alternate between
+	// the systems; the checks judge each system's median run, so that one
+	// burst of load from outside the bench does not decide a verdict. 1
+	// means the sweep's run alone.
+	TargetRounds int
 
 	// Million loads this many actions (0: skip) and then measures RSS and a restart.
 	Million int
@@ -110,6 +117,9 @@ type Report struct {
 	Load []string `json:"loadavg"`
 	// Stored counts the actions the harness created in ExactOnce.
 	Stored int `json:"stored"`
+	// Rounds holds every run of the target rows (Config.TargetRounds), the
+	// sweep's included, in the order they ran.
+	Rounds []Row `json:"rounds,omitempty"`
 }
 
 // NodeMem is a node's memory after the runs.
@@ -229,6 +239,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	if err := s.sweep(ctx, sides); err != nil {
+		errs = append(errs, err)
+	} else if err := s.rounds(ctx, sides); err != nil {
 		errs = append(errs, err)
 	}
 	for _, sd := range sides {

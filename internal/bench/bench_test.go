@@ -184,3 +184,41 @@ func TestCounterValue(t *testing.T) {
 		t.Fatal("a missing counter was read")
 	}
 }
+
+// TestTargetChecksUseMedianRun: with several runs of a target row, the
+// verdict follows each system's median run, not the sweep's single run:
+// here the sweep's run alone would pass (3.3x) while the medians do not
+// (3,100 vs 1,050 = 2.95x), and the verify median clears 10,000/s although
+// one run fell short.
+func TestTargetChecksUseMedianRun(t *testing.T) {
+	run := func(sys, wl string, round int, ops, p99 float64) Row {
+		return Row{System: sys, Workload: wl, Concurrency: 64, Round: round, OpsPerSec: ops, P99Ms: p99}
+	}
+	rounds := []Row{
+		run("exactonce", WConsume, 1, 3300, 30), run("etcd", WConsume, 1, 1000, 90),
+		run("etcd", WConsume, 2, 1500, 80), run("exactonce", WConsume, 2, 2000, 60),
+		run("exactonce", WConsume, 3, 3100, 40), run("etcd", WConsume, 3, 1050, 85),
+		run("exactonce", WVerify, 1, 9000, 20), run("exactonce", WVerify, 2, 10500, 18), run("exactonce", WVerify, 3, 11000, 17),
+	}
+	s := &session{rows: []Row{rounds[0], rounds[1], rounds[6]}, rep: &Report{Hot: map[string]HotRes{}, Rounds: rounds}}
+	byName := map[string]Check{}
+	for _, c := range s.checks() {
+		byName[c.Name] = c
+	}
+	consume := byName["consume distinct @64: >= 3x etcd ops/s and p99 < 50 ms"]
+	if consume.Status != "FAIL" || !strings.Contains(consume.Measured, "median of 3 alternating runs: 3100 ops/s = 2.95x etcd (1050), p99 40.0 ms") ||
+		!strings.Contains(consume.Measured, "runs 3300/2000/3100 vs etcd 1000/1500/1050") {
+		t.Fatalf("consume check = %+v", consume)
+	}
+	verify := byName["linearizable verify @64 >= 10,000/s"]
+	if verify.Status != "PASS" || !strings.Contains(verify.Measured, "10500 ops/s") {
+		t.Fatalf("verify check = %+v", verify)
+	}
+	var buf bytes.Buffer
+	if err := WriteRounds(&buf, rounds); err != nil || strings.Count(buf.String(), "\n") != len(rounds)+1 {
+		t.Fatalf("rounds table = %q, %v", buf.String(), err)
+	}
+	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
+		t.Fatalf("median of an even count = %v, want 2.5", m)
+	}
+}

@@ -38,8 +38,11 @@ type Row struct {
 	// system's cost per operation, which varies far less than its rate on a
 	// shared machine. 0 when unknown.
 	CPUMicrosPerOp float64 `json:"cpuMicrosPerOp,omitempty"`
-	Note           string  `json:"note,omitempty"`
-	Seed           uint64  `json:"seed"`
+	// Round numbers the runs of a target row (Config.TargetRounds); 0 in
+	// the sweep's table.
+	Round int    `json:"round,omitempty"`
+	Note  string `json:"note,omitempty"`
+	Seed  uint64 `json:"seed"`
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
