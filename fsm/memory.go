@@ -34,11 +34,12 @@ func (f *FSM) ReleaseMappedMemory() error {
 // DefaultMappedBudget is the file-backed resident memory a node keeps
 // before it hands the state file's mapped pages back (Options.MappedBudget).
 // A node with a million actions then stays near 190 MiB of heap plus at
-// most this much mapped file, well under 512 MiB, while a state file that
-// fits in the budget stays mapped: every release costs a minor fault on the
-// next touch of each page, which on a virtual machine made a consume of a
-// random action 15-25 % dearer in CPU (docs/performance.md, session 5).
-const DefaultMappedBudget = 160 << 20
+// most this much mapped file, under 512 MiB, while a state file that fits
+// in the budget (about 300,000 actions) stays mapped: every release costs
+// a minor fault on the next touch of each page, which on a virtual machine
+// made a consume of a random action 15-25 % dearer in CPU
+// (docs/performance.md, session 5).
+const DefaultMappedBudget = 256 << 20
 
 // TrimMappedMemory is ReleaseMappedMemory when the process's file-backed
 // resident memory (the state file's mapped pages, the binary and any other

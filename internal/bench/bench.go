@@ -240,8 +240,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if err := s.sweep(ctx, sides); err != nil {
 		errs = append(errs, err)
-	} else if err := s.rounds(ctx, sides); err != nil {
-		errs = append(errs, err)
 	}
 	for _, sd := range sides {
 		if err := s.finish(ctx, sd); err != nil {
@@ -419,7 +417,8 @@ func (s *session) finish(ctx context.Context, sd *side) error {
 func mib(b int64) float64 { return math.Round(float64(b)/(1<<20)*10) / 10 }
 
 // sweep runs the closed-loop workloads over every concurrency, each run
-// on every side in turn.
+// on every side in turn; a target row runs again right away
+// (targetRounds).
 func (s *session) sweep(ctx context.Context, sides []*side) error {
 	for _, wl := range []string{WCreate, WConsume, WVerify, WMix} {
 		for _, c := range s.cfg.Concurrency {
@@ -435,6 +434,9 @@ func (s *session) sweep(ctx context.Context, sides []*side) error {
 					return err
 				}
 				s.add(row)
+			}
+			if err := s.targetRounds(ctx, sides, wl, c); err != nil {
+				return err
 			}
 		}
 	}

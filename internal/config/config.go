@@ -136,7 +136,7 @@ const (
 	DefaultMaxPayloadBytes = 16 << 10
 	DefaultMaxCSVRows      = 10000
 	// DefaultMappedStateMiB is fsm.DefaultMappedBudget in MiB.
-	DefaultMappedStateMiB = 160
+	DefaultMappedStateMiB = 256
 	DefaultDefaultTTL     = 24 * time.Hour
 	DefaultMaxTTL         = 366 * 24 * time.Hour
 )
