@@ -93,5 +93,5 @@ chaos-containers: ## the chaos harness against three containers (SCENARIOS=kill,
 	$(BIN)/exactonce-chaos -backend containers -seed $(SEED) -duration $(CC_DURATION) -scenarios $(CC_SCENARIOS) $(CHAOS_FLAGS)
 
 .PHONY: bench
-bench: ## ExactOnce vs etcd on loopback, ~5 min (BENCH_FLAGS=-million for one million actions; see docs/performance.md)
+bench: ## ExactOnce vs etcd on loopback, ~6 min (BENCH_FLAGS=-million for one million actions; see docs/performance.md)
 	scripts/bench.sh $(BENCH_FLAGS)
