@@ -69,13 +69,16 @@ func (f *FSM) trimMappedPages() (bool, error) {
 			return false, nil
 		}
 	}
-	return true, f.dropMappedPages()
+	if err := f.dropMappedPages(); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // releaseAfterNodes is how many B+tree nodes write transactions may load
 // before ApplyBatch trims the mapping itself (TrimMappedMemory), so that a
-// bulk load does not wait for the periodic trim. A write maps more than the nodes it
-// loads: the kernel maps up to 16 cached pages around each fault
+// bulk load does not wait for the periodic trim. A write maps more than
+// the nodes it loads: the kernel maps up to 16 cached pages around each fault
 // ("fault-around"), so one 10,000-row create into a million actions maps
 // most of the file. Releasing after every such batch cannot bound the
 // resident set during the load, but leaves it small as soon as it ends.
