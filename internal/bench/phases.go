@@ -476,7 +476,7 @@ func (s *session) row(system, wl string, c int) (Row, bool) {
 
 // runsLabel prefixes a target's figures with how many runs they are the
 // median of.
-func (s *session) runsLabel(n int) string {
+func runsLabel(n int) string {
 	if n <= 1 {
 		return ""
 	}
@@ -499,7 +499,7 @@ func (s *session) checks() []Check {
 		name := "consume distinct @64: >= 3x etcd ops/s and p99 < 50 ms"
 		r, ok := s.target("exactonce", WConsume, 64)
 		e, eok := s.target("etcd", WConsume, 64)
-		runs := s.runsLabel(len(r.Rates))
+		runs := runsLabel(len(r.Rates))
 		switch {
 		case !ok:
 			out = append(out, na(name, "not run"))
@@ -537,7 +537,7 @@ func (s *session) checks() []Check {
 			fmt.Sprintf("won=%d lost=%d errors=%d%s, %.0f answers/s", h.Won, h.Lost, h.Errors, kindsString(h.Kinds), h.PerSec)})
 	}
 	if r, ok := s.target("exactonce", WVerify, 64); ok {
-		m := fmt.Sprintf("%s%.0f ops/s, p99 %.1f ms, %d errors", s.runsLabel(len(r.Rates)), r.OpsPerSec, r.P99Ms, r.Errors)
+		m := fmt.Sprintf("%s%.0f ops/s, p99 %.1f ms, %d errors", runsLabel(len(r.Rates)), r.OpsPerSec, r.P99Ms, r.Errors)
 		if len(r.Rates) > 1 {
 			m += fmt.Sprintf("; runs %s ops/s", r.ratesString())
 		}
