@@ -194,7 +194,7 @@ type createRequest struct {
 // with a fresh id, the sealed payload and the PIN hash. Time-dependent
 // checks are the FSM's, with the leader's stamp.
 func (s *Server) buildRow(payload []byte, pin string, pinSet bool, activeAt, expiresAt int64) fsm.CreateRow {
-	id := secure.NewActionID()
+	id := s.actionIDs.New(s.cfg.Now())
 	row := fsm.CreateRow{
 		ActionID:      id,
 		SealedPayload: s.cfg.Keys.SealPayload(id, payload),

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -60,6 +61,37 @@ func TestRequestID(t *testing.T) {
 	if got := r.header.Get("X-Request-Id"); got == "" || strings.Contains(got, " ") {
 		t.Fatalf("invalid request id not replaced: %q", got)
 	}
+}
+
+// Actions stored with ids of the earlier format ("act_" + 160 random bits in
+// URL-safe base64, before ids carried a creation stamp) are still found,
+// verified and consumed exactly once.
+func TestEarlierActionIDFormatKeepsWorking(t *testing.T) {
+	e := newEnv(t, nil)
+	raw := make([]byte, 20)
+	for i := range raw {
+		raw[i] = byte(251 * (i + 1))
+	}
+	id := "act_" + base64.RawURLEncoding.EncodeToString(raw)
+	res, err := e.b.Apply(context.Background(), &fsm.Command{Type: fsm.CmdCreateActions, ClientID: e.clientID,
+		Create: &fsm.CreateActions{DefaultTTLMS: time.Hour.Milliseconds(), MaxTTLMS: 24 * time.Hour.Milliseconds(),
+			Rows: []fsm.CreateRow{{ActionID: id, SealedPayload: e.keys.SealPayload(id, []byte(`{"old":true}`))}}}})
+	if err != nil || res.Code != fsm.CodeOK {
+		t.Fatalf("create with an earlier id: %v %+v", err, res)
+	}
+	newer := e.create(`{"payload":{}}`) // a current id beside it
+	v := e.do(req{method: "GET", path: "/v1/actions/" + id})
+	expect(t, v, 200, "")
+	if v.str("state") != "active" {
+		t.Fatalf("verify: %s", v.raw)
+	}
+	c := e.consume(id, "")
+	expect(t, c, 200, "")
+	if p, _ := c.body["payload"].(map[string]any); p["old"] != true {
+		t.Fatalf("consume payload: %s", c.raw)
+	}
+	expect(t, e.consume(id, ""), 409, "already_used")
+	expect(t, e.consume(newer, ""), 200, "")
 }
 
 func TestCreateAndVerify(t *testing.T) {

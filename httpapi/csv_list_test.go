@@ -119,6 +119,13 @@ func TestCSV10000Rows(t *testing.T) {
 	if n := e.b.applies.Load() - applies; n != 1 {
 		t.Fatalf("%d applies, want 1", n)
 	}
+	// The ids sort in row order (secure.ActionIDs): the batch lands on
+	// adjacent pages of the state's B+tree.
+	for i := 1; i < len(out.Results); i++ {
+		if a, b := out.Results[i-1].ActionID, out.Results[i].ActionID; a >= b {
+			t.Fatalf("row %d id %q does not sort after row %d id %q", out.Results[i].Row, b, out.Results[i-1].Row, a)
+		}
+	}
 	st := e.do(req{method: "GET", path: "/v1/stats"})
 	if st.body["total"] != float64(10000) {
 		t.Fatalf("stats: %s", st.raw)

@@ -375,10 +375,10 @@ func (s *Server) serveForwardBatch(w http.ResponseWriter, r *http.Request) {
 	var wg sync.WaitGroup
 	for i := range reqs {
 		wg.Add(1)
-		go func() {
+		s.batchWorkers.Go(func() {
 			defer wg.Done()
 			out[i] = s.serveBatched(r, &reqs[i])
-		}()
+		})
 	}
 	wg.Wait()
 	WriteJSON(w, http.StatusOK, out)

@@ -38,6 +38,10 @@ type Server struct {
 	consumes inflightConsumes
 	// settledAnswers keeps rendered answers to consumes of settled actions.
 	settledAnswers settledAnswers
+	// actionIDs makes the ids of new actions, in creation order.
+	actionIDs secure.ActionIDs
+	// batchWorkers serve the requests of forwarded batches.
+	batchWorkers *workers
 }
 
 // New builds the HTTP API over a backend.
@@ -60,6 +64,8 @@ func New(cfg Config, b Backend) (*Server, error) {
 		metrics: m,
 		fwd:     newForwarder(c.ForwardTransport),
 		fwdAuth: fmt.Sprintf("%x", c.Keys.PINHash("exactonce-forward", "v1")),
+
+		batchWorkers: newWorkers(),
 	}
 	if c.DemoRatePerMinute > 0 {
 		s.demo = newAddrLimiter(c.DemoRatePerMinute)

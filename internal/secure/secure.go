@@ -182,9 +182,6 @@ func randomString(prefix string, nbytes int) string {
 	return prefix + base64.RawURLEncoding.EncodeToString(b)
 }
 
-// NewActionID returns "act_" + 160 random bits, URL-safe.
-func NewActionID() string { return randomString("act_", 20) }
-
 // NewClientID returns "cl_" + 96 random bits.
 func NewClientID() string { return randomString("cl_", 12) }
 

@@ -3,10 +3,12 @@ package secure
 import (
 	"bytes"
 	"encoding/base64"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func testKeys(t *testing.T, fill byte) *Keys {
@@ -76,20 +78,64 @@ func TestSecretHashing(t *testing.T) {
 }
 
 func TestIdentifiersAreURLSafeAndLongEnough(t *testing.T) {
+	var ids ActionIDs
 	seen := map[string]bool{}
 	for i := 0; i < 1000; i++ {
-		id := NewActionID()
-		if !strings.HasPrefix(id, "act_") {
+		id := ids.New(time.Now())
+		if !strings.HasPrefix(id, ActionIDPrefix) {
 			t.Fatalf("action id %q lacks prefix", id)
 		}
-		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(id, "act_"))
-		if err != nil || len(raw)*8 < 128 {
-			t.Fatalf("action id %q: %d random bits, %v", id, len(raw)*8, err)
+		raw, err := sortedEncoding.DecodeString(strings.TrimPrefix(id, ActionIDPrefix))
+		if err != nil || (len(raw)-actionIDStampBytes)*8 < 128 {
+			t.Fatalf("action id %q: %d random bits, %v", id, (len(raw)-actionIDStampBytes)*8, err)
+		}
+		if strings.Trim(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
+			t.Fatalf("action id %q is not URL-safe", id)
 		}
 		if seen[id] {
 			t.Fatalf("duplicate id %q", id)
 		}
 		seen[id] = true
+	}
+}
+
+// Ids sort in the order one generator made them: within a millisecond, over
+// a later millisecond, and when the clock steps back.
+func TestActionIDsSortInCreationOrder(t *testing.T) {
+	var ids ActionIDs
+	base := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	clock := []time.Time{base, base, base, base.Add(time.Millisecond), base.Add(-time.Second), base.Add(time.Hour)}
+	prev := ""
+	for i := 0; i < 70000; i++ { // more than a millisecond's 65,536 sequence numbers
+		id := ids.New(clock[i%len(clock)])
+		if id <= prev {
+			t.Fatalf("id %d %q does not sort after %q", i, id, prev)
+		}
+		prev = id
+	}
+	// Two ids a second apart from fresh generators sort by time.
+	var a, b ActionIDs
+	if x, y := a.New(base), b.New(base.Add(time.Second)); x >= y {
+		t.Fatalf("later id %q sorts before %q", y, x)
+	}
+}
+
+// The sorted alphabet keeps byte order, which the ordering above relies on.
+func TestSortedEncodingKeepsByteOrder(t *testing.T) {
+	r := mrand.New(mrand.NewPCG(1, 2))
+	for i := 0; i < 10000; i++ {
+		a, b := make([]byte, 24), make([]byte, 24)
+		for j := range a {
+			a[j], b[j] = byte(r.IntN(256)), byte(r.IntN(256))
+		}
+		if i%3 == 0 {
+			copy(b, a[:r.IntN(24)])
+		}
+		want := bytes.Compare(a, b)
+		got := strings.Compare(sortedEncoding.EncodeToString(a), sortedEncoding.EncodeToString(b))
+		if want != got {
+			t.Fatalf("%x vs %x: bytes compare %d, encodings %d", a, b, want, got)
+		}
 	}
 }
 
