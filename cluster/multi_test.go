@@ -202,6 +202,15 @@ func TestThreeNodeCluster(t *testing.T) {
 	if st.LeaderID != leader.cfg.NodeID || len(st.Members) != 3 {
 		t.Fatalf("follower status: %+v", st)
 	}
+	// The status counts the read rounds: the follower asked for read
+	// indexes (the 100 reads above among them), the leader confirmed its
+	// leadership for them.
+	if st.ReadIndexRounds == 0 {
+		t.Fatalf("follower status: %d read-index rounds after its reads", st.ReadIndexRounds)
+	}
+	if lst, err := leader.node.Status(ctxTimeout(t, 5*time.Second), false); err != nil || lst.LeadershipRounds == 0 {
+		t.Fatalf("leader status rounds: %+v, %v", lst, err)
+	}
 	for _, m := range st.Members {
 		if m.Gossip != "alive" || m.HTTP == "" {
 			t.Fatalf("member %+v: want alive with an HTTP address", m)

@@ -34,6 +34,13 @@ type Status struct {
 	// LastContact is when a follower last heard from the leader (zero on
 	// the leader or when never).
 	LastContact time.Time `json:"lastContact,omitzero"`
+	// LeadershipRounds counts the leadership confirmations (VerifyLeader
+	// quorum rounds) this node ran as leader for linearizable reads, and
+	// ReadIndexRounds the read indexes it asked the leader for as a
+	// follower. Each round serves every read waiting when it began, so
+	// reads divided by rounds tells how well they coalesce.
+	LeadershipRounds uint64 `json:"leadershipRounds"`
+	ReadIndexRounds  uint64 `json:"readIndexRounds"`
 	// Members are the servers of the Raft configuration plus gossip
 	// members not (yet) in it.
 	Members []MemberStatus `json:"members"`
@@ -69,6 +76,9 @@ func (n *Node) Status(ctx context.Context, withHash bool) (Status, error) {
 		Term:        n.raft.CurrentTerm(),
 		CommitIndex: n.raft.CommitIndex(),
 		LastIndex:   n.raft.LastIndex(),
+
+		LeadershipRounds: n.verifier.rounds.Load(),
+		ReadIndexRounds:  n.remote.rounds.Load(),
 	}
 	if withHash {
 		hash, applied, err := n.sm.StateHashAt()

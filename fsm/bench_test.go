@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"testing"
 
@@ -112,6 +113,45 @@ func BenchmarkViewAction(b *testing.B) {
 					b.Fatal(err)
 				}
 				i++
+			}
+		})
+	}
+}
+
+// BenchmarkApplyCSV10000 applies one 10,000-row CSV create (one Raft
+// entry) to a state that already holds 100,000 actions, with ids that sort
+// in creation order (as secure.ActionIDs makes them) and with random ids
+// (as before): the cost of scattering a batch over the B+tree.
+func BenchmarkApplyCSV10000(b *testing.B) {
+	for _, order := range []string{"sorted", "random"} {
+		b.Run("ids="+order, func(b *testing.B) {
+			f, idx := benchFSM(b, false)
+			r := rand.New(rand.NewPCG(1, 2))
+			seq := 0
+			id := func() string {
+				seq++
+				if order == "sorted" {
+					return fmt.Sprintf("act_%012d%016x", seq, r.Uint64())
+				}
+				return fmt.Sprintf("act_%016x%012d", r.Uint64(), seq)
+			}
+			batch := func() *raft.Log {
+				c := &CreateActions{CSV: true}
+				for j := 0; j < 10000; j++ {
+					c.Rows = append(c.Rows, CreateRow{Row: j + 2, ActionID: id(), SealedPayload: benchPayload})
+				}
+				idx++
+				return entry(b, idx, &Command{Type: CmdCreateActions, Time: t0, ClientID: clA, Create: c})
+			}
+			for i := 0; i < 10; i++ {
+				f.ApplyBatch([]*raft.Log{batch()})
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				e := batch()
+				b.StartTimer()
+				f.ApplyBatch([]*raft.Log{e})
 			}
 		})
 	}

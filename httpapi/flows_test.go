@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -399,6 +400,36 @@ func BenchmarkConsumeSettled(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if w := consume(); w.Code != http.StatusConflict {
 			b.Fatalf("settled consume: %d %s", w.Code, w.Body)
+		}
+	}
+}
+
+// BenchmarkVerify is a linearizable verify of one of 10,000 actions
+// (the test backend's read barrier is immediate).
+func BenchmarkVerify(b *testing.B) {
+	e := benchEnv(b)
+	var sb strings.Builder
+	sb.WriteString("payload_json,pin,active_at,expires_at\n")
+	for i := 0; i < 10000; i++ {
+		fmt.Fprintf(&sb, "\"{\"\"i\"\":%d}\",,,\n", i)
+	}
+	r := e.do(req{method: "POST", path: "/v1/actions", ctype: csvCT, body: sb.String()})
+	expect(b, r, 200, "")
+	var out csvResponse
+	if err := json.Unmarshal(r.raw, &out); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		id := out.Results[(i*7919)%len(out.Results)].ActionID
+		r := httptest.NewRequest("GET", "/v1/actions/"+id, nil)
+		r.Header.Set("client-id", e.clientID)
+		r.Header.Set("client-secret", e.secret)
+		w := httptest.NewRecorder()
+		e.s.ServeHTTP(w, r)
+		if w.Code != http.StatusOK {
+			b.Fatalf("verify: %d %s", w.Code, w.Body)
 		}
 	}
 }
