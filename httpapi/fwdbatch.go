@@ -51,7 +51,8 @@ const (
 	// their bodies and headers (a batch always takes at least one call).
 	maxBatchPayload = 4 << 20
 	// maxBatchBytes bounds a batch request body the leader accepts: the
-	// follower's bound, encoded (bodies in base64), with room to spare.
+	// follower's bound, encoded (in JSON, bodies in base64), with room to
+	// spare.
 	maxBatchBytes = 2*maxBatchPayload + 1<<20
 	// noBatchFor is how long a leader that lacks the batch route gets
 	// single forwards before the route is tried again.
@@ -276,12 +277,11 @@ func (b *fwdBatcher) send(l *fwdLane, calls []*fwdCall) {
 	for i, c := range calls {
 		reqs[i] = &c.req
 	}
-	payload, err := json.Marshal(reqs)
-	if err != nil {
-		b.s.log.Error("batched forward: encode", "error", err)
-		setAll(callRetry)
-		return
+	size := 16
+	for _, c := range calls {
+		size += c.size + 64
 	}
+	payload := appendBatchRequests(make([]byte, 0, size), reqs)
 	// The batch belongs to no single client: it lives until the last
 	// deadline among its calls, plus time for the answer to come back.
 	ctx, cancel := context.WithDeadline(context.Background(), last.Add(time.Second))
@@ -299,7 +299,7 @@ func (b *fwdBatcher) send(l *fwdLane, calls []*fwdCall) {
 		setAll(callRetry)
 		return
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentTypeBatch)
 	req.Header.Set(HeaderForwarded, "1")
 	req.Header.Set(headerForwardAuth, b.s.fwdAuth)
 	resp, err := b.s.fwd.client.Do(req)
@@ -320,8 +320,11 @@ func (b *fwdBatcher) send(l *fwdLane, calls []*fwdCall) {
 		// without the route (single forwards for a while), a node that is
 		// no longer the leader, or a refused batch.
 		switch {
-		case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed:
-			b.s.log.Info("leader does not take batched forwards; forwarding singly", "leader", l.leader, "for", noBatchFor)
+		case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed ||
+			resp.StatusCode == http.StatusBadRequest:
+			// 400: a leader that reads only JSON batches (an earlier
+			// version) could not read this one.
+			b.s.log.Info("leader does not take batched forwards; forwarding singly", "leader", l.leader, "status", resp.StatusCode, "for", noBatchFor)
 			l.mu.Lock()
 			l.noBatch = time.Now().Add(noBatchFor)
 			l.mu.Unlock()
@@ -334,7 +337,11 @@ func (b *fwdBatcher) send(l *fwdLane, calls []*fwdCall) {
 	}
 	var out []batchedResponse
 	if err == nil {
-		err = json.Unmarshal(body, &out)
+		if resp.Header.Get("Content-Type") == contentTypeBatch {
+			out, err = decodeBatchResponses(body, len(calls))
+		} else {
+			err = json.Unmarshal(body, &out)
+		}
 	}
 	if err == nil && len(out) != len(calls) {
 		err = errors.New("answer count differs from the calls sent")
@@ -362,9 +369,17 @@ func (s *Server) serveForwardBatch(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, CodeUnavailable, "this node is not the leader", nil)
 		return
 	}
+	binaryBatch := r.Header.Get("Content-Type") == contentTypeBatch
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBatchBytes))
 	var reqs []batchedRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBatchBytes))
-	if err := dec.Decode(&reqs); err != nil || len(reqs) == 0 || len(reqs) > maxBatchCalls {
+	switch {
+	case err != nil:
+	case binaryBatch:
+		reqs, err = decodeBatchRequests(raw, maxBatchCalls)
+	default: // JSON, from a follower of an earlier version
+		err = json.Unmarshal(raw, &reqs)
+	}
+	if err != nil || len(reqs) == 0 || len(reqs) > maxBatchCalls {
 		WriteError(w, "invalid_request", "malformed forward batch", nil)
 		return
 	}
@@ -381,7 +396,17 @@ func (s *Server) serveForwardBatch(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	wg.Wait()
-	WriteJSON(w, http.StatusOK, out)
+	if !binaryBatch {
+		WriteJSON(w, http.StatusOK, out)
+		return
+	}
+	size := 16
+	for i := range out {
+		size += len(out[i].Body) + 64
+	}
+	w.Header().Set("Content-Type", contentTypeBatch)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(appendBatchResponses(make([]byte, 0, size), out))
 }
 
 // serveBatched serves one request of a batch as if it had come alone.

@@ -34,8 +34,10 @@ func (g *gatedLeader) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		rec := &bufferedResponse{header: http.Header{}}
 		g.leader.s.ServeHTTP(rec, r)
-		var out []batchedResponse
-		if err := json.Unmarshal(rec.body.Bytes(), &out); err == nil {
+		if rec.header.Get("Content-Type") != contentTypeBatch {
+			g.t.Errorf("batch answered as %q, want the binary encoding it was sent in", rec.header.Get("Content-Type"))
+		}
+		if out, err := decodeBatchResponses(rec.body.Bytes(), maxBatchCalls); err == nil {
 			g.calls.Add(int64(len(out)))
 		}
 		relay(w, rec.status, rec.header, rec.body.Bytes())
@@ -241,6 +243,28 @@ func TestBatchToLeaderWithoutTheRoute(t *testing.T) {
 	}
 }
 
+// TestBatchToLeaderThatReadsOnlyJSON: a leader of an earlier version reads
+// batches only as JSON and refuses the binary one with 400, having run
+// nothing; the writes are sent again one by one and succeed, and the
+// follower stops batching to it.
+func TestBatchToLeaderThatReadsOnlyJSON(t *testing.T) {
+	g, leader, follower, fURL := batchSetup(t, 5*time.Second)
+	g.onBatch = func(w http.ResponseWriter, r *http.Request) bool {
+		var reqs []batchedRequest
+		if err := json.NewDecoder(r.Body).Decode(&reqs); err == nil {
+			t.Error("the binary batch decoded as JSON")
+		}
+		WriteError(w, "invalid_request", "malformed forward batch", nil)
+		return true
+	}
+	for _, r := range queueBehindSlots(t, g, leader, follower, fURL, 3) {
+		expect(t, r, 201, "")
+	}
+	if b, s := g.batches.Load(), g.singles.Load(); b != 1 || s != maxBatchesInFlight+3 {
+		t.Fatalf("%d batches and %d singles; want 1 refused batch, then singles", b, s)
+	}
+}
+
 // TestBatchNotLeader: a batch that reaches a node which is no longer the
 // leader is refused whole, and its writes find the leader again.
 func TestBatchNotLeader(t *testing.T) {
@@ -317,6 +341,23 @@ func TestForwardBatchRouteRequiresClusterKey(t *testing.T) {
 	}
 	if !strings.Contains(string(ok.raw), `"status":401`) {
 		t.Fatalf("the batched create without credentials was not refused on its own: %s", ok.raw)
+	}
+	// The binary encoding: answered in kind; garbled, refused whole.
+	bin := string(appendBatchRequests(nil, []*batchedRequest{{Method: "POST", URI: "/v1/actions", TimeoutMs: 1000}}))
+	trusted := map[string]string{HeaderForwarded: "1", headerForwardAuth: e.s.fwdAuth, "Content-Type": contentTypeBatch}
+	rb := e.do(req{method: "POST", path: forwardBatchPath, body: bin, noAuth: true, hdr: trusted})
+	if rb.status != 200 || rb.header.Get(headerBatch) == "" || rb.header.Get("Content-Type") != contentTypeBatch {
+		t.Fatalf("trusted binary batch: %d %v %q", rb.status, rb.header, rb.raw)
+	}
+	if out, err := decodeBatchResponses(rb.raw, 1); err != nil || len(out) != 1 || out[0].Status != 401 {
+		t.Fatalf("binary answer: %+v, %v", out, err)
+	}
+	for _, bad := range []string{bin[:len(bin)-1], "\x02" + bin[1:], bin + "x", "\x01\x00"} {
+		r := e.do(req{method: "POST", path: forwardBatchPath, body: bad, noAuth: true, hdr: trusted})
+		expect(t, r, 400, "invalid_request")
+		if r.header.Get(headerBatch) != "" {
+			t.Fatalf("a refused batch carries the batch header: %v", r.header)
+		}
 	}
 	for _, bad := range []string{`[]`, `{`, `[{"method":"GET","uri":"http://x/","timeoutMs":1}]`} {
 		r := e.do(req{method: "POST", path: forwardBatchPath, body: bad, noAuth: true,
