@@ -131,7 +131,16 @@ func (p *proc) devCredentials(t *testing.T, deadline time.Duration) (id, secret 
 		select {
 		case line, ok := <-p.lines:
 			if !ok {
-				t.Fatalf("exactonced exited before printing credentials; stderr:\n%s", p.stderr.String())
+				// Wait for the exit, so that stderr is complete and the
+				// exit status (a signal, a code) is known.
+				var status any = "still running after its stdout closed"
+				select {
+				case err := <-p.done:
+					status = err
+					p.done <- err // for the cleanup
+				case <-time.After(5 * time.Second):
+				}
+				t.Fatalf("exactonced exited before printing credentials (%v); stderr:\n%s", status, p.stderr.String())
 			}
 			if v, ok := strings.CutPrefix(line, "client-id: "); ok {
 				id = strings.TrimSpace(v)
