@@ -34,8 +34,10 @@ type Server struct {
 	fwdAuth string
 	// clients caches decoded client records for authentication.
 	clients clientCache
-	// consumes holds back consumes of an action already being proposed.
-	consumes inflightConsumes
+	// consumes holds back consumes of an action already being proposed;
+	// forwardedConsumes, on a follower, of one already being forwarded.
+	consumes          inflightConsumes
+	forwardedConsumes inflightConsumes
 	// settledAnswers keeps rendered answers to consumes of settled actions.
 	settledAnswers settledAnswers
 	// actionIDs makes the ids of new actions, in creation order.

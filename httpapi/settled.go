@@ -26,8 +26,46 @@ func (s *Server) consumeWrite() http.Handler {
 		if s.answerSettledConsume(w, r, body) {
 			return
 		}
+		leave, answered := s.awaitForwardedConsume(w, r, body)
+		if answered {
+			return
+		}
+		if leave != nil {
+			defer leave()
+		}
 		s.dispatchWrite(w, r, body, s.consumeAction)
 	})
+}
+
+// awaitForwardedConsume is the follower's side of inflightConsumes: while
+// this node is forwarding a consume of an action to the leader, further
+// consumes of it wait for that one's answer instead of each crossing to the
+// leader. Then a read barrier brings this node's state up to the leader's
+// commit index, which includes the forwarded consume when it committed: if
+// it settled the action, the waiter is answered here (already_used), which
+// is linearizable for the same reason as on the leader (the waiter began
+// before the settling entry applied here and is answered after it). If it
+// did not (a wrong PIN, an error), the waiter is forwarded as before.
+//
+// It returns answered when it wrote the answer; otherwise the caller
+// forwards, and calls leave (when not nil) once done: this request then
+// holds the action's slot.
+func (s *Server) awaitForwardedConsume(w http.ResponseWriter, r *http.Request, body []byte) (leave func(), answered bool) {
+	if s.b.IsLeader() || isForwarded(r) || len(r.Header.Values("Idempotency-Key")) != 0 {
+		return nil, false
+	}
+	leave, err := s.forwardedConsumes.enter(r.Context(), mux.Vars(r)["id"])
+	switch {
+	case err != nil:
+		WriteError(w, CodeUnavailable, "", nil) // nothing was proposed
+		return nil, true
+	case leave != nil:
+		return leave, false
+	}
+	if s.b.ReadBarrier(r.Context()) != nil {
+		return nil, false
+	}
+	return nil, s.answerSettledConsume(w, r, body)
 }
 
 // answerSettledConsume answers a consume from local state when the outcome
@@ -142,7 +180,8 @@ func (c *settledAnswers) put(actionID string, a settledAnswer) {
 }
 
 // inflightConsumes lets the leader hold back consumes of an action while a
-// consume of it is already proposed: when a crowd races for one action,
+// consume of it is already proposed (and a follower, while one is being
+// forwarded: awaitForwardedConsume): when a crowd races for one action,
 // the first request is proposed, and the rest wait for its outcome instead
 // of each appending an entry that can only lose. If it settled the action,
 // they are answered from state (already_used), which is linearizable: each

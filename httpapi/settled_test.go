@@ -142,3 +142,68 @@ func TestConsumesWaitBehindTheOneInFlight(t *testing.T) {
 		t.Fatalf("%d entries proposed, want 3 (the first, the other action, the idempotent one)", got)
 	}
 }
+
+// forwardingCrowd sends first through the follower (it stops at the
+// leader's gate), then n more consumes of the same action, waits until they
+// all wait behind it on the follower, opens the gate and returns the first
+// answer and the others.
+func forwardingCrowd(t *testing.T, g *gatedLeader, leader, follower *env, fURL, id, first, rest string, n int) (resp, []resp) {
+	t.Helper()
+	firstAns := make(chan resp, 1)
+	go func() { firstAns <- sendAs(t, leader, fURL, "POST", "/v1/actions/"+id+"/consume", first, nil) }()
+	waitFor(t, func() bool { return g.singles.Load() == 1 })
+	answers := make(chan resp, n)
+	for range n {
+		go func() { answers <- sendAs(t, leader, fURL, "POST", "/v1/actions/"+id+"/consume", rest, nil) }()
+	}
+	waitFor(t, func() bool { return follower.s.forwardedConsumes.waiting.Load() == int64(n) })
+	close(g.gate)
+	out := make([]resp, n)
+	for i := range out {
+		out[i] = <-answers
+	}
+	return <-firstAns, out
+}
+
+// TestFollowerCrowdWaitsForForwardedConsume: consumes of one action reaching
+// a follower while it forwards a consume of it wait for that answer; when it
+// settled the action they are answered here (409 already_used) with nothing
+// more sent to the leader.
+func TestFollowerCrowdWaitsForForwardedConsume(t *testing.T) {
+	g, leader, follower, fURL := batchSetup(t, 5*time.Second)
+	follower.b.f = leader.b.f // a follower that has applied all the leader has
+	id := leader.create(`{"payload":{"n":1}}`)
+	first, rest := forwardingCrowd(t, g, leader, follower, fURL, id, "", "", 20)
+	expect(t, first, 200, "")
+	for _, r := range rest {
+		expect(t, r, 409, "already_used")
+	}
+	if s, b := g.singles.Load(), g.batches.Load(); s != 1 || b != 0 {
+		t.Fatalf("%d single and %d batched forwards; want only the first", s, b)
+	}
+}
+
+// TestFollowerCrowdForwardedWhenFirstDidNotSettle: when the forwarded
+// consume did not settle the action (a wrong PIN), the waiting consumes are
+// forwarded each on its own, and exactly one of them wins.
+func TestFollowerCrowdForwardedWhenFirstDidNotSettle(t *testing.T) {
+	g, leader, follower, fURL := batchSetup(t, 5*time.Second)
+	follower.b.f = leader.b.f
+	id := leader.create(`{"payload":{"n":1},"pin":"1234"}`)
+	first, rest := forwardingCrowd(t, g, leader, follower, fURL, id, `{"pin":"9999"}`, `{"pin":"1234"}`, 5)
+	expect(t, first, 401, "invalid_pin")
+	won := 0
+	for _, r := range rest {
+		if r.status == 200 {
+			won++
+			continue
+		}
+		expect(t, r, 409, "already_used")
+	}
+	if won != 1 {
+		t.Fatalf("%d consumes won; want exactly one", won)
+	}
+	if g.singles.Load()+g.calls.Load() < 2 {
+		t.Fatalf("the waiting consumes were not forwarded: %d singles, %d batched", g.singles.Load(), g.calls.Load())
+	}
+}
