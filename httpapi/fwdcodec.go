@@ -107,16 +107,13 @@ func (r *batchReader) uvarint(what string) uint64 {
 	return v
 }
 
+// varint reads binary.AppendVarint's encoding: a zig-zag uvarint.
 func (r *batchReader) varint(what string) int64 {
-	if r.err != nil {
-		return 0
+	u := r.uvarint(what)
+	v := int64(u >> 1)
+	if u&1 != 0 {
+		v = ^v
 	}
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail(what)
-		return 0
-	}
-	r.b = r.b[n:]
 	return v
 }
 

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"math"
 	"net/http"
 	"reflect"
 	"testing"
@@ -37,6 +38,12 @@ func TestBatchCodecRoundTrip(t *testing.T) {
 		}
 		if !reflect.DeepEqual(gotReqs[i], want) {
 			t.Fatalf("request %d: got %+v, want %+v", i, gotReqs[i], want)
+		}
+	}
+	for _, ms := range []int64{math.MinInt64, -2, 0, 63, 64, math.MaxInt64} {
+		got, err := decodeBatchRequests(appendBatchRequests(nil, []*batchedRequest{{TimeoutMs: ms}}), 1)
+		if err != nil || got[0].TimeoutMs != ms {
+			t.Fatalf("timeout %d: got %+v, %v", ms, got, err)
 		}
 	}
 	gotOut, err := decodeBatchResponses(appendBatchResponses(nil, out), len(out))
