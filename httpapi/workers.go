@@ -17,8 +17,9 @@ const workerIdleTimeout = 10 * time.Second
 // the leader's CPU under consumes at 64 clients. A worker that served one
 // request keeps its grown stack for the next.
 //
-// The zero value is ready to use. Idle workers exit after
-// workerIdleTimeout, so a quiet server keeps none.
+// Make one with newWorkers (the zero value's nil channel never hands a task
+// over, so every task would get a goroutine of its own). Idle workers exit
+// after workerIdleTimeout, so a quiet server keeps none.
 type workers struct {
 	// tasks hands a task to an idle worker; unbuffered, so a send succeeds
 	// only when a worker is waiting.
