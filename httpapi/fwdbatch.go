@@ -277,11 +277,7 @@ func (b *fwdBatcher) send(l *fwdLane, calls []*fwdCall) {
 	for i, c := range calls {
 		reqs[i] = &c.req
 	}
-	size := 16
-	for _, c := range calls {
-		size += c.size + 64
-	}
-	payload := appendBatchRequests(make([]byte, 0, size), reqs)
+	payload := encodeBatchRequests(reqs)
 	// The batch belongs to no single client: it lives until the last
 	// deadline among its calls, plus time for the answer to come back.
 	ctx, cancel := context.WithDeadline(context.Background(), last.Add(time.Second))
@@ -400,13 +396,9 @@ func (s *Server) serveForwardBatch(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusOK, out)
 		return
 	}
-	size := 16
-	for i := range out {
-		size += len(out[i].Body) + 64
-	}
 	w.Header().Set("Content-Type", contentTypeBatch)
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(appendBatchResponses(make([]byte, 0, size), out))
+	_, _ = w.Write(encodeBatchResponses(out))
 }
 
 // serveBatched serves one request of a batch as if it had come alone.

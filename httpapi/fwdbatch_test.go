@@ -343,7 +343,7 @@ func TestForwardBatchRouteRequiresClusterKey(t *testing.T) {
 		t.Fatalf("the batched create without credentials was not refused on its own: %s", ok.raw)
 	}
 	// The binary encoding: answered in kind; garbled, refused whole.
-	bin := string(appendBatchRequests(nil, []*batchedRequest{{Method: "POST", URI: "/v1/actions", TimeoutMs: 1000}}))
+	bin := string(encodeBatchRequests([]*batchedRequest{{Method: "POST", URI: "/v1/actions", TimeoutMs: 1000}}))
 	trusted := map[string]string{HeaderForwarded: "1", headerForwardAuth: e.s.fwdAuth, "Content-Type": contentTypeBatch}
 	rb := e.do(req{method: "POST", path: forwardBatchPath, body: bin, noAuth: true, hdr: trusted})
 	if rb.status != 200 || rb.header.Get(headerBatch) == "" || rb.header.Get("Content-Type") != contentTypeBatch {

@@ -53,8 +53,18 @@ func appendBatchHeader(dst []byte, h http.Header) []byte {
 	return dst
 }
 
-// appendBatchRequests encodes a batch of requests.
-func appendBatchRequests(dst []byte, reqs []*batchedRequest) []byte {
+// encodedSizeHint is a capacity for a batch of n entries whose bodies
+// total bodies bytes: headers and other fields rarely take more than
+// 64 bytes an entry on top.
+func encodedSizeHint(n, bodies int) int { return 16 + bodies + 64*n }
+
+// encodeBatchRequests encodes a batch of requests.
+func encodeBatchRequests(reqs []*batchedRequest) []byte {
+	bodies := 0
+	for _, r := range reqs {
+		bodies += len(r.Body) + len(r.URI)
+	}
+	dst := make([]byte, 0, encodedSizeHint(len(reqs), bodies))
 	dst = append(dst, batchCodecVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(reqs)))
 	for _, r := range reqs {
@@ -68,8 +78,13 @@ func appendBatchRequests(dst []byte, reqs []*batchedRequest) []byte {
 	return dst
 }
 
-// appendBatchResponses encodes the answers to a batch.
-func appendBatchResponses(dst []byte, out []batchedResponse) []byte {
+// encodeBatchResponses encodes the answers to a batch.
+func encodeBatchResponses(out []batchedResponse) []byte {
+	bodies := 0
+	for i := range out {
+		bodies += len(out[i].Body)
+	}
+	dst := make([]byte, 0, encodedSizeHint(len(out), bodies))
 	dst = append(dst, batchCodecVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(out)))
 	for i := range out {

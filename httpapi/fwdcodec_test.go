@@ -27,7 +27,7 @@ func sampleBatch() ([]*batchedRequest, []batchedResponse) {
 // empty and large bodies, timeouts.
 func TestBatchCodecRoundTrip(t *testing.T) {
 	reqs, out := sampleBatch()
-	gotReqs, err := decodeBatchRequests(appendBatchRequests(nil, reqs), maxBatchCalls)
+	gotReqs, err := decodeBatchRequests(encodeBatchRequests(reqs), maxBatchCalls)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,12 +41,12 @@ func TestBatchCodecRoundTrip(t *testing.T) {
 		}
 	}
 	for _, ms := range []int64{math.MinInt64, -2, 0, 63, 64, math.MaxInt64} {
-		got, err := decodeBatchRequests(appendBatchRequests(nil, []*batchedRequest{{TimeoutMs: ms}}), 1)
+		got, err := decodeBatchRequests(encodeBatchRequests([]*batchedRequest{{TimeoutMs: ms}}), 1)
 		if err != nil || got[0].TimeoutMs != ms {
 			t.Fatalf("timeout %d: got %+v, %v", ms, got, err)
 		}
 	}
-	gotOut, err := decodeBatchResponses(appendBatchResponses(nil, out), len(out))
+	gotOut, err := decodeBatchResponses(encodeBatchResponses(out), len(out))
 	if err != nil || !reflect.DeepEqual(gotOut, out) {
 		t.Fatalf("responses: got %+v (%v), want %+v", gotOut, err, out)
 	}
@@ -56,13 +56,13 @@ func TestBatchCodecRoundTrip(t *testing.T) {
 // limit are errors, never a partial batch.
 func TestBatchCodecRejectsMalformed(t *testing.T) {
 	reqs, out := sampleBatch()
-	enc := appendBatchRequests(nil, reqs)
+	enc := encodeBatchRequests(reqs)
 	for n := 0; n < len(enc); n += 1 + n/64 {
 		if got, err := decodeBatchRequests(enc[:n], maxBatchCalls); !errors.Is(err, errBatchCodec) || got != nil {
 			t.Fatalf("request batch cut at %d of %d: %v", n, len(enc), err)
 		}
 	}
-	encOut := appendBatchResponses(nil, out)
+	encOut := encodeBatchResponses(out)
 	for n := 0; n < len(encOut); n++ {
 		if _, err := decodeBatchResponses(encOut[:n], len(out)); !errors.Is(err, errBatchCodec) {
 			t.Fatalf("response batch cut at %d of %d: %v", n, len(encOut), err)
@@ -83,7 +83,7 @@ func TestBatchCodecRejectsMalformed(t *testing.T) {
 	if _, err := decodeBatchResponses(encOut, 2); !errors.Is(err, errBatchCodec) {
 		t.Fatalf("3 responses where 2 were sent: %v", err)
 	}
-	badStatus := appendBatchResponses(nil, []batchedResponse{{Status: 42}})
+	badStatus := encodeBatchResponses([]batchedResponse{{Status: 42}})
 	if _, err := decodeBatchResponses(badStatus, 1); !errors.Is(err, errBatchCodec) {
 		t.Fatalf("status 42: %v", err)
 	}
@@ -93,7 +93,7 @@ func TestBatchCodecRejectsMalformed(t *testing.T) {
 // decodes encodes back to the same bytes' meaning.
 func FuzzDecodeBatchRequests(f *testing.F) {
 	reqs, _ := sampleBatch()
-	f.Add(appendBatchRequests(nil, reqs))
+	f.Add(encodeBatchRequests(reqs))
 	f.Add([]byte{1, 1, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, err := decodeBatchRequests(b, maxBatchCalls)
@@ -104,7 +104,7 @@ func FuzzDecodeBatchRequests(f *testing.F) {
 		for i := range got {
 			ptrs[i] = &got[i]
 		}
-		again, err := decodeBatchRequests(appendBatchRequests(nil, ptrs), maxBatchCalls)
+		again, err := decodeBatchRequests(encodeBatchRequests(ptrs), maxBatchCalls)
 		if err != nil || !reflect.DeepEqual(again, got) {
 			t.Fatalf("re-encoded batch differs: %v", err)
 		}
