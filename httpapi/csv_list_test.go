@@ -102,15 +102,20 @@ func TestCSVRejects(t *testing.T) {
 	}
 }
 
-func TestCSV10000Rows(t *testing.T) {
-	e := newEnv(t, nil)
+// csvRowsBody is a CSV create of n valid rows with payloads {"i":0}...
+func csvRowsBody(n int) string {
 	var sb strings.Builder
 	sb.WriteString("payload_json,pin,active_at,expires_at\n")
-	for i := 0; i < 10000; i++ {
+	for i := 0; i < n; i++ {
 		fmt.Fprintf(&sb, "\"{\"\"i\"\":%d}\",,,\n", i)
 	}
+	return sb.String()
+}
+
+func TestCSV10000Rows(t *testing.T) {
+	e := newEnv(t, nil)
 	applies := e.b.applies.Load()
-	r := e.do(req{method: "POST", path: "/v1/actions", ctype: csvCT, body: sb.String()})
+	r := e.do(req{method: "POST", path: "/v1/actions", ctype: csvCT, body: csvRowsBody(10000)})
 	expect(t, r, 200, "")
 	out := csvResults(t, r)
 	if out.Total != 10000 || out.Created != 10000 || out.Failed != 0 {

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -326,16 +325,23 @@ func benchEnv(b *testing.B) *env {
 	return e
 }
 
+// serveAsClient serves one request with the env's client credentials,
+// straight through the handler (benchmarks: no httptest server).
+func (e *env) serveAsClient(method, path string, body io.Reader) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, path, body)
+	r.Header.Set("client-id", e.clientID)
+	r.Header.Set("client-secret", e.secret)
+	w := httptest.NewRecorder()
+	e.s.ServeHTTP(w, r)
+	return w
+}
+
 func BenchmarkCreate(b *testing.B) {
 	e := benchEnv(b)
 	body := []byte(`{"payload":{"email":"someone@example.com","amount":1200},"pin":"123456"}`)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		r := httptest.NewRequest("POST", "/v1/actions", bytes.NewReader(body))
-		r.Header.Set("client-id", e.clientID)
-		r.Header.Set("client-secret", e.secret)
-		w := httptest.NewRecorder()
-		e.s.ServeHTTP(w, r)
+		w := e.serveAsClient("POST", "/v1/actions", bytes.NewReader(body))
 		if w.Code != http.StatusCreated {
 			b.Fatalf("create: %d %s", w.Code, w.Body)
 		}
@@ -350,11 +356,7 @@ func BenchmarkConsume(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		r := httptest.NewRequest("POST", "/v1/actions/"+ids[i]+"/consume", strings.NewReader(`{"consumer":{"ip":"10.1.2.3"}}`))
-		r.Header.Set("client-id", e.clientID)
-		r.Header.Set("client-secret", e.secret)
-		w := httptest.NewRecorder()
-		e.s.ServeHTTP(w, r)
+		w := e.serveAsClient("POST", "/v1/actions/"+ids[i]+"/consume", strings.NewReader(`{"consumer":{"ip":"10.1.2.3"}}`))
 		if w.Code != http.StatusOK {
 			b.Fatalf("consume: %d %s", w.Code, w.Body)
 		}
@@ -385,12 +387,7 @@ func BenchmarkConsumeSettled(b *testing.B) {
 	e := benchEnv(b)
 	id := e.create(`{"payload":{"n":1}}`)
 	consume := func() *httptest.ResponseRecorder {
-		r := httptest.NewRequest("POST", "/v1/actions/"+id+"/consume", nil)
-		r.Header.Set("client-id", e.clientID)
-		r.Header.Set("client-secret", e.secret)
-		w := httptest.NewRecorder()
-		e.s.ServeHTTP(w, r)
-		return w
+		return e.serveAsClient("POST", "/v1/actions/"+id+"/consume", nil)
 	}
 	if w := consume(); w.Code != http.StatusOK {
 		b.Fatalf("first consume: %d %s", w.Code, w.Body)
@@ -408,12 +405,7 @@ func BenchmarkConsumeSettled(b *testing.B) {
 // (the test backend's read barrier is immediate).
 func BenchmarkVerify(b *testing.B) {
 	e := benchEnv(b)
-	var sb strings.Builder
-	sb.WriteString("payload_json,pin,active_at,expires_at\n")
-	for i := 0; i < 10000; i++ {
-		fmt.Fprintf(&sb, "\"{\"\"i\"\":%d}\",,,\n", i)
-	}
-	r := e.do(req{method: "POST", path: "/v1/actions", ctype: csvCT, body: sb.String()})
+	r := e.do(req{method: "POST", path: "/v1/actions", ctype: csvCT, body: csvRowsBody(10000)})
 	expect(b, r, 200, "")
 	var out csvResponse
 	if err := json.Unmarshal(r.raw, &out); err != nil {
@@ -423,11 +415,7 @@ func BenchmarkVerify(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		id := out.Results[(i*7919)%len(out.Results)].ActionID
-		r := httptest.NewRequest("GET", "/v1/actions/"+id, nil)
-		r.Header.Set("client-id", e.clientID)
-		r.Header.Set("client-secret", e.secret)
-		w := httptest.NewRecorder()
-		e.s.ServeHTTP(w, r)
+		w := e.serveAsClient("GET", "/v1/actions/"+id, nil)
 		if w.Code != http.StatusOK {
 			b.Fatalf("verify: %d %s", w.Code, w.Body)
 		}
