@@ -4,6 +4,8 @@ GO          ?= go
 BIN         ?= bin
 # staticcheck 2026.2.2 supports Go 1.26; pinned so CI is reproducible.
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# benchstat compares two `make bench-go` outputs; pinned like staticcheck.
+BENCHSTAT   ?= golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 TEST_TIMEOUT ?= 15m
 LDFLAGS     ?= -s -w
 
@@ -93,5 +95,18 @@ chaos-containers: ## the chaos harness against three containers (SCENARIOS=kill,
 	$(BIN)/exactonce-chaos -backend containers -seed $(SEED) -duration $(CC_DURATION) -scenarios $(CC_SCENARIOS) $(CHAOS_FLAGS)
 
 .PHONY: bench
-bench: ## ExactOnce vs etcd on loopback, ~6 min (BENCH_FLAGS=-million for one million actions; see docs/performance.md)
+bench: ## ExactOnce vs etcd on loopback, 4-6 min (BENCH_FLAGS=-million for one million actions; see docs/performance.md)
 	scripts/bench.sh $(BENCH_FLAGS)
+
+# The Go benchmarks of the apply path (fsm, cluster) and the HTTP handlers
+# (httpapi), COUNT runs each, so that benchstat can tell a change from noise.
+COUNT ?= 10
+BENCH_GO_OUT ?= $(BIN)/bench-go.txt
+.PHONY: bench-go benchstat
+bench-go: ## Go benchmarks (apply path, handlers) COUNT times into bin/bench-go.txt, for benchstat (~7 min at COUNT=10)
+	@mkdir -p $(dir $(BENCH_GO_OUT))
+	$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./fsm ./cluster ./httpapi | tee $(BENCH_GO_OUT)
+
+benchstat: ## compare two bench-go outputs: make benchstat OLD=old.txt NEW=new.txt
+	@test -n "$(OLD)" -a -n "$(NEW)" || { echo "usage: make benchstat OLD=old.txt NEW=new.txt" >&2; exit 2; }
+	$(GO) run $(BENCHSTAT) $(OLD) $(NEW)
