@@ -105,7 +105,8 @@ BENCH_GO_OUT ?= $(BIN)/bench-go.txt
 .PHONY: bench-go benchstat
 bench-go: ## Go benchmarks (apply path, handlers) COUNT times into bin/bench-go.txt, for benchstat (~7 min at COUNT=10)
 	@mkdir -p $(dir $(BENCH_GO_OUT))
-	$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./fsm ./cluster ./httpapi | tee $(BENCH_GO_OUT)
+	@# bash for pipefail: a failing benchmark fails the target despite tee.
+	bash -o pipefail -c "$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./fsm ./cluster ./httpapi | tee $(BENCH_GO_OUT)"
 
 benchstat: ## compare two bench-go outputs: make benchstat OLD=old.txt NEW=new.txt
 	@test -n "$(OLD)" -a -n "$(NEW)" || { echo "usage: make benchstat OLD=old.txt NEW=new.txt" >&2; exit 2; }
