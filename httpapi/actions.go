@@ -314,15 +314,12 @@ func (s *Server) consumeAction(w http.ResponseWriter, r *http.Request, body []by
 	if idem == nil {
 		// Behind a consume of the same action already proposed here, wait
 		// for its outcome; see inflightConsumes.
-		leave, err := s.consumes.enter(r.Context(), actionID)
-		switch {
-		case err != nil:
-			WriteError(w, CodeUnavailable, "", nil) // nothing was proposed
+		leave, answered := s.waitBehindConsume(&s.consumes, w, r, body, actionID, false)
+		if answered {
 			return nil
-		case leave != nil:
+		}
+		if leave != nil {
 			defer leave()
-		case s.answerSettledConsume(w, r, body):
-			return nil
 		}
 	}
 	return s.consume(w, r, clientID, actionID, idem, body)

@@ -54,15 +54,26 @@ func (s *Server) awaitForwardedConsume(w http.ResponseWriter, r *http.Request, b
 	if s.b.IsLeader() || isForwarded(r) || len(r.Header.Values("Idempotency-Key")) != 0 {
 		return nil, false
 	}
-	leave, err := s.forwardedConsumes.enter(r.Context(), mux.Vars(r)["id"])
+	return s.waitBehindConsume(&s.forwardedConsumes, w, r, body, mux.Vars(r)["id"], true)
+}
+
+// waitBehindConsume queues r behind a consume of actionID already in
+// flight in q (proposed on the leader, forwarded on a follower), then tries
+// to answer it from local state. It returns answered when it wrote the
+// answer (503 when ctx ended while waiting: nothing was proposed);
+// otherwise the caller goes on, calling leave (when not nil) once done,
+// since r then holds the action's slot. With barrier, a read barrier comes
+// first, so that a follower's state includes the awaited consume when it
+// committed; a failed barrier lets the caller go on.
+func (s *Server) waitBehindConsume(q *inflightConsumes, w http.ResponseWriter, r *http.Request, body []byte, actionID string, barrier bool) (leave func(), answered bool) {
+	leave, err := q.enter(r.Context(), actionID)
 	switch {
 	case err != nil:
 		WriteError(w, CodeUnavailable, "", nil) // nothing was proposed
 		return nil, true
 	case leave != nil:
 		return leave, false
-	}
-	if s.b.ReadBarrier(r.Context()) != nil {
+	case barrier && s.b.ReadBarrier(r.Context()) != nil:
 		return nil, false
 	}
 	return nil, s.answerSettledConsume(w, r, body)
