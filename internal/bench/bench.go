@@ -389,7 +389,7 @@ func (s *session) finish(ctx context.Context, sd *side) error {
 	}
 	cl, t := sd.eo, sd.eoT
 	if cfg.ProfileDir != "" && ctx.Err() == nil {
-		for _, wl := range []string{WConsume, profSettled, WVerify, WCSV} {
+		for _, wl := range []string{WCreate, WConsume, profSettled, WVerify, WCSV} {
 			if err := s.profile(ctx, cl, t, sd.pool, wl); err != nil {
 				s.log.Warn("no CPU profile", "workload", wl, "err", err)
 			}

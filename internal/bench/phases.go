@@ -203,8 +203,8 @@ func (s *session) hotRace(ctx context.Context, t Target, id string) error {
 const profSettled = "settled"
 
 // profile takes CPU profiles of every ExactOnce node (file names mark the
-// leader) during an extra, unreported run of workload wl (consume, settled,
-// verify at ProfileConc clients, or csv at one).
+// leader) during an extra, unreported run of workload wl (create, consume,
+// settled, verify at ProfileConc clients, or csv at one).
 func (s *session) profile(ctx context.Context, cl *EOCluster, t *ExactOnce, pool *Pool, wl string) error {
 	leader := cl.Leader(ctx)
 	if err := os.MkdirAll(s.cfg.ProfileDir, 0o755); err != nil {
@@ -213,7 +213,16 @@ func (s *session) profile(ctx context.Context, cl *EOCluster, t *ExactOnce, pool
 	secs := s.cfg.ProfileSeconds
 	c := s.cfg.ProfileConc
 	var op Op
+	var created countAtomic
 	switch wl {
+	case WCreate:
+		op = func(ctx context.Context, w *Worker) error {
+			_, err := t.Create(ctx, w)
+			if err == nil {
+				created.add(1)
+			}
+			return err
+		}
 	case WConsume:
 		need := int(s.estimate(t, WConsume, c)*float64(secs+2)) + 1000
 		if err := s.prefill(ctx, t, pool, min(need, s.cfg.MaxPrefill)); err != nil {
@@ -283,6 +292,7 @@ func (s *session) profile(ctx context.Context, cl *EOCluster, t *ExactOnce, pool
 	}
 	res, err := RunLoop(ctx, RunSpec{Concurrency: c, Duration: time.Duration(secs)*time.Second + time.Second,
 		OpTimeout: s.cfg.OpTimeout, Seed: s.seed(), Op: op})
+	s.rep.Stored += created.load()
 	if err != nil {
 		return err
 	}
