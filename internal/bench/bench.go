@@ -204,6 +204,29 @@ func (sd *side) cpu() func() time.Duration {
 	return nil
 }
 
+// idleCPU reads the CPU time of every side but sd (nil when sd runs
+// alone), to show what the idle system costs the one being measured.
+func idleCPU(sides []*side, sd *side) func() time.Duration {
+	var reads []func() time.Duration
+	for _, o := range sides {
+		if o != sd {
+			if f := o.cpu(); f != nil {
+				reads = append(reads, f)
+			}
+		}
+	}
+	if len(reads) == 0 {
+		return nil
+	}
+	return func() time.Duration {
+		var sum time.Duration
+		for _, f := range reads {
+			sum += f()
+		}
+		return sum
+	}
+}
+
 // Run executes a whole session. Both clusters run at the same time and
 // the closed-loop runs alternate between them (ExactOnce at c, then etcd at
 // c), so both see the same background load on a shared machine; the idle
@@ -429,7 +452,7 @@ func (s *session) sweep(ctx context.Context, sides []*side) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				row, err := s.closedLoop(ctx, sd.t, sd.pool, sd.cpu(), wl, c)
+				row, err := s.closedLoop(ctx, sd.t, sd.pool, sd.cpu(), idleCPU(sides, sd), wl, c)
 				if err != nil {
 					return err
 				}
@@ -503,7 +526,9 @@ func (s *session) prefill(ctx context.Context, t Target, pool *Pool, n int) erro
 	return nil
 }
 
-func (s *session) closedLoop(ctx context.Context, t Target, pool *Pool, cpu func() time.Duration, wl string, c int) (Row, error) {
+// closedLoop runs wl at c clients against t. cpu reads the CPU time of
+// t's processes, idle that of the other system's (nil when none).
+func (s *session) closedLoop(ctx context.Context, t Target, pool *Pool, cpu, idle func() time.Duration, wl string, c int) (Row, error) {
 	window := (s.cfg.Duration + s.cfg.Warmup).Seconds()
 	need := int(s.estimate(t, wl, c)*window) + 2*c + 100
 	need = min(need, s.cfg.MaxPrefill)
@@ -580,7 +605,7 @@ func (s *session) closedLoop(ctx context.Context, t Target, pool *Pool, cpu func
 	seed := s.seed()
 	s.log.Info("run", "system", t.Name(), "workload", wl, "conc", c, "seed", seed)
 	res, err := RunLoop(ctx, RunSpec{Concurrency: c, Duration: s.cfg.Duration, Warmup: s.cfg.Warmup,
-		OpTimeout: s.cfg.OpTimeout, Seed: seed, Op: op, CPU: cpu})
+		OpTimeout: s.cfg.OpTimeout, Seed: seed, Op: op, CPU: cpu, IdleCPU: idle})
 	if isEO {
 		s.rep.Stored += created.load()
 	}

@@ -73,6 +73,36 @@ func TestRunLoopCountsAndStops(t *testing.T) {
 	}
 }
 
+// TestRunLoopCPUOfBothSystems: the CPU of the system under test and of the
+// idle one are both taken over the measured window only, and a row shows
+// the idle system's as percent of one core.
+func TestRunLoopCPUOfBothSystems(t *testing.T) {
+	var reads atomic.Int64
+	clock := func(step time.Duration) func() time.Duration {
+		var used atomic.Int64
+		return func() time.Duration {
+			reads.Add(1)
+			return time.Duration(used.Add(int64(step)))
+		}
+	}
+	res, err := RunLoop(context.Background(), RunSpec{
+		Concurrency: 1, Duration: 200 * time.Millisecond, Seed: 1,
+		Op:      func(ctx context.Context, w *Worker) error { <-ctx.Done(); return nil },
+		CPU:     clock(300 * time.Millisecond),
+		IdleCPU: clock(20 * time.Millisecond),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reads.Load() != 4 || res.CPU != 300*time.Millisecond || res.IdleCPU != 20*time.Millisecond {
+		t.Fatalf("reads %d, CPU %v, idle CPU %v; want 4, 300ms, 20ms", reads.Load(), res.CPU, res.IdleCPU)
+	}
+	row := NewRow("exactonce", WVerify, 1, 1, res)
+	if want := 100 * 0.02 / res.Elapsed.Seconds(); row.IdleSystemCPUPercent != want || want < 9 || want > 11 {
+		t.Fatalf("idle system CPU %.2f%%, want %.2f%% (about 10%%)", row.IdleSystemCPUPercent, want)
+	}
+}
+
 func TestCSVBody(t *testing.T) {
 	payload := json.RawMessage(`{"a":"x,y","b":"\"q\""}`)
 	recs, err := csv.NewReader(bytes.NewReader(CSVBody(3, payload))).ReadAll()

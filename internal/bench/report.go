@@ -38,6 +38,11 @@ type Row struct {
 	// system's cost per operation, which varies far less than its rate on a
 	// shared machine. 0 when unknown.
 	CPUMicrosPerOp float64 `json:"cpuMicrosPerOp,omitempty"`
+	// IdleSystemCPUPercent is the CPU the other system (idle beside this
+	// run) used over the measured window, in percent of one core: it
+	// shows whether the idle cluster took CPU from the one measured. 0
+	// when unknown or when only one system runs.
+	IdleSystemCPUPercent float64 `json:"idleSystemCpuPercent,omitempty"`
 	// Round numbers the runs of a target row (Config.TargetRounds); 0 in
 	// the sweep's table.
 	Round int    `json:"round,omitempty"`
@@ -68,6 +73,9 @@ func NewRow(system, workload string, conc int, seed uint64, r RunResult) Row {
 	}
 	if r.CPU > 0 && r.Ops > 0 {
 		row.CPUMicrosPerOp = float64(r.CPU.Microseconds()) / float64(r.Ops)
+	}
+	if r.IdleCPU > 0 && r.Elapsed > 0 {
+		row.IdleSystemCPUPercent = 100 * r.IdleCPU.Seconds() / r.Elapsed.Seconds()
 	}
 	return row
 }

@@ -46,7 +46,7 @@ func (s *session) targetRounds(ctx context.Context, sides []*side, wl string, c 
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			row, err := s.closedLoop(ctx, sd.t, sd.pool, sd.cpu(), wl, c)
+			row, err := s.closedLoop(ctx, sd.t, sd.pool, sd.cpu(), idleCPU(sides, sd), wl, c)
 			if err != nil {
 				return err
 			}
@@ -129,7 +129,7 @@ func (r runSummary) ratesString() string {
 // WriteRounds prints every run of the target rows.
 func WriteRounds(w io.Writer, rounds []Row) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tconc\tround\tsystem\tops/s\tp50 ms\tp99 ms\terrors\tcpu us/op\t")
+	fmt.Fprintln(tw, "workload\tconc\tround\tsystem\tops/s\tp50 ms\tp99 ms\terrors\tcpu us/op\tidle system cpu %\t")
 	sorted := slices.Clone(rounds)
 	slices.SortStableFunc(sorted, func(a, b Row) int {
 		if c := strings.Compare(a.Workload, b.Workload); c != 0 {
@@ -142,8 +142,12 @@ func WriteRounds(w io.Writer, rounds []Row) error {
 		if r.CPUMicrosPerOp > 0 {
 			cpu = fmt.Sprintf("%.0f", r.CPUMicrosPerOp)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%.0f\t%.2f\t%.2f\t%d\t%s\t\n",
-			r.Workload, r.Concurrency, r.Round, r.System, r.OpsPerSec, r.P50Ms, r.P99Ms, r.Errors, cpu)
+		idle := "-"
+		if r.IdleSystemCPUPercent > 0 {
+			idle = fmt.Sprintf("%.1f", r.IdleSystemCPUPercent)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%.0f\t%.2f\t%.2f\t%d\t%s\t%s\t\n",
+			r.Workload, r.Concurrency, r.Round, r.System, r.OpsPerSec, r.P50Ms, r.P99Ms, r.Errors, cpu, idle)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write rounds: %w", err)

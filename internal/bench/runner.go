@@ -78,6 +78,10 @@ type RunSpec struct {
 	// CPU, when set, returns the CPU time used so far by the system under
 	// test; RunLoop reads it when measuring starts and when the run ends.
 	CPU func() time.Duration
+	// IdleCPU, when set, is CPU for the system that is not under test (it
+	// runs beside it, idle), read at the same moments: what the idle
+	// system takes from the shared machine during the run.
+	IdleCPU func() time.Duration
 }
 
 // RunResult is what a run measured.
@@ -92,6 +96,9 @@ type RunResult struct {
 	// CPU is the system's CPU time (user+system) over the measured window
 	// (RunSpec.CPU), 0 when unknown.
 	CPU time.Duration
+	// IdleCPU is the idle system's CPU time over the same window
+	// (RunSpec.IdleCPU), 0 when unknown.
+	IdleCPU time.Duration
 }
 
 type workerStats struct {
@@ -170,9 +177,12 @@ func RunLoop(ctx context.Context, spec RunSpec) (RunResult, error) {
 	}
 	close(measureFrom)
 	t0 := time.Now()
-	var cpu0 time.Duration
+	var cpu0, idle0 time.Duration
 	if spec.CPU != nil {
 		cpu0 = spec.CPU()
+	}
+	if spec.IdleCPU != nil {
+		idle0 = spec.IdleCPU()
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -195,6 +205,9 @@ func RunLoop(ctx context.Context, spec RunSpec) (RunResult, error) {
 	res := RunResult{ErrorKinds: map[string]int{}, Elapsed: elapsed}
 	if spec.CPU != nil {
 		res.CPU = spec.CPU() - cpu0
+	}
+	if spec.IdleCPU != nil {
+		res.IdleCPU = spec.IdleCPU() - idle0
 	}
 	var all []time.Duration
 	for i := range stats {
