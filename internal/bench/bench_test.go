@@ -187,6 +187,44 @@ func TestCompareAndChecks(t *testing.T) {
 	}
 }
 
+// TestHotChecks: ExactOnce's race passes only with one winner, every other
+// racer already_used and no errors; etcd's reference race is judged on its
+// one winner, its refusals under load listed in the figures.
+func TestHotChecks(t *testing.T) {
+	find := func(hot map[string]HotRes, prefix string) Check {
+		t.Helper()
+		s := &session{rep: &Report{Hot: hot}}
+		for _, c := range s.checks() {
+			if strings.HasPrefix(c.Name, prefix) {
+				return c
+			}
+		}
+		t.Fatalf("no check %q", prefix)
+		return Check{}
+	}
+	const ours, ref = "hot action, 10000 racers", "(reference) etcd hot key"
+	shed := HotRes{Racers: 10000, Won: 1, Lost: 7473, Errors: 2526, Kinds: map[string]int{"etcd": 2526}}
+	if c := find(map[string]HotRes{"etcd": shed}, ref); c.Status != "PASS" || !strings.Contains(c.Measured, "errors=2526") {
+		t.Fatalf("etcd shedding load, one winner: %+v", c)
+	}
+	two := HotRes{Racers: 10000, Won: 2, Lost: 9998}
+	if c := find(map[string]HotRes{"etcd": two}, ref); c.Status != "FAIL" {
+		t.Fatalf("etcd with two winners: %+v", c)
+	}
+	for _, h := range []HotRes{
+		{Racers: 10000, Won: 1, Lost: 9999, StateOK: true, Pass: true},
+		{Racers: 10000, Won: 1, Lost: 9998, Errors: 1, StateOK: true},
+	} {
+		want := "FAIL"
+		if h.Pass {
+			want = "PASS"
+		}
+		if c := find(map[string]HotRes{"exactonce": h}, ours); c.Status != want {
+			t.Fatalf("ExactOnce race %+v: check %+v, want %s", h, c, want)
+		}
+	}
+}
+
 // TestParseStatCPU: utime+stime are found after the command name even when
 // the name holds spaces and parentheses.
 func TestParseStatCPU(t *testing.T) {
