@@ -39,8 +39,8 @@ const (
 	// maxAppendEntries caps entries per AppendEntries RPC and the size of
 	// the batched apply channel.
 	maxAppendEntries = 256
-	// commitTimeout is Raft's CommitTimeout (see raftConfig).
-	commitTimeout = 5 * time.Millisecond
+	// commitTimeout is Raft's CommitTimeout, its default (see raftConfig).
+	commitTimeout = 50 * time.Millisecond
 	// snapshotRetain is how many snapshots stay on disk.
 	snapshotRetain = 2
 )

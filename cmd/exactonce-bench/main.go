@@ -81,6 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.TargetRounds, "target-rounds", 3, "runs per system of the target rows (consume and verify at 64 clients), the sweep's included, alternating; the checks use the median")
 	fs.BoolVar(&o.million, "million", false, "also load one million actions, then measure RSS and a restart")
 	fs.IntVar(&cfg.Million, "million-count", 1000000, "actions stored by -million")
+	fs.DurationVar(&cfg.IdleWindow, "idle-window", 10*time.Second, "measure every node's CPU for this long with both clusters up and no requests, before the runs (0: skip)")
 	fs.IntVar(&cfg.EtcdConns, "etcd-conns", 12, "etcd gRPC clients (connections), spread over the members")
 	fs.Uint64Var(&o.seed, "seed", 0, "random seed (0: from the clock; printed)")
 	fs.IntVar(&cfg.HTTPPort, "http-port", 18081, "first ExactOnce node's HTTP port (node i adds i)")
@@ -338,6 +339,30 @@ func write(stdout io.Writer, outDir string, rep *bench.Report) error {
 		table.WriteString("\ntarget rows, every run (the targets below use each system's median):\n")
 		if err := bench.WriteRounds(&table, rep.Rounds); err != nil {
 			return err
+		}
+	}
+	if len(rep.Idle) > 0 {
+		fmt.Fprintf(&table, "\nidle CPU (clusters up, no requests, %.0f s), percent of one core:\n", rep.Idle[0].Seconds)
+		total := map[string]float64{}
+		var order []string
+		for _, n := range rep.Idle {
+			if _, ok := total[n.System]; !ok {
+				order = append(order, n.System)
+			}
+			total[n.System] += n.Percent
+		}
+		for _, sys := range order {
+			fmt.Fprintf(&table, "  %-9s total %5.2f %%:", sys, total[sys])
+			for _, n := range rep.Idle {
+				if n.System == sys {
+					l := ""
+					if n.Leader {
+						l = " (leader)"
+					}
+					fmt.Fprintf(&table, "  %s%s %.2f", n.Node, l, n.Percent)
+				}
+			}
+			table.WriteString("\n")
 		}
 	}
 	table.WriteString("\nmemory:\n")

@@ -75,6 +75,10 @@ type Config struct {
 
 	// Million loads this many actions (0: skip) and then measures RSS and a restart.
 	Million int
+	// IdleWindow, when positive, measures each node's CPU over this long
+	// once every cluster is up and before any request: what a cluster
+	// costs doing nothing (heartbeats, timers, gossip).
+	IdleWindow time.Duration
 
 	// EtcdConns is the number of etcd clients (gRPC connections); Seed
 	// seeds every run's randomness.
@@ -120,6 +124,17 @@ type Report struct {
 	// Rounds holds every run of the target rows (Config.TargetRounds), the
 	// sweep's included, in the order they ran.
 	Rounds []Row `json:"rounds,omitempty"`
+	// Idle is every node's CPU while no requests ran (Config.IdleWindow).
+	Idle []NodeIdle `json:"idle,omitempty"`
+}
+
+// NodeIdle is a node's CPU over the idle window, in percent of one core.
+type NodeIdle struct {
+	System  string  `json:"system"`
+	Node    string  `json:"node"`
+	Leader  bool    `json:"leader"`
+	Seconds float64 `json:"seconds"`
+	Percent float64 `json:"cpuPercent"`
 }
 
 // NodeMem is a node's memory after the runs.
@@ -259,6 +274,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			errs = append(errs, fmt.Errorf("etcd: %w", err))
 		} else {
 			sides = append(sides, et)
+		}
+	}
+	if cfg.IdleWindow > 0 && len(sides) > 0 {
+		if err := s.idle(ctx, sides); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if err := s.sweep(ctx, sides); err != nil {

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -222,6 +223,34 @@ func TestHotChecks(t *testing.T) {
 		if c := find(map[string]HotRes{"exactonce": h}, ours); c.Status != want {
 			t.Fatalf("ExactOnce race %+v: check %+v, want %s", h, c, want)
 		}
+	}
+}
+
+// TestMeasureIdle: the idle measurement charges each process its own CPU
+// over the window: a busy loop shows up, a sleeping process does not.
+func TestMeasureIdle(t *testing.T) {
+	dir := t.TempDir()
+	busy := &Proc{Name: "busy", Bin: "/bin/sh", Args: []string{"-c", "while :; do :; done"}, LogPath: filepath.Join(dir, "busy.log")}
+	sleeper := &Proc{Name: "sleeper", Bin: "/bin/sleep", Args: []string{"30"}, LogPath: filepath.Join(dir, "sleeper.log")}
+	for _, p := range []*Proc{busy, sleeper} {
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Stop(time.Second) })
+	}
+	nodes, err := measureIdle(context.Background(), []idleGroup{
+		{system: "a", procs: []*Proc{busy}, leader: 0},
+		{system: "b", procs: []*Proc{sleeper}, leader: -1},
+	}, 500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 2 || nodes[0].Node != "busy" || !nodes[0].Leader || nodes[1].Node != "sleeper" || nodes[1].Leader {
+		t.Fatalf("nodes = %+v", nodes)
+	}
+	// Wide margins: the machine may be loaded by other tests.
+	if nodes[0].Percent < 10 || nodes[1].Percent > 2 {
+		t.Fatalf("busy loop %.2f %%, sleeper %.2f %% of a core", nodes[0].Percent, nodes[1].Percent)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -629,4 +630,59 @@ func kindsString(m map[string]int) string {
 	}
 	slices.Sort(parts)
 	return " (" + strings.Join(parts, ",") + ")"
+}
+
+// idle measures every node's CPU over IdleWindow while no requests run:
+// both clusters up, ExactOnce's client created, nothing else.
+func (s *session) idle(ctx context.Context, sides []*side) error {
+	var groups []idleGroup
+	for _, sd := range sides {
+		switch {
+		case sd.eo != nil:
+			groups = append(groups, idleGroup{system: sd.t.Name(), procs: sd.eo.Procs(), leader: sd.eo.Leader(ctx)})
+		case sd.etcd != nil:
+			groups = append(groups, idleGroup{system: sd.t.Name(), procs: sd.etcd.Members, leader: sd.etcd.Leader(ctx)})
+		}
+	}
+	nodes, err := measureIdle(ctx, groups, s.cfg.IdleWindow)
+	s.rep.Idle = append(s.rep.Idle, nodes...)
+	if err != nil {
+		return err
+	}
+	s.log.Info("idle CPU measured", "window", s.cfg.IdleWindow)
+	return nil
+}
+
+// idleGroup is one system's processes; leader indexes procs (-1: none).
+type idleGroup struct {
+	system string
+	procs  []*Proc
+	leader int
+}
+
+// measureIdle reads every process's CPU time, waits window, and returns
+// what each used meanwhile in percent of one core.
+func measureIdle(ctx context.Context, groups []idleGroup, window time.Duration) ([]NodeIdle, error) {
+	t0 := time.Now()
+	cpu0 := make([][]time.Duration, len(groups))
+	for g, grp := range groups {
+		for _, p := range grp.procs {
+			cpu0[g] = append(cpu0[g], p.CPUTime())
+		}
+	}
+	select {
+	case <-time.After(window):
+	case <-ctx.Done():
+		return nil, fmt.Errorf("idle window: %w", ctx.Err())
+	}
+	secs := time.Since(t0).Seconds()
+	var out []NodeIdle
+	for g, grp := range groups {
+		for i, p := range grp.procs {
+			pct := 100 * (p.CPUTime() - cpu0[g][i]).Seconds() / secs
+			out = append(out, NodeIdle{System: grp.system, Node: p.Name, Leader: i == grp.leader,
+				Seconds: math.Round(secs*10) / 10, Percent: math.Round(pct*100) / 100})
+		}
+	}
+	return out, nil
 }
