@@ -45,7 +45,7 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 //
 // Why: a follower learns that an entry is committed only from the
 // leader's next AppendEntries, which hashicorp/raft sends when there is a
-// new entry or after CommitTimeout (5-10 ms) when idle. A read on a
+// new entry or after CommitTimeout (50-100 ms) when idle. A read on a
 // follower right after a write (read-your-writes through another node)
 // would wait that long; the leader answers it at once.
 func (n *Node) ReadBarrierWithin(ctx context.Context, lag time.Duration) error {
