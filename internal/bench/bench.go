@@ -210,13 +210,33 @@ type side struct {
 // cpu returns a function summing the CPU time of the side's processes (nil
 // when it has none).
 func (sd *side) cpu() func() time.Duration {
-	switch {
-	case sd.eo != nil:
-		return cpuOf(sd.eo.Procs())
-	case sd.etcd != nil:
-		return cpuOf(sd.etcd.Members)
+	if procs := sd.procs(); procs != nil {
+		return cpuOf(procs)
 	}
 	return nil
+}
+
+// procs are the side's server processes.
+func (sd *side) procs() []*Proc {
+	switch {
+	case sd.eo != nil:
+		return sd.eo.Procs()
+	case sd.etcd != nil:
+		return sd.etcd.Members
+	}
+	return nil
+}
+
+// leader is the index of the side's current leader in procs(), -1 when
+// unknown.
+func (sd *side) leader(ctx context.Context) int {
+	switch {
+	case sd.eo != nil:
+		return sd.eo.Leader(ctx)
+	case sd.etcd != nil:
+		return sd.etcd.Leader(ctx)
+	}
+	return -1
 }
 
 // idleCPU reads the CPU time of every side but sd (nil when sd runs

@@ -637,12 +637,7 @@ func kindsString(m map[string]int) string {
 func (s *session) idle(ctx context.Context, sides []*side) error {
 	var groups []idleGroup
 	for _, sd := range sides {
-		switch {
-		case sd.eo != nil:
-			groups = append(groups, idleGroup{system: sd.t.Name(), procs: sd.eo.Procs(), leader: sd.eo.Leader(ctx)})
-		case sd.etcd != nil:
-			groups = append(groups, idleGroup{system: sd.t.Name(), procs: sd.etcd.Members, leader: sd.etcd.Leader(ctx)})
-		}
+		groups = append(groups, idleGroup{system: sd.t.Name(), procs: sd.procs(), leader: sd.leader(ctx)})
 	}
 	nodes, err := measureIdle(ctx, groups, s.cfg.IdleWindow)
 	s.rep.Idle = append(s.rep.Idle, nodes...)
