@@ -242,24 +242,16 @@ func (sd *side) leader(ctx context.Context) int {
 // idleCPU reads the CPU time of every side but sd (nil when sd runs
 // alone), to show what the idle system costs the one being measured.
 func idleCPU(sides []*side, sd *side) func() time.Duration {
-	var reads []func() time.Duration
+	var procs []*Proc
 	for _, o := range sides {
 		if o != sd {
-			if f := o.cpu(); f != nil {
-				reads = append(reads, f)
-			}
+			procs = append(procs, o.procs()...)
 		}
 	}
-	if len(reads) == 0 {
+	if len(procs) == 0 {
 		return nil
 	}
-	return func() time.Duration {
-		var sum time.Duration
-		for _, f := range reads {
-			sum += f()
-		}
-		return sum
-	}
+	return cpuOf(procs)
 }
 
 // Run executes a whole session. Both clusters run at the same time and
