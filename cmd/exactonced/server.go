@@ -523,14 +523,14 @@ func tryDevClient(ctx context.Context, kept *devClient, node *cluster.Node, stat
 func tlsConfigs(cfg *config.Config) (api, peer, raft *tls.Config, err error) {
 	var raftCert *tls.Certificate
 	var raftPool *x509.CertPool
-	if cfg.RaftTLS() {
-		c, err := tls.LoadX509KeyPair(cfg.RaftTLSCert, cfg.RaftTLSKey)
+	if cfg.InternalTLS() {
+		c, err := tls.LoadX509KeyPair(cfg.InternalTLSCert, cfg.InternalTLSKey)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("--raft-tls-cert/--raft-tls-key: %w", err)
+			return nil, nil, nil, fmt.Errorf("--internal-tls-cert/--internal-tls-key: %w", err)
 		}
 		raftCert = &c
-		if raftPool, err = loadPool(nil, cfg.RaftTLSCA); err != nil {
-			return nil, nil, nil, fmt.Errorf("--raft-tls-ca: %w", err)
+		if raftPool, err = loadPool(nil, cfg.InternalTLSCA); err != nil {
+			return nil, nil, nil, fmt.Errorf("--internal-tls-ca: %w", err)
 		}
 		raft = &tls.Config{
 			MinVersion:   tls.VersionTLS12,
@@ -563,7 +563,7 @@ func tlsConfigs(cfg *config.Config) (api, peer, raft *tls.Config, err error) {
 		if err != nil || roots == nil {
 			roots = x509.NewCertPool()
 		}
-		for _, f := range []string{cfg.RaftTLSCA, cfg.TLSClientCA} {
+		for _, f := range []string{cfg.InternalTLSCA, cfg.TLSClientCA} {
 			if f == "" {
 				continue
 			}

@@ -86,7 +86,7 @@ func TestTLSServer(t *testing.T) {
 	p := start(t, bin, "--dev", "--data-dir", filepath.Join(dir, "data"), "--http-addr", httpAddr,
 		"--raft-addr", freePort(t), "--gossip-addr", freePort(t),
 		"--tls-cert", cert, "--tls-key", key,
-		"--raft-tls-cert", cert, "--raft-tls-key", key, "--raft-tls-ca", ca)
+		"--internal-tls-cert", cert, "--internal-tls-key", key, "--internal-tls-ca", ca)
 	id, secret := p.devCredentials(t, 60*time.Second)
 
 	pem, err := os.ReadFile(ca)

@@ -56,9 +56,9 @@ type Config struct {
 	TLSKey      string
 	TLSClientCA string
 
-	RaftTLSCert string
-	RaftTLSKey  string
-	RaftTLSCA   string
+	InternalTLSCert string
+	InternalTLSKey  string
+	InternalTLSCA   string
 
 	MaxBodyBytes    int64
 	MaxCSVBodyBytes int64
@@ -126,8 +126,9 @@ func (c *Config) Now() time.Time {
 // TLS reports whether the HTTP API is served over HTTPS.
 func (c *Config) TLS() bool { return c.TLSCert != "" }
 
-// RaftTLS reports whether node-to-node traffic uses mutual TLS.
-func (c *Config) RaftTLS() bool { return c.RaftTLSCert != "" }
+// InternalTLS reports whether node-to-node traffic uses operator-issued
+// certificates (--internal-tls-*) instead of ones derived from the cluster key.
+func (c *Config) InternalTLS() bool { return c.InternalTLSCert != "" }
 
 // Defaults for the limits, shared with the documentation.
 const (
@@ -197,9 +198,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate: serve the API over HTTPS")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA bundle: require API clients to present a certificate signed by it")
-	fs.StringVar(&c.RaftTLSCert, "raft-tls-cert", "", "PEM certificate for mutual TLS between nodes")
-	fs.StringVar(&c.RaftTLSKey, "raft-tls-key", "", "PEM private key for --raft-tls-cert")
-	fs.StringVar(&c.RaftTLSCA, "raft-tls-ca", "", "PEM CA bundle that signs every node's certificate")
+	fs.StringVar(&c.InternalTLSCert, "internal-tls-cert", "", "PEM certificate of this node for the internal (node-to-node) channel; default: issued from the cluster key")
+	fs.StringVar(&c.InternalTLSKey, "internal-tls-key", "", "PEM private key for --internal-tls-cert")
+	fs.StringVar(&c.InternalTLSCA, "internal-tls-ca", "", "PEM CA bundle of the internal channel (must not be the API client CA)")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", DefaultMaxBodyBytes, "largest JSON request body accepted")
 	fs.Int64Var(&c.MaxCSVBodyBytes, "max-csv-body-bytes", DefaultMaxCSVBodyBytes, "largest text/csv create body accepted")
 	fs.Int64Var(&c.MaxPayloadBytes, "max-payload-bytes", DefaultMaxPayloadBytes, "largest encoded action payload")
@@ -348,13 +349,13 @@ func (c *Config) finish(r *raw) error {
 		return usagef("--tls-client-ca needs --tls-cert and --tls-key")
 	}
 	nRaft := 0
-	for _, v := range []string{c.RaftTLSCert, c.RaftTLSKey, c.RaftTLSCA} {
+	for _, v := range []string{c.InternalTLSCert, c.InternalTLSKey, c.InternalTLSCA} {
 		if v != "" {
 			nRaft++
 		}
 	}
 	if nRaft != 0 && nRaft != 3 {
-		return usagef("--raft-tls-cert, --raft-tls-key and --raft-tls-ca go together")
+		return usagef("--internal-tls-cert, --internal-tls-key and --internal-tls-ca go together")
 	}
 	if c.HTTPAdvertise == "" {
 		scheme := "http"

@@ -96,7 +96,7 @@ func TestRejected(t *testing.T) {
 		{"bad log level", []string{"--log-level", "loud"}, nil, "--log-level"},
 		{"bad log format", []string{"--log-format", "xml"}, nil, "--log-format"},
 		{"half tls", []string{"--tls-cert", "c.pem"}, nil, "--tls-key"},
-		{"half raft tls", []string{"--raft-tls-cert", "c.pem", "--raft-tls-key", "k.pem"}, nil, "--raft-tls-ca"},
+		{"half raft tls", []string{"--internal-tls-cert", "c.pem", "--internal-tls-key", "k.pem"}, nil, "--internal-tls-ca"},
 		{"short cluster key", []string{"--cluster-key", "c2hvcnQ="}, nil, "--cluster-key"},
 		{"bad node id", []string{"--node-id", "a b"}, nil, "--node-id"},
 		{"unknown flag", []string{"--nope"}, nil, "nope"},
