@@ -196,6 +196,8 @@ func encodeCommandBinary(c *Command) ([]byte, error) {
 		w.bytes(c.CreateClient.SecretHash)
 	case CmdRevokeClient:
 		w.str(c.RevokeClient.ID)
+	case CmdRecordKeyCheck:
+		w.bytes(c.KeyCheck.Value)
 	}
 	return w.b, nil
 }
@@ -229,6 +231,8 @@ func decodeCommandBinary(b []byte) (*Command, error) {
 		c.CreateClient = &CreateClient{ID: r.str(), Name: r.str(), SecretHash: r.bytes()}
 	case CmdRevokeClient:
 		c.RevokeClient = &RevokeClient{ID: r.str()}
+	case CmdRecordKeyCheck:
+		c.KeyCheck = &KeyCheck{Value: r.bytes()}
 	case CmdNoop:
 	default:
 		if r.err == nil {

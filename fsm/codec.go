@@ -92,6 +92,10 @@ func validateCommand(c *Command) error {
 		if c.RevokeClient == nil {
 			return errors.New("revoke client without body")
 		}
+	case CmdRecordKeyCheck:
+		if c.KeyCheck == nil {
+			return errors.New("key check without body")
+		}
 	case CmdNoop:
 	default:
 		return fmt.Errorf("unknown command type %d", c.Type)

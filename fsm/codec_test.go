@@ -24,6 +24,7 @@ func sampleCommands() []*Command {
 		clientCmd(clA, t0),
 		revokeCmd(clA, t0),
 		noopCmd(t0),
+		keyCheckCmd(t0, "cv1"),
 	}
 }
 

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"fmt"
 	"strings"
@@ -180,4 +181,25 @@ func decideRevokeClient(existing *Client, now int64) (next *Client, res Result) 
 	c := n
 	res.Client = &c
 	return &n, res
+}
+
+// decideKeyCheck records the cluster key's check value when none is
+// recorded (stored is nil) and refuses another value afterwards: the state
+// keeps the first. next is the value to store, nil when nothing changes.
+func decideKeyCheck(stored []byte, k *KeyCheck, now int64) (next []byte, res Result) {
+	res.Time = now
+	switch {
+	case len(k.Value) == 0:
+		res.Code, res.Message = CodeInvalidRequest, "key check value is empty"
+		res.KeyCheck = stored
+		return nil, res
+	case stored == nil:
+		res.KeyCheck = bytes.Clone(k.Value)
+		return bytes.Clone(k.Value), res
+	case !bytes.Equal(stored, k.Value):
+		res.Code = CodeKeyMismatch
+		res.Message = "the state records another cluster key: this node runs with a different key than the cluster"
+	}
+	res.KeyCheck = stored
+	return nil, res
 }

@@ -138,6 +138,10 @@ func cancelCmd(client string, ts int64, id string) *Command {
 	return &Command{Type: CmdCancel, Time: ts, ClientID: client, Cancel: &Cancel{ActionID: id}}
 }
 
+func keyCheckCmd(ts int64, value string) *Command {
+	return &Command{Type: CmdRecordKeyCheck, Time: ts, KeyCheck: &KeyCheck{Value: []byte(value)}}
+}
+
 func noopCmd(ts int64) *Command { return &Command{Type: CmdNoop, Time: ts} }
 
 // withIdem sets an idempotency key and fingerprint on cmd.

@@ -28,6 +28,8 @@ var (
 
 	keyApplied  = []byte("applied")
 	keyLastTime = []byte("lastTime")
+	// keyKeyCheck holds the cluster key's check value (CmdRecordKeyCheck).
+	keyKeyCheck = []byte("keyCheck")
 )
 
 // errFatal marks a failure to write inside the apply transaction: the
@@ -357,6 +359,14 @@ func (s *store) decide(cmd *Command, now int64) (*Result, error) {
 		if next != nil {
 			if err := s.putClient(next); err != nil {
 				return nil, err
+			}
+		}
+		return &res, nil
+	case CmdRecordKeyCheck:
+		next, res := decideKeyCheck(bytes.Clone(s.meta.Get(keyKeyCheck)), cmd.KeyCheck, now)
+		if next != nil {
+			if err := s.meta.Put(keyKeyCheck, next); err != nil {
+				return nil, fatal(fmt.Errorf("put key check: %w", err))
 			}
 		}
 		return &res, nil

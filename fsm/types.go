@@ -100,6 +100,9 @@ const (
 	CodeConflict          Code = "conflict"
 	CodePayloadTooLarge   Code = "payload_too_large"
 	CodeInternal          Code = "internal"
+	// CodeKeyMismatch answers a CmdRecordKeyCheck whose value differs from
+	// the one already recorded: the proposer runs with another cluster key.
+	CodeKeyMismatch Code = "cluster_key_mismatch"
 )
 
 // CommandType names a replicated write.
@@ -107,12 +110,13 @@ type CommandType uint8
 
 // The replicated writes. Values are part of the log format: never renumber.
 const (
-	CmdCreateActions CommandType = 1 // JSON create (one row) or CSV batch
-	CmdConsume       CommandType = 2
-	CmdCancel        CommandType = 3
-	CmdCreateClient  CommandType = 4
-	CmdRevokeClient  CommandType = 5
-	CmdNoop          CommandType = 6 // advances time; used by tests and barriers
+	CmdCreateActions  CommandType = 1 // JSON create (one row) or CSV batch
+	CmdConsume        CommandType = 2
+	CmdCancel         CommandType = 3
+	CmdCreateClient   CommandType = 4
+	CmdRevokeClient   CommandType = 5
+	CmdNoop           CommandType = 6 // advances time; used by tests and barriers
+	CmdRecordKeyCheck CommandType = 7 // records the cluster key's check value once
 )
 
 // Command is one log entry's content. Time is the leader's stamp (Unix ms);
@@ -130,6 +134,7 @@ type Command struct {
 	Cancel       *Cancel        `json:"cancel,omitempty"`
 	CreateClient *CreateClient  `json:"newClient,omitempty"`
 	RevokeClient *RevokeClient  `json:"revokeClient,omitempty"`
+	KeyCheck     *KeyCheck      `json:"keyCheck,omitempty"`
 }
 
 // Idempotency identifies a client's retried request.
@@ -194,6 +199,14 @@ type RevokeClient struct {
 	ID string `json:"id"`
 }
 
+// KeyCheck records the check value of the cluster key (secure.Keys.CheckValue)
+// in the replicated state. The first record wins for the life of the state;
+// a later one with another value is refused with CodeKeyMismatch, so nodes
+// started with another key learn it before they seal or open anything.
+type KeyCheck struct {
+	Value []byte `json:"v"`
+}
+
 // Result is the FSM's answer to one command. It is what an idempotent
 // repeat gets back, so it must be enough to render the full response.
 type Result struct {
@@ -210,6 +223,9 @@ type Result struct {
 	Rows []RowResult `json:"rows,omitempty"`
 	// Client is set by CreateClient and RevokeClient.
 	Client *Client `json:"client,omitempty"`
+	// KeyCheck is the check value recorded in the state after a
+	// CmdRecordKeyCheck (the earlier one when the command was refused).
+	KeyCheck []byte `json:"keyCheck,omitempty"`
 	// Replayed is true when the result comes from the idempotency record.
 	// It is not part of the stored record.
 	Replayed bool `json:"-"`

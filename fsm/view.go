@@ -43,6 +43,27 @@ func (v *View) Client(clientID string) (*Client, error) {
 	return c, nil
 }
 
+// KeyCheck returns the cluster key's check value recorded by
+// CmdRecordKeyCheck, nil when none is recorded yet.
+func (v *View) KeyCheck() []byte {
+	return bytes.Clone(v.tx.Bucket(bucketMeta).Get(keyKeyCheck))
+}
+
+// SampleActions returns up to n stored actions of any client, in id order:
+// enough to check that a cluster key opens the payloads already stored.
+func (v *View) SampleActions(n int) ([]*Action, error) {
+	var out []*Action
+	c := v.tx.Bucket(bucketActions).Cursor()
+	for k, val := c.First(); k != nil && len(out) < n; k, val = c.Next() {
+		a, err := decodeAction(val)
+		if err != nil {
+			return nil, fmt.Errorf("fsm: sample actions: action %s: %w", k, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
 // Clients lists all clients (revoked ones included), ordered by id.
 func (v *View) Clients() ([]*Client, error) {
 	var out []*Client
