@@ -18,6 +18,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,6 +109,38 @@ func LoadOrCreateKey(dataDir, given string) (key []byte, created bool, err error
 	return key, true, nil
 }
 
+// ReadSecretFile returns the trimmed content of a file holding a secret (a
+// cluster key, an admin token). Like ssh with a private key, it refuses a
+// file that its group or others may read or write: a secret that every local
+// user can read is not a secret. The owner is not checked, so a file mounted
+// by Docker or systemd (LoadCredential) for the service user passes.
+func ReadSecretFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("open secret file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("stat secret file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("secret file %s is not a regular file", path)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("secret file %s has mode %04o: it must not be accessible by group or others (chmod 600 %s)", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return "", fmt.Errorf("read secret file: %w", err)
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "" {
+		return "", fmt.Errorf("secret file %s is empty", path)
+	}
+	return v, nil
+}
+
 // WriteSecretFile writes content to path with mode 0600, atomically.
 func WriteSecretFile(path, content string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -135,15 +168,20 @@ func (k *Keys) SealPayload(actionID string, plaintext []byte) []byte {
 	return k.aead.Seal(nonce, nonce, plaintext, []byte(actionID))
 }
 
+// ErrCannotOpen is wrapped by every OpenPayload failure: the sealed payload
+// is damaged or was sealed under another cluster key.
+var ErrCannotOpen = errors.New("cannot open the payload")
+
 // OpenPayload decrypts a payload sealed by SealPayload for the same action.
+// Its errors wrap ErrCannotOpen.
 func (k *Keys) OpenPayload(actionID string, sealed []byte) ([]byte, error) {
 	ns := k.aead.NonceSize()
 	if len(sealed) < ns+k.aead.Overhead() {
-		return nil, errors.New("sealed payload too short")
+		return nil, fmt.Errorf("%w of %s: sealed payload too short", ErrCannotOpen, actionID)
 	}
 	pt, err := k.aead.Open(nil, sealed[:ns], sealed[ns:], []byte(actionID))
 	if err != nil {
-		return nil, fmt.Errorf("open payload of %s (is the cluster key the same on every node?): %w", actionID, err)
+		return nil, fmt.Errorf("%w of %s (is the cluster key the same on every node?): %w", ErrCannotOpen, actionID, err)
 	}
 	return pt, nil
 }

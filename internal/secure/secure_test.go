@@ -3,6 +3,7 @@ package secure
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
@@ -162,5 +163,58 @@ func TestLoadOrCreateKey(t *testing.T) {
 		if _, _, err := LoadOrCreateKey(dir, bad); err == nil {
 			t.Errorf("bad key %q accepted", bad)
 		}
+	}
+}
+
+func TestOpenPayloadErrorsWrapErrCannotOpen(t *testing.T) {
+	sealed := testKeys(t, 1).SealPayload("act_a", []byte("x"))
+	for name, err := range map[string]error{
+		"other key": func() error { _, err := testKeys(t, 2).OpenPayload("act_a", sealed); return err }(),
+		"too short": func() error { _, err := testKeys(t, 1).OpenPayload("act_a", []byte{1}); return err }(),
+	} {
+		if !errors.Is(err, ErrCannotOpen) {
+			t.Errorf("%s: %v does not wrap ErrCannotOpen", name, err)
+		}
+	}
+}
+
+func TestReadSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if v, err := ReadSecretFile(write("ok", " s3cret\n", 0o600)); err != nil || v != "s3cret" {
+		t.Errorf("0600 file: %q %v", v, err)
+	}
+	if v, err := ReadSecretFile(write("ro", "s3cret", 0o400)); err != nil || v != "s3cret" {
+		t.Errorf("0400 file: %q %v", v, err)
+	}
+	for _, tc := range []struct {
+		name, content string
+		mode          os.FileMode
+		want          string
+	}{
+		{"group", "s", 0o640, "chmod 600"},
+		{"world", "s", 0o604, "chmod 600"},
+		{"groupwrite", "s", 0o620, "chmod 600"},
+		{"empty", " \n", 0o600, "empty"},
+	} {
+		_, err := ReadSecretFile(write(tc.name, tc.content, tc.mode))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error naming %q", tc.name, err, tc.want)
+		}
+	}
+	if _, err := ReadSecretFile(filepath.Join(dir, "missing")); err == nil {
+		t.Errorf("missing file accepted")
+	}
+	if _, err := ReadSecretFile(dir); err == nil {
+		t.Errorf("a directory accepted")
 	}
 }
