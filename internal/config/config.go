@@ -43,12 +43,22 @@ type Config struct {
 	BootstrapExpect int
 
 	// AdminToken is empty when not given; the server then uses the token
-	// kept in the data dir (generated on first start).
+	// kept in the data dir (generated on first start). --admin-token-file
+	// fills it from a file.
 	AdminToken string
-	Dev        bool
+	// AdminTokenFile is the file the admin token was read from, "" when none.
+	AdminTokenFile string
+	Dev            bool
 
-	// ClusterKey is the base64 cluster key as given, empty for the key file.
+	// ClusterKey is the base64 cluster key given explicitly (--cluster-key,
+	// its environment variable, or read from --cluster-key-file), empty for
+	// the key file kept in the data dir (a single node only).
 	ClusterKey string
+	// ClusterKeyFile is the file the cluster key was read from, "" when none.
+	ClusterKeyFile string
+	// ClusterKeySource names where ClusterKey came from, for messages
+	// ("--cluster-key-file /etc/exactonce/cluster.key", "EXACTONCE_CLUSTER_KEY").
+	ClusterKeySource string
 	// GossipKey is the decoded gossip encryption key, nil when not given.
 	GossipKey []byte
 
@@ -126,6 +136,10 @@ func (c *Config) Now() time.Time {
 // TLS reports whether the HTTP API is served over HTTPS.
 func (c *Config) TLS() bool { return c.TLSCert != "" }
 
+// MultiNode reports whether this node belongs to a cluster of several nodes:
+// it joins others or waits for more than itself to bootstrap.
+func (c *Config) MultiNode() bool { return len(c.Join) > 0 || c.BootstrapExpect > 1 }
+
 // InternalTLS reports whether node-to-node traffic uses operator-issued
 // certificates (--internal-tls-*) instead of ones derived from the cluster key.
 func (c *Config) InternalTLS() bool { return c.InternalTLSCert != "" }
@@ -150,6 +164,9 @@ type raw struct {
 	defaultTTL      string
 	maxTTL          string
 	logLevel        string
+	// origin names where a flag's value came from: "--flag" or its
+	// environment variable.
+	origin func(name string) string
 }
 
 // UsageError is returned for a bad flag or environment value; the server
@@ -191,9 +208,11 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.StringVar(&c.NodeID, "node-id", "", "stable node id (default generated once and kept in the data dir)")
 	fs.StringVar(&r.join, "join", "", "comma-separated gossip addresses of existing members")
 	fs.StringVar(&r.bootstrapExpect, "bootstrap-expect", "", "number of nodes forming the first cluster (default 1 without --join, 0 with it: join an existing cluster)")
-	fs.StringVar(&c.AdminToken, "admin-token", "", "admin bearer token (default generated once into <data-dir>/admin.token)")
+	fs.StringVar(&c.AdminToken, "admin-token", "", "admin bearer token (default generated once into <data-dir>/admin.token); prefer --admin-token-file")
+	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "file holding the admin bearer token (mode 0600 or stricter)")
 	fs.BoolVar(&c.Dev, "dev", false, "development mode: create a client and print its id and secret")
-	fs.StringVar(&c.ClusterKey, "cluster-key", "", "base64 32-byte cluster key, the same on every node (default generated into <data-dir>/cluster.key)")
+	fs.StringVar(&c.ClusterKey, "cluster-key", "", "base64 32-byte cluster key, the same on every node (default for a single node: generated into <data-dir>/cluster.key); prefer --cluster-key-file")
+	fs.StringVar(&c.ClusterKeyFile, "cluster-key-file", "", "file holding the base64 cluster key (mode 0600 or stricter; make one with `exactonce keygen`)")
 	fs.StringVar(&r.gossipKey, "gossip-key", "", "base64 16/24/32-byte gossip encryption key (default derived from the cluster key)")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate: serve the API over HTTPS")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
@@ -225,6 +244,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var envErr error
+	fromEnv := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) {
 		if envErr != nil || given[f.Name] || getenv == nil {
 			return
@@ -233,10 +253,17 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 			if err := fs.Set(f.Name, v); err != nil {
 				envErr = usagef("%s=%q: %v", EnvName(f.Name), v, err)
 			}
+			fromEnv[f.Name] = true
 		}
 	})
 	if envErr != nil {
 		return nil, envErr
+	}
+	r.origin = func(name string) string {
+		if fromEnv[name] {
+			return EnvName(name)
+		}
+		return "--" + name
 	}
 	if err := c.finish(&r); err != nil {
 		return nil, err
@@ -327,13 +354,8 @@ func (c *Config) finish(r *raw) error {
 	default:
 		c.BootstrapExpect = be
 	}
-	if c.AdminToken != "" && len(c.AdminToken) < 16 {
-		return usagef("--admin-token: at least 16 characters")
-	}
-	if c.ClusterKey != "" {
-		if _, err := decodeKey(c.ClusterKey, 32); err != nil {
-			return usagef("--cluster-key: %v", err)
-		}
+	if err := c.secrets(r.origin); err != nil {
+		return err
 	}
 	if r.gossipKey != "" {
 		k, err := decodeKey(r.gossipKey, 16, 24, 32)
@@ -367,6 +389,9 @@ func (c *Config) finish(r *raw) error {
 		return usagef("--http-advertise %q: must be an http:// or https:// URL", c.HTTPAdvertise)
 	}
 	c.HTTPAdvertise = strings.TrimRight(c.HTTPAdvertise, "/")
+	if err := c.contradictions(); err != nil {
+		return err
+	}
 	if c.MaxBodyBytes < 1024 {
 		return usagef("--max-body-bytes %d: at least 1024", c.MaxBodyBytes)
 	}

@@ -9,6 +9,9 @@ import (
 	"time"
 )
 
+// testKey is a valid base64 cluster key.
+const testKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
 func env(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
@@ -57,6 +60,7 @@ func TestEnvUsed(t *testing.T) {
 		"EXACTONCE_LOG_FORMAT":  "json",
 		"EXACTONCE_TLS_CERT":    "c.pem",
 		"EXACTONCE_TLS_KEY":     "k.pem",
+		"EXACTONCE_CLUSTER_KEY": testKey,
 	})
 	c, err := Parse(nil, e, io.Discard)
 	if err != nil {
@@ -68,7 +72,7 @@ func TestEnvUsed(t *testing.T) {
 	if c.BootstrapExpect != 0 {
 		t.Errorf("BootstrapExpect = %d, want 0 with --join", c.BootstrapExpect)
 	}
-	c3, err := Parse([]string{"--join", "10.0.0.1:8400"}, env(map[string]string{"EXACTONCE_BOOTSTRAP_EXPECT": "3"}), io.Discard)
+	c3, err := Parse([]string{"--join", "10.0.0.1:8400"}, env(map[string]string{"EXACTONCE_BOOTSTRAP_EXPECT": "3", "EXACTONCE_CLUSTER_KEY": testKey}), io.Discard)
 	if err != nil || c3.BootstrapExpect != 3 {
 		t.Errorf("BootstrapExpect from env = %v, %v; want 3", c3, err)
 	}
