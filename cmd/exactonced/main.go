@@ -32,7 +32,9 @@ func main() {
 }
 
 // run is the whole server; it returns the process exit status: 0 after a
-// graceful shutdown, 2 for bad flags, 1 for any other failure.
+// graceful shutdown, 2 for bad or contradicting flags, 3 when the cluster
+// key is not the one of the data dir or of the cluster (exitKeyMismatch),
+// 1 for any other failure.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	cfg, err := config.Parse(args, getenv, stderr)
 	if err != nil {
@@ -54,6 +56,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer func() { stopFlush(); <-flushed }()
 	srv := &server{cfg: cfg, log: logger, stdout: stdout}
 	if err := srv.run(ctx); err != nil {
+		var km *keyMismatchError
+		if errors.As(err, &km) {
+			fmt.Fprintf(stderr, "exactonced: %v\n", err)
+			return exitKeyMismatch
+		}
 		var ue *config.UsageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(stderr, "exactonced: %v\n", err)

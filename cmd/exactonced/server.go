@@ -68,6 +68,8 @@ type server struct {
 	cfg    *config.Config
 	log    *slog.Logger
 	stdout io.Writer
+	// keys are derived from the cluster key (loadClusterKey).
+	keys *secure.Keys
 }
 
 func (s *server) run(ctx context.Context) error {
@@ -83,18 +85,13 @@ func (s *server) run(ctx context.Context) error {
 	s.log = s.log.With("node", nodeID)
 	log := s.log
 
-	clusterKey, created, err := secure.LoadOrCreateKey(cfg.DataDir, cfg.ClusterKey)
+	warnOpenDataDir(cfg.DataDir, log)
+	// Before Raft opens: a key that is not the data dir's touches nothing.
+	clusterKey, keys, err := loadClusterKey(cfg, log)
 	if err != nil {
-		return fmt.Errorf("cluster key: %w", err)
+		return err
 	}
-	if created {
-		log.Info("generated a new cluster key; every node of this cluster must use the same one (--cluster-key)",
-			"file", filepath.Join(cfg.DataDir, secure.KeyFileName))
-	}
-	keys, err := secure.NewKeys(clusterKey)
-	if err != nil {
-		return fmt.Errorf("cluster key: %w", err)
-	}
+	s.keys = keys
 	gossipKey := cfg.GossipKey
 	if gossipKey == nil {
 		// Gossip is encrypted by default with a key derived from the cluster
@@ -315,6 +312,12 @@ func (s *server) afterStart(ctx context.Context, node *cluster.Node, state *fsm.
 		return err
 	}
 	s.log.Info("ready", "leader", node.IsLeader(), "leader_http", node.LeaderHTTP())
+	if err := s.verifyClusterKey(ctx, node, state); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	if !s.cfg.Dev {
 		return nil
 	}
