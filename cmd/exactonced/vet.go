@@ -1,0 +1,42 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/exactonce/exactonce/fsm"
+	"github.com/exactonce/exactonce/internal/secure"
+)
+
+// payloadVetter returns the leader's check of a command before it is
+// proposed (cluster.Config.Vet): a consume of an open action whose payload
+// this node cannot open with keys is refused, so the leader never burns an
+// action it could not hand over (with a wrong key the consume would commit
+// and its answer would be a 500). The error wraps secure.ErrCannotOpen.
+//
+// It reads the action from the leader's local state, which is up to date
+// for every committed write once the leader's term barrier applied; an
+// action that does not exist, is consumed or canceled, or belongs to
+// another client passes, because the consume cannot win and the FSM
+// answers it. Commands other than a consume always pass.
+func payloadVetter(state *fsm.FSM, keys *secure.Keys) func(*fsm.Command) error {
+	return func(cmd *fsm.Command) error {
+		if cmd == nil || cmd.Type != fsm.CmdConsume || cmd.Consume == nil {
+			return nil
+		}
+		var a *fsm.Action
+		if err := state.View(func(v *fsm.View) error {
+			var err error
+			a, err = v.Action(cmd.ClientID, cmd.Consume.ActionID)
+			return err
+		}); err != nil {
+			return fmt.Errorf("vet consume of %s: %w", cmd.Consume.ActionID, err)
+		}
+		if a == nil || a.ConsumedAt != 0 || a.CanceledAt != 0 {
+			return nil
+		}
+		if _, err := keys.OpenPayload(a.ID, a.SealedPayload); err != nil {
+			return fmt.Errorf("vet consume: this node's cluster key cannot open the payload, refusing to consume it: %w", err)
+		}
+		return nil
+	}
+}
