@@ -93,7 +93,7 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.DurationVar(&a.g.timeout, "timeout", 30*time.Second, "deadline of the whole command")
 
 	root.AddCommand(a.createCmd(), a.consumeCmd(), a.getCmd(), a.listCmd(), a.cancelCmd(),
-		a.statsCmd(), a.clientsCmd(), a.clusterCmd(), a.demoCmd())
+		a.statsCmd(), a.clientsCmd(), a.clusterCmd(), a.demoCmd(), a.keygenCmd())
 	return root
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/exactonce/exactonce/internal/secure"
 )
 
 type seen struct {
@@ -231,5 +234,37 @@ func TestTLSFlags(t *testing.T) {
 	}
 	if code, _, errs := runCLI(t, map[string]string{"EXACTONCE_CACERT": ca}, "", "--addr", srv.URL, "stats"); code != 0 {
 		t.Errorf("EXACTONCE_CACERT: exit %d stderr %q", code, errs)
+	}
+}
+
+func TestKeygen(t *testing.T) {
+	code, out, errs := runCLI(t, nil, "", "keygen")
+	if code != 0 {
+		t.Fatalf("keygen: exit %d: %s", code, errs)
+	}
+	key, err := secure.ParseKey(out)
+	if err != nil || !strings.HasSuffix(out, "\n") {
+		t.Fatalf("keygen printed %q: %v", out, err)
+	}
+	if _, again, _ := runCLI(t, nil, "", "keygen"); again == out {
+		t.Errorf("two keygens printed the same key")
+	}
+	keys, err := secure.NewKeys(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%x\n", keys.CheckValue())
+	file := filepath.Join(t.TempDir(), "cluster.key")
+	if err := os.WriteFile(file, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, got, errs := runCLI(t, nil, "", "keygen", "--check-value", file); code != 0 || got != want {
+		t.Errorf("--check-value FILE: exit %d %q %s, want %q", code, got, errs, want)
+	}
+	if code, got, errs := runCLI(t, nil, out, "keygen", "--check-value", "-"); code != 0 || got != want {
+		t.Errorf("--check-value -: exit %d %q %s, want %q", code, got, errs, want)
+	}
+	if code, _, _ := runCLI(t, nil, "not a key", "keygen", "--check-value", "-"); code == 0 {
+		t.Errorf("--check-value of garbage exited 0")
 	}
 }
