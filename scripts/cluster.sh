@@ -39,15 +39,20 @@ start() {
   mkdir -p "$dir"
   CGO_ENABLED=0 go build -o bin/exactonced ./cmd/exactonced
   CGO_ENABLED=0 go build -o bin/exactonce ./cmd/exactonce
-  # One cluster key and admin token shared by all three nodes.
-  [ -f "$dir/cluster.key" ] || head -c 32 /dev/urandom | base64 > "$dir/cluster.key"
-  [ -f "$dir/admin.token" ] || head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=' > "$dir/admin.token"
+  # One cluster key and admin token shared by all three nodes, in files only
+  # their owner can read (created so under umask 077): the nodes read them
+  # with --*-file, so no secret is on a command line, which any local user
+  # can see.
+  (
+    umask 077
+    [ -f "$dir/cluster.key" ] || bin/exactonce keygen > "$dir/cluster.key"
+    [ -f "$dir/admin.token" ] || head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=' > "$dir/admin.token"
+  )
   chmod 600 "$dir/cluster.key" "$dir/admin.token"
-  key=$(cat "$dir/cluster.key"); token=$(cat "$dir/admin.token")
   for n in 1 2 3; do
     args=(--node-id "node$n" --data-dir "$dir/node$n"
       --http-addr "127.0.0.1:808$n" --raft-addr "127.0.0.1:830$n" --gossip-addr "127.0.0.1:840$n"
-      --bootstrap-expect 3 --cluster-key "$key" --admin-token "$token")
+      --bootstrap-expect 3 --cluster-key-file "$dir/cluster.key" --admin-token-file "$dir/admin.token")
     [ "$n" = 1 ] && args+=(--dev) || args+=(--join 127.0.0.1:8401)
     nohup bin/exactonced "${args[@]}" >"$dir/node$n.log" 2>&1 &
     echo $! > "$dir/node$n.pid"

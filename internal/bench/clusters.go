@@ -89,19 +89,20 @@ func StartEOCluster(ctx context.Context, cfg EOClusterConfig) (*EOCluster, error
 			"--raft-addr", "127.0.0.1:" + strconv.Itoa(cfg.RaftPort+i),
 			"--gossip-addr", "127.0.0.1:" + strconv.Itoa(cfg.GossipPort+i),
 			"--bootstrap-expect", strconv.Itoa(cfg.Nodes),
-			"--cluster-key", c.ClusterKey,
-			"--admin-token", c.AdminToken,
 		}
 		if i > 0 {
 			args = append(args, "--join", firstGossip)
 		}
 		n := &EONode{
-			Proc: Proc{Name: name, Bin: cfg.Bin, Args: args, LogPath: filepath.Join(dir, name+".log")},
-			URL:  "http://" + httpAddr,
+			// The secrets go in the environment, never on argv: any local
+			// user can read a command line, only the owner an environment.
+			Proc: Proc{Name: name, Bin: cfg.Bin, Args: args, LogPath: filepath.Join(dir, name+".log"),
+				Env: []string{"EXACTONCE_CLUSTER_KEY=" + c.ClusterKey, "EXACTONCE_ADMIN_TOKEN=" + c.AdminToken}},
+			URL: "http://" + httpAddr,
 		}
 		if cfg.PprofPort != 0 {
 			n.PprofAddr = "127.0.0.1:" + strconv.Itoa(cfg.PprofPort+i)
-			n.Env = []string{"BENCH_PPROF_ADDR=" + n.PprofAddr}
+			n.Env = append(n.Env, "BENCH_PPROF_ADDR="+n.PprofAddr)
 		}
 		c.Nodes = append(c.Nodes, n)
 	}

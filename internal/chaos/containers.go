@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/exactonce/exactonce/internal/secure"
 )
 
 // Containers runs the three nodes as containers of a FROM-scratch image
@@ -330,13 +332,13 @@ func (r *containerRunner) composeFile() ([]byte, error) {
 				"--gossip-addr", "0.0.0.0:8400",
 				"--gossip-advertise", ip + ":8400",
 				"--bootstrap-expect", strconv.Itoa(r.cfg.Nodes),
-				"--cluster-key", r.cfg.ClusterKey,
-				"--admin-token", r.cfg.AdminToken,
+				"--cluster-key-file", containerSecrets + "/cluster.key",
+				"--admin-token-file", containerSecrets + "/admin.token",
 				"--log-format", "json",
 				"--join", strings.Join(join, ","),
 			},
 			"environment": env,
-			"volumes":     []string{p.dataDir + ":/data"},
+			"volumes":     []string{p.dataDir + ":/data", r.secretsDir() + ":" + containerSecrets + ":ro"},
 			"networks": map[string]any{
 				"cluster": map[string]string{"ipv4_address": ip},
 				"api":     map[string]string{"ipv4_address": c.Host(i)},
@@ -358,12 +360,38 @@ func (r *containerRunner) composeFile() ([]byte, error) {
 	return b, nil
 }
 
+// containerSecrets is where a node container finds its secret files, as
+// Docker mounts its secrets.
+const containerSecrets = "/run/secrets"
+
+// secretsDir holds the cluster key and the admin token, mode 0600, mounted
+// read-only into every container: no secret on a command line or in the
+// compose file.
+func (r *containerRunner) secretsDir() string { return filepath.Join(filepath.Dir(r.file), "secrets") }
+
+// writeSecrets writes the files of secretsDir.
+func (r *containerRunner) writeSecrets() error {
+	dir := r.secretsDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("secrets dir: %w", err)
+	}
+	for name, v := range map[string]string{"cluster.key": r.cfg.ClusterKey, "admin.token": r.cfg.AdminToken} {
+		if err := secure.WriteSecretFile(filepath.Join(dir, name), v+"\n"); err != nil {
+			return fmt.Errorf("secrets: %w", err)
+		}
+	}
+	return nil
+}
+
 // up writes the compose file and (re)creates and starts node n's
 // container. Compose attaches both networks when it starts the container;
 // later `docker start`s keep them.
 func (r *containerRunner) up(ctx context.Context, n int) error {
 	b, err := r.composeFile()
 	if err != nil {
+		return err
+	}
+	if err := r.writeSecrets(); err != nil {
 		return err
 	}
 	if err := os.WriteFile(r.file, b, 0o600); err != nil {

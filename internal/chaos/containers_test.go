@@ -3,6 +3,7 @@ package chaos
 import (
 	"encoding/json"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -47,7 +48,7 @@ func TestCanCutOneWay(t *testing.T) {
 func TestContainersComposeFile(t *testing.T) {
 	c := &Containers{Project: "eoctest", Subnet: "172.31", Nodes: 3, compose: []string{"docker-compose"}, Log: slog.Default()}
 	dir := t.TempDir()
-	nr, err := c.NewRunner(ClusterConfig{Dir: dir, Nodes: 3, AdminToken: "tok", ClusterKey: "key",
+	nr, err := c.NewRunner(ClusterConfig{Dir: dir, Nodes: 3, AdminToken: "tok-secret-1", ClusterKey: "key-secret-2",
 		Env: []string{"EXACTONCE_TEST_TRAILING_LOGS=128"}, Log: slog.Default()})
 	if err != nil {
 		t.Fatal(err)
@@ -79,8 +80,8 @@ func TestContainersComposeFile(t *testing.T) {
 	if n2.ContainerName != "eoctest-node2" || n2.Networks["cluster"].IP != "172.31.10.12" || n2.Networks["api"].IP != "172.31.20.12" {
 		t.Errorf("node2: %+v", n2)
 	}
-	if want := filepath.Join(dir, "node2") + ":/data"; !slices.Equal(n2.Volumes, []string{want}) {
-		t.Errorf("node2 volumes %v, want %s", n2.Volumes, want)
+	if want := []string{filepath.Join(dir, "node2") + ":/data", filepath.Join(dir, "secrets") + ":/run/secrets:ro"}; !slices.Equal(n2.Volumes, want) {
+		t.Errorf("node2 volumes %v, want %v", n2.Volumes, want)
 	}
 	if n2.Environment["EXACTONCE_TEST_CLOCK_OFFSET"] != "30s" || n2.Environment["EXACTONCE_TEST_TRAILING_LOGS"] != "128" {
 		t.Errorf("node2 env %v", n2.Environment)
@@ -90,9 +91,24 @@ func TestContainersComposeFile(t *testing.T) {
 	}
 	cmd := strings.Join(n2.Command, " ")
 	for _, want := range []string{"--raft-advertise 172.31.10.12:8300", "--http-advertise http://172.31.10.12:8080",
-		"--join 172.31.10.11:8400,172.31.10.12:8400,172.31.10.13:8400", "--data-dir /data"} {
+		"--join 172.31.10.11:8400,172.31.10.12:8400,172.31.10.13:8400", "--data-dir /data",
+		"--cluster-key-file /run/secrets/cluster.key", "--admin-token-file /run/secrets/admin.token"} {
 		if !strings.Contains(cmd, want) {
 			t.Errorf("node2 command %q lacks %q", cmd, want)
+		}
+	}
+	if strings.Contains(string(b), "secret-") {
+		t.Errorf("a secret is in the compose file:\n%s", b)
+	}
+	if err := r.writeSecrets(); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"cluster.key": "key-secret-2\n", "admin.token": "tok-secret-1\n"} {
+		p := filepath.Join(dir, "secrets", name)
+		got, err := os.ReadFile(p)
+		st, _ := os.Stat(p)
+		if err != nil || string(got) != want || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %q %v mode %v", name, got, err, st.Mode())
 		}
 	}
 	if f.Networks["cluster"].Name != "eoctest_cluster" || c.Host(3) != "172.31.20.13" {

@@ -102,8 +102,6 @@ func (r *procRunner) args(n int) []string {
 		"--raft-addr", hp("raft"),
 		"--gossip-addr", hp("gossip"),
 		"--bootstrap-expect", strconv.Itoa(r.cfg.Nodes),
-		"--cluster-key", r.cfg.ClusterKey,
-		"--admin-token", r.cfg.AdminToken,
 		"--log-format", "json",
 	}
 	var join []string
@@ -113,6 +111,11 @@ func (r *procRunner) args(n int) []string {
 		}
 	}
 	return append(args, "--join", strings.Join(join, ","))
+}
+
+// secretEnv passes the cluster key and the admin token to a node process.
+func secretEnv(cfg ClusterConfig) []string {
+	return []string{"EXACTONCE_CLUSTER_KEY=" + cfg.ClusterKey, "EXACTONCE_ADMIN_TOKEN=" + cfg.AdminToken}
 }
 
 // KillLeftovers implements NodeRunner: it kills node processes recorded in
@@ -157,7 +160,9 @@ func (r *procRunner) Start(_ context.Context, n int) error {
 	// Not bound to a context: the harness kills nodes itself.
 	cmd := r.cfg.Net.Command(context.Background(), n, r.cfg.Binary, r.args(n)...)
 	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.Env = append(append(os.Environ(), r.cfg.Env...), p.env...)
+	// The secrets go in the environment, never on argv: any local user can
+	// read a process's command line, only its owner its environment.
+	cmd.Env = append(append(append(os.Environ(), secretEnv(r.cfg)...), r.cfg.Env...), p.env...)
 	// Own process group: a Ctrl-C to the harness does not reach the nodes
 	// before the harness has recorded and cleaned up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
