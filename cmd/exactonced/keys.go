@@ -235,13 +235,18 @@ func (s *server) verifyClusterKey(ctx context.Context, node *cluster.Node, state
 	return nil
 }
 
-// warnOpenDataDir warns when the data dir (which holds the state, the Raft
-// log and possibly keys) can be entered or read by group or others: a
-// directory this process creates is 0700, one made beforehand may not be.
-func warnOpenDataDir(dataDir string, log *slog.Logger) {
+// tightenDataDir makes the data dir (the state, the Raft log, possibly
+// keys) private to the process's user when it was handed one that group or
+// others can enter, as a Docker named volume is; it warns when it cannot.
+func tightenDataDir(dataDir string, log *slog.Logger) {
 	st, err := os.Stat(dataDir)
-	if err == nil && st.Mode().Perm()&0o077 != 0 {
-		log.Warn("the data dir is accessible by group or others; make it private (chmod 700)",
-			"dir", dataDir, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
+	if err != nil || st.Mode().Perm()&0o077 == 0 {
+		return
 	}
+	if err := os.Chmod(dataDir, 0o700); err != nil {
+		log.Warn("the data dir is accessible by group or others; make it private (chmod 700)",
+			"dir", dataDir, "mode", fmt.Sprintf("%04o", st.Mode().Perm()), "err", err)
+		return
+	}
+	log.Info("made the data dir private to this user", "dir", dataDir, "was", fmt.Sprintf("%04o", st.Mode().Perm()))
 }

@@ -85,7 +85,7 @@ func (s *server) run(ctx context.Context) error {
 	s.log = s.log.With("node", nodeID)
 	log := s.log
 
-	warnOpenDataDir(cfg.DataDir, log)
+	tightenDataDir(cfg.DataDir, log)
 	// Before Raft opens: a key that is not the data dir's touches nothing.
 	clusterKey, keys, err := loadClusterKey(cfg, log)
 	if err != nil {
