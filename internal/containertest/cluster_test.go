@@ -174,7 +174,15 @@ func TestThreeNodeCluster(t *testing.T) {
 		http:  &http.Client{Timeout: 20 * time.Second},
 	}
 	// CGO_ENABLED=0: the image is FROM scratch, so the binaries must be static.
-	c.env = []string{"CGO_ENABLED=0", "EXACTONCE_CLUSTER_KEY=" + randomB64(32), "EXACTONCE_ADMIN_TOKEN=" + c.admin, "EXACTONCE_IMAGE=exactonce:test"}
+	// The secrets are files (mode 0600) in the directory the compose file
+	// mounts at /run/secrets, as docs/deploy.md sets them up.
+	secrets := t.TempDir()
+	for name, v := range map[string]string{"cluster.key": randomB64(32), "admin.token": c.admin} {
+		if err := os.WriteFile(filepath.Join(secrets, name), []byte(v+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.env = []string{"CGO_ENABLED=0", "EXACTONCE_SECRETS_DIR=" + secrets, "EXACTONCE_IMAGE=exactonce:test"}
 
 	c.run("go", "build", "-o", "bin/exactonced", "./cmd/exactonced")
 	c.run("go", "build", "-o", "bin/exactonce", "./cmd/exactonce")
