@@ -13,11 +13,12 @@ import (
 // action it could not hand over (with a wrong key the consume would commit
 // and its answer would be a 500). The error wraps secure.ErrCannotOpen.
 //
-// It reads the action from the leader's local state, which is up to date
-// for every committed write once the leader's term barrier applied; an
-// action that does not exist, is consumed or canceled, or belongs to
-// another client passes, because the consume cannot win and the FSM
-// answers it. Commands other than a consume always pass.
+// It reads the action from the leader's local state. An action that does
+// not exist there (or not yet: its create is committed but not applied), is
+// consumed or canceled, or belongs to another client passes: the FSM
+// decides the consume from the log, and for a settled or absent action it
+// cannot win. Commands other than a consume always pass. The cost is one
+// read transaction and one AES-GCM open per consume on the leader.
 func payloadVetter(state *fsm.FSM, keys *secure.Keys) func(*fsm.Command) error {
 	return func(cmd *fsm.Command) error {
 		if cmd == nil || cmd.Type != fsm.CmdConsume || cmd.Consume == nil {
