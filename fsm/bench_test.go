@@ -156,3 +156,89 @@ func BenchmarkApplyCSV10000(b *testing.B) {
 		})
 	}
 }
+
+// benchClientFSM opens an FSM in which clA stores n actions, created in
+// CSV batches of 10,000 a minute apart, with expiries spread over 30 days,
+// one in eight activating later, and one in ten consumed.
+func benchClientFSM(b *testing.B, n int) (*FSM, int64) {
+	b.Helper()
+	f, idx := benchFSM(b, false)
+	rng := rand.New(rand.NewPCG(1, 2))
+	now := t0
+	for i := 0; i < n; i += 10000 {
+		now += minMS
+		c := &CreateActions{CSV: true, MaxActions: -1}
+		for j := i; j < min(i+10000, n); j++ {
+			row := CreateRow{Row: j - i + 2, ActionID: fmt.Sprintf("act_%09d", j), SealedPayload: benchPayload,
+				ExpiresAt: now + 1 + rng.Int64N(30*DefaultTTLMS)}
+			if j%8 == 0 {
+				row.ActiveAt = now + rng.Int64N(row.ExpiresAt-now)
+			}
+			c.Rows = append(c.Rows, row)
+		}
+		idx++
+		f.ApplyBatch([]*raft.Log{entry(b, idx, &Command{Type: CmdCreateActions, Time: now, ClientID: clA, Create: c})})
+	}
+	var logs []*raft.Log
+	for j := 0; j < n; j += 10 {
+		idx++
+		now += 7
+		logs = append(logs, entry(b, idx, consumeCmd(clA, now, fmt.Sprintf("act_%09d", j))))
+		if len(logs) == 1000 {
+			f.ApplyBatch(logs)
+			logs = nil
+		}
+	}
+	f.ApplyBatch(logs)
+	return f, now
+}
+
+// BenchmarkStats reads one client's stats over 200,000 actions from the
+// counters, and (scan) by reading every action as a stats call did before
+// the counters, for comparison.
+func BenchmarkStats(b *testing.B) {
+	f, now := benchClientFSM(b, 200000)
+	b.Run("counters", func(b *testing.B) {
+		for b.Loop() {
+			statsOf(b, f, clA, now+hour)
+		}
+	})
+	b.Run("scan", func(b *testing.B) {
+		for b.Loop() {
+			bruteStats(b, f, clA, now+hour)
+		}
+	})
+}
+
+// BenchmarkListNoMatch lists 200,000 actions of one client with filters
+// that match nothing: each call stops at the scan budget with a nextToken.
+// unbounded is the same walk without a budget (the whole range), for
+// comparison.
+func BenchmarkListNoMatch(b *testing.B) {
+	f, now := benchClientFSM(b, 200000)
+	for _, tc := range []struct {
+		name string
+		q    ListQuery
+	}{
+		{"active_from", ListQuery{ActiveFrom: now + 400*DefaultTTLMS}},
+		{"state=canceled", ListQuery{State: StateCanceled}},
+		{"reason=invalid_pin_burned", ListQuery{ConsumedReason: ReasonPINBurned}},
+		{"active_from/unbounded", ListQuery{ActiveFrom: now + 400*DefaultTTLMS, ScanBudget: 1 << 30}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			q := tc.q
+			q.ClientID, q.Now = clA, now
+			var p ListPage
+			for b.Loop() {
+				if err := f.View(func(v *View) error {
+					var err error
+					p, err = v.List(q)
+					return err
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(p.Scanned), "scanned/op")
+		})
+	}
+}

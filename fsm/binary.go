@@ -7,13 +7,18 @@ import (
 	"fmt"
 )
 
-// The compact binary encodings of log entries (version 2) and stored
+// The compact binary encodings of log entries (versions 2 and 3) and stored
 // actions. Every length is checked against the remaining input before
 // allocating, so garbage cannot make the decoder allocate large buffers or
 // panic. Empty byte strings decode as nil.
 
-// commandVersionBinary is the first byte of a binary-encoded log entry.
-const commandVersionBinary byte = 2
+// commandVersionBinary is the first byte of a binary-encoded log entry
+// written now: version 2 plus CreateActions.MaxActions.
+const commandVersionBinary byte = 3
+
+// commandVersionBinaryV2 is the binary encoding without MaxActions; its
+// creates decode with no quota, which is how they were decided.
+const commandVersionBinaryV2 byte = 2
 
 // actionBinaryV1 is the first byte of a binary-encoded stored action. JSON
 // values (the earlier encoding, still readable) start with '{'.
@@ -151,7 +156,7 @@ func (r *binReader) end() error {
 	return r.err
 }
 
-// encodeCommandBinary encodes c as version 2.
+// encodeCommandBinary encodes c as version 3.
 func encodeCommandBinary(c *Command) ([]byte, error) {
 	if err := validateCommand(c); err != nil {
 		return nil, err
@@ -171,6 +176,7 @@ func encodeCommandBinary(c *Command) ([]byte, error) {
 		w.boolean(c.Create.CSV)
 		w.varint(c.Create.DefaultTTLMS)
 		w.varint(c.Create.MaxTTLMS)
+		w.varint(c.Create.MaxActions)
 		w.uvarintInt(len(c.Create.Rows))
 		for i := range c.Create.Rows {
 			r := &c.Create.Rows[i]
@@ -202,9 +208,9 @@ func encodeCommandBinary(c *Command) ([]byte, error) {
 	return w.b, nil
 }
 
-// decodeCommandBinary decodes the body of a version 2 entry (after the
+// decodeCommandBinary decodes the body of a version 2 or 3 entry (after the
 // version byte).
-func decodeCommandBinary(b []byte) (*Command, error) {
+func decodeCommandBinary(version byte, b []byte) (*Command, error) {
 	r := binReader{b: b}
 	c := &Command{Type: CommandType(r.byte1()), Time: r.varint(), ClientID: r.str()}
 	if r.boolean() {
@@ -212,7 +218,10 @@ func decodeCommandBinary(b []byte) (*Command, error) {
 	}
 	switch c.Type {
 	case CmdCreateActions:
-		c.Create = &CreateActions{CSV: r.boolean(), DefaultTTLMS: r.varint(), MaxTTLMS: r.varint()}
+		c.Create = &CreateActions{CSV: r.boolean(), DefaultTTLMS: r.varint(), MaxTTLMS: r.varint(), MaxActions: -1}
+		if version >= commandVersionBinary {
+			c.Create.MaxActions = r.varint()
+		}
 		n := r.count(8) // a row takes at least 8 bytes
 		if n > 0 {
 			c.Create.Rows = make([]CreateRow, n)

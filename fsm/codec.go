@@ -14,8 +14,9 @@ const commandVersionJSON byte = 1
 var ErrBadCommand = errors.New("fsm: bad command")
 
 // EncodeCommand encodes a command for the log: a version byte followed by
-// the encoding of that version. It writes version 2 (compact binary, see
-// binary.go); version 1 (JSON) is still decoded.
+// the encoding of that version. It writes version 3 (compact binary, see
+// binary.go); versions 2 (binary without MaxActions) and 1 (JSON) are still
+// decoded.
 func EncodeCommand(c *Command) ([]byte, error) {
 	if c == nil {
 		return nil, errors.New("fsm: encode nil command")
@@ -45,8 +46,8 @@ func DecodeCommand(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: empty entry", ErrBadCommand)
 	}
 	switch b[0] {
-	case commandVersionBinary:
-		c, err := decodeCommandBinary(b[1:])
+	case commandVersionBinary, commandVersionBinaryV2:
+		c, err := decodeCommandBinary(b[0], b[1:])
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
 		}

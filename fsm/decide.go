@@ -16,6 +16,10 @@ const (
 	DefaultTTLMS    = 24 * 60 * 60 * 1000
 	DefaultMaxTTLMS = 366 * 24 * 60 * 60 * 1000
 	dayMS           = 24 * 60 * 60 * 1000
+	// DefaultMaxActions is the per-client quota of stored actions used when
+	// a create entry carries MaxActions 0: finite, so that a server left at
+	// its defaults cannot be filled by one client.
+	DefaultMaxActions = 1_000_000
 )
 
 // resultAction is the copy of an action placed in a Result. The sealed
@@ -74,6 +78,21 @@ func decideCreateRow(r *CreateRow, now, defaultTTL, maxTTL int64) (*Action, Code
 		ActiveAt:      activeAt,
 		ExpiresAt:     expiresAt,
 	}, CodeOK, ""
+}
+
+// decideQuota decides whether a client holding stored actions may store
+// adding more under the command's quota (0: DefaultMaxActions, negative:
+// none). The demo client is exempt: its creations are bounded by the
+// per-address demo rate limit instead, and a quota on the one shared demo
+// client would let anyone switch the demo off by filling it.
+func decideQuota(clientID string, stored, adding, quota int64) (Code, string) {
+	if quota == 0 {
+		quota = DefaultMaxActions
+	}
+	if quota < 0 || adding <= 0 || clientID == DemoClientID || stored+adding <= quota {
+		return CodeOK, ""
+	}
+	return CodeQuotaExceeded, fmt.Sprintf("the client may store at most %d actions: it stores %d and this request adds %d", quota, stored, adding)
 }
 
 // decideConsume applies SPEC.md's consume table, checks in order. a is the

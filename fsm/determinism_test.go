@@ -134,13 +134,30 @@ func TestDeterminism(t *testing.T) {
 	dir := t.TempDir()
 	var hashes []string
 	var results [][]interface{}
+	var last *FSM
 	for i, maxBatch := range []int{1, 64, 500} {
 		f := openFSM(t, filepath.Join(dir, fmt.Sprint(i)))
+		last = f
 		results = append(results, applySplit(f, logs, rand.New(rand.NewPCG(seed, uint64(i))), maxBatch))
 		hashes = append(hashes, hashOf(t, f))
 		if f.AppliedIndex() != uint64(len(logs)) {
 			t.Fatalf("applied %d", f.AppliedIndex())
 		}
+	}
+	// The hash covers the counters and the state index (every bucket);
+	// make sure the workload filled them and that they count right.
+	if err := last.View(func(v *View) error {
+		for _, b := range [][]byte{bucketCounts, bucketIxState} {
+			if v.tx.Bucket(b).Stats().KeyN == 0 {
+				return fmt.Errorf("bucket %s is empty", b)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"cl_0", "cl_1", "cl_2", DemoClientID} {
+		checkStats(t, last, c, last.LastTime())
 	}
 	for i := 1; i < len(hashes); i++ {
 		if hashes[i] != hashes[0] {

@@ -282,6 +282,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if err := st.purgeIdempotency(last, purgePerBatch); err != nil {
 			return err
 		}
+		if err := st.flushCounts(); err != nil {
+			return err
+		}
 		if err := writeMeta(tx, applied, last); err != nil {
 			return err
 		}

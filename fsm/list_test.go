@@ -29,8 +29,8 @@ func listAll(t testing.TB, f *FSM, q ListQuery) []*Action {
 		if p.Next == nil {
 			return all
 		}
-		if len(p.Actions) == 0 {
-			t.Fatalf("empty page with a next")
+		if len(p.Actions) == 0 && p.Scanned < cmp.Or(q.ScanBudget, DefaultListScanBudget) {
+			t.Fatalf("empty page with a next before the scan budget ran out")
 		}
 		q.After = p.Next
 	}
@@ -309,5 +309,78 @@ func TestStats(t *testing.T) {
 		return err
 	}); err != nil || st.Total != 0 || len(st.ByState) != 5 {
 		t.Fatalf("empty stats %+v %v", st, err)
+	}
+}
+
+// TestListScanBudget: with many actions and a filter that matches few or
+// none, every call examines at most the budget and ends early with a next;
+// paging still returns every match once, in order, for every state, order
+// and direction, and a state filter walks only its state group.
+func TestListScanBudget(t *testing.T) {
+	h := newHarness(t)
+	const n, budget = 3000, 100
+	c := &CreateActions{CSV: true}
+	for i := range n {
+		row := CreateRow{Row: i + 2, ActionID: fmt.Sprintf("act_%05d", i), SealedPayload: []byte("x")}
+		if i%500 == 7 {
+			row.ActiveAt = t0 + hour // pending at t0
+		}
+		c.Rows = append(c.Rows, row)
+	}
+	h.mustOK(&Command{Type: CmdCreateActions, Time: t0, ClientID: clA, Create: c})
+	for i := 3; i < n; i += 700 {
+		h.mustOK(cancelCmd(clA, t0, fmt.Sprintf("act_%05d", i)))
+	}
+	all := make([]*Action, n)
+	for i := range all {
+		all[i] = h.action(clA, fmt.Sprintf("act_%05d", i))
+	}
+	read := func(q ListQuery) ListPage {
+		var p ListPage
+		if err := h.f.View(func(v *View) error {
+			var err error
+			p, err = v.List(q)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// Nothing matches: one call examines exactly the budget, then resumes.
+	q := ListQuery{ClientID: clA, ConsumedReason: ReasonConsumed, ScanBudget: budget, Now: t0}
+	if p := read(q); len(p.Actions) != 0 || p.Next != nil || p.Scanned != 0 {
+		t.Fatalf("consumed group is empty, yet %d scanned, next %x", p.Scanned, p.Next)
+	}
+	q = ListQuery{ClientID: clA, CreatedFrom: t0 + 1, CreatedTo: t0 + 2, ScanBudget: budget, Now: t0}
+	if p := read(q); p.Scanned != 0 || p.Next != nil {
+		t.Fatalf("time range narrowing: %+v", p)
+	}
+	q = ListQuery{ClientID: clA, ActiveFrom: t0 + 1, ScanBudget: budget, Now: t0} // matches 6, ordered by createdAt
+	p := read(q)
+	if p.Scanned != budget || p.Next == nil {
+		t.Fatalf("scanned %d, next %x: want the budget and a next", p.Scanned, p.Next)
+	}
+	for _, st := range []State{"", StatePending, StateActive, StateCanceled, StateExpired} {
+		for _, ob := range []OrderBy{OrderCreatedAt, OrderActiveAt, OrderExpiresAt} {
+			for _, desc := range []bool{false, true} {
+				for _, sel := range []ListQuery{{State: st}, {State: st, ActiveFrom: t0 + 1}} {
+					q := sel
+					q.ClientID, q.OrderBy, q.Desc, q.ScanBudget, q.Now, q.Limit = clA, ob, desc, budget, t0, 7
+					want := expectList(all, q)
+					got := idsOf(listAll(t, h.f, q))
+					if fmt.Sprint(got) != fmt.Sprint(want) {
+						t.Fatalf("%+v: got %d, want %d actions\n got %v\nwant %v", q, len(got), len(want), got, want)
+					}
+				}
+			}
+		}
+	}
+	// A state filter walks only its group: 5 canceled actions, one call.
+	if p := read(ListQuery{ClientID: clA, State: StateCanceled, ScanBudget: budget, Now: t0}); p.Scanned != 5 || len(p.Actions) != 5 || p.Next != nil {
+		t.Fatalf("canceled: scanned %d, %d actions, next %x", p.Scanned, len(p.Actions), p.Next)
+	}
+	// Pending ordered by activeAt starts at now: only the pending entries.
+	if p := read(ListQuery{ClientID: clA, State: StatePending, OrderBy: OrderActiveAt, ScanBudget: budget, Now: t0}); p.Scanned != 6 || len(p.Actions) != 6 {
+		t.Fatalf("pending by activeAt: scanned %d, %d actions", p.Scanned, len(p.Actions))
 	}
 }

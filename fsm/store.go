@@ -22,9 +22,13 @@ var (
 	bucketIxExpires = []byte("ix_expires")
 	bucketIdem      = []byte("idem")    // clientID 0 key -> idemRecord
 	bucketIdemExp   = []byte("idemexp") // time8 clientID 0 key -> ""
+	// bucketIxState indexes each action under its state group:
+	// clientID 0 group order time8 actionID -> "" (stateIxKey).
+	bucketIxState = []byte("ix_state")
+	bucketCounts  = []byte("counts") // per-client counters (counters.go)
 
 	allBuckets = [][]byte{bucketMeta, bucketClients, bucketActions, bucketIxCreated,
-		bucketIxActive, bucketIxExpires, bucketIdem, bucketIdemExp}
+		bucketIxActive, bucketIxExpires, bucketIdem, bucketIdemExp, bucketIxState, bucketCounts}
 
 	keyApplied  = []byte("applied")
 	keyLastTime = []byte("lastTime")
@@ -61,6 +65,49 @@ func ixKey(clientID string, t int64, actionID string) []byte {
 	putTime(k[n+1:], t)
 	copy(k[n+9:], actionID)
 	return k
+}
+
+// State groups of the state index: open actions (pending, active or
+// expired, told apart by time), consumed (burns included) and canceled.
+// An action moves from open to one of the others once, when it settles.
+const (
+	groupOpen     byte = 'o'
+	groupConsumed byte = 'u'
+	groupCanceled byte = 'x'
+)
+
+// groupOf is the state group of a stored action.
+func groupOf(a *Action) byte {
+	switch {
+	case a.ConsumedAt != 0:
+		return groupConsumed
+	case a.CanceledAt != 0:
+		return groupCanceled
+	}
+	return groupOpen
+}
+
+// stateIxPrefix is the start of a client's state-index range for one group
+// and ordering (cursorTag without the direction bit).
+func stateIxPrefix(clientID string, group, order byte) []byte {
+	return append(clientPrefix(clientID), group, order)
+}
+
+// stateIxKeys are the three state-index keys of a in group g.
+func stateIxKeys(a *Action, g byte) [3][]byte {
+	var out [3][]byte
+	for i, f := range []struct {
+		ob OrderBy
+		t  int64
+	}{{OrderCreatedAt, a.CreatedAt}, {OrderActiveAt, a.ActiveAt}, {OrderExpiresAt, a.ExpiresAt}} {
+		p := stateIxPrefix(a.ClientID, g, cursorTag(f.ob, false))
+		k := make([]byte, len(p)+8+len(a.ID))
+		n := copy(k, p)
+		putTime(k[n:], f.t)
+		copy(k[n+8:], a.ID)
+		out[i] = k
+	}
+	return out
 }
 
 // idemKey is the idempotency record key: clientID 0 key.
@@ -128,6 +175,9 @@ type store struct {
 	meta, clients, actions         *bolt.Bucket
 	ixCreated, ixActive, ixExpires *bolt.Bucket
 	idem, idemExp                  *bolt.Bucket
+	ixState, countsB               *bolt.Bucket
+	// counts holds this transaction's counter deltas until flushCounts.
+	counts counts
 	// allowed remembers clientAllowed's answers within this transaction
 	// (one Raft batch), so a batch of one client's commands decodes its
 	// record once. putClient forgets the client it writes.
@@ -148,8 +198,25 @@ func newStore(tx *bolt.Tx) *store {
 		ixExpires: tx.Bucket(bucketIxExpires),
 		idem:      tx.Bucket(bucketIdem),
 		idemExp:   tx.Bucket(bucketIdemExp),
+		ixState:   tx.Bucket(bucketIxState),
+		countsB:   tx.Bucket(bucketCounts),
+		counts:    counts{},
 	}
 }
+
+// storedActions is how many actions the client stores, this transaction's
+// creates included.
+func (s *store) storedActions(clientID string) (int64, error) {
+	k := scalarKey(clientID, cntTotal)
+	n, err := getCount(s.countsB, k)
+	if err != nil {
+		return 0, err
+	}
+	return n + s.counts[string(k)], nil
+}
+
+// flushCounts writes the transaction's counter deltas (once per batch).
+func (s *store) flushCounts() error { return s.counts.flush(s.countsB) }
 
 // loadAction returns the action with id, or nil.
 func loadAction(b *bolt.Bucket, id string) (*Action, error) {
@@ -211,24 +278,42 @@ func (s *store) clientAllowed(id string) (bool, error) {
 	return ok, nil
 }
 
-// putAction writes an action; create also writes its index entries (the
-// indexed times never change after create).
-func (s *store) putAction(a *Action, create bool) error {
-	if err := s.actions.Put([]byte(a.ID), encodeAction(a)); err != nil {
+// putAction writes next over prev (nil for a create) with its index
+// entries and counters. The ordered indexes are written only at create (the
+// indexed times never change); the state index moves the action's entries
+// when it leaves the open group.
+func (s *store) putAction(prev, next *Action) error {
+	if err := s.actions.Put([]byte(next.ID), encodeAction(next)); err != nil {
 		return fatal(fmt.Errorf("put action: %w", err))
 	}
-	if !create {
-		if a.ConsumedAt != 0 || a.CanceledAt != 0 {
-			s.settled = append(s.settled, a.ID)
+	s.counts.apply(next, changeOf(prev, next))
+	g := groupOf(next)
+	if prev != nil {
+		if g != groupOpen {
+			s.settled = append(s.settled, next.ID)
 		}
-		return nil
+		pg := groupOf(prev)
+		if pg == g {
+			return nil
+		}
+		for _, k := range stateIxKeys(prev, pg) {
+			if err := s.ixState.Delete(k); err != nil {
+				return fatal(fmt.Errorf("delete state index: %w", err))
+			}
+		}
+	} else {
+		for _, ix := range []struct {
+			b *bolt.Bucket
+			t int64
+		}{{s.ixCreated, next.CreatedAt}, {s.ixActive, next.ActiveAt}, {s.ixExpires, next.ExpiresAt}} {
+			if err := ix.b.Put(ixKey(next.ClientID, ix.t, next.ID), nil); err != nil {
+				return fatal(fmt.Errorf("put index: %w", err))
+			}
+		}
 	}
-	for _, ix := range []struct {
-		b *bolt.Bucket
-		t int64
-	}{{s.ixCreated, a.CreatedAt}, {s.ixActive, a.ActiveAt}, {s.ixExpires, a.ExpiresAt}} {
-		if err := ix.b.Put(ixKey(a.ClientID, ix.t, a.ID), nil); err != nil {
-			return fatal(fmt.Errorf("put index: %w", err))
+	for _, k := range stateIxKeys(next, g) {
+		if err := s.ixState.Put(k, nil); err != nil {
+			return fatal(fmt.Errorf("put state index: %w", err))
 		}
 	}
 	return nil
@@ -321,7 +406,7 @@ func (s *store) decide(cmd *Command, now int64) (*Result, error) {
 		}
 		next, res := decideConsume(a, cmd.Consume, now)
 		if next != nil {
-			if err := s.putAction(next, false); err != nil {
+			if err := s.putAction(a, next); err != nil {
 				return nil, err
 			}
 		}
@@ -333,7 +418,7 @@ func (s *store) decide(cmd *Command, now int64) (*Result, error) {
 		}
 		next, res := decideCancel(a, now)
 		if next != nil {
-			if err := s.putAction(next, false); err != nil {
+			if err := s.putAction(a, next); err != nil {
 				return nil, err
 			}
 		}
@@ -374,7 +459,8 @@ func (s *store) decide(cmd *Command, now int64) (*Result, error) {
 	return nil, fmt.Errorf("unknown command type %d", cmd.Type)
 }
 
-// create decides every row first (reads only), then writes all valid rows.
+// create decides every row first (reads only), then the quota for the valid
+// rows together, then writes them all or none.
 func (s *store) create(clientID string, c *CreateActions, now int64) (*Result, error) {
 	rows := make([]RowResult, len(c.Rows))
 	valid := make([]*Action, 0, len(c.Rows))
@@ -396,6 +482,13 @@ func (s *store) create(clientID string, c *CreateActions, now int64) (*Result, e
 			valid = append(valid, a)
 		}
 	}
+	stored, err := s.storedActions(clientID)
+	if err != nil {
+		return nil, err
+	}
+	if code, msg := decideQuota(clientID, stored, int64(len(valid)), c.MaxActions); code != CodeOK {
+		return &Result{Code: code, Message: msg, Time: now}, nil
+	}
 	// Insert in id order: ids are random, and the rows of one batch share
 	// their index timestamps, so unsorted inserts land all over bbolt's
 	// pages and it moves memory quadratically (a 10,000-row CSV spent a
@@ -403,7 +496,7 @@ func (s *store) create(clientID string, c *CreateActions, now int64) (*Result, e
 	// The order is a pure function of the command, so every node agrees.
 	slices.SortFunc(valid, func(a, b *Action) int { return strings.Compare(a.ID, b.ID) })
 	for _, a := range valid {
-		if err := s.putAction(a, true); err != nil {
+		if err := s.putAction(nil, a); err != nil {
 			return nil, err
 		}
 	}

@@ -103,6 +103,9 @@ const (
 	// CodeKeyMismatch answers a CmdRecordKeyCheck whose value differs from
 	// the one already recorded: the proposer runs with another cluster key.
 	CodeKeyMismatch Code = "cluster_key_mismatch"
+	// CodeQuotaExceeded refuses a create that would leave the client with
+	// more stored actions than the command's MaxActions (docs/api.md).
+	CodeQuotaExceeded Code = "quota_exceeded"
 )
 
 // CommandType names a replicated write.
@@ -156,6 +159,10 @@ type CreateActions struct {
 	// ride in the entry so that every node decides alike.
 	DefaultTTLMS int64 `json:"dttl"`
 	MaxTTLMS     int64 `json:"mttl"`
+	// MaxActions is the proposing server's quota of stored actions per
+	// client, carried for the same reason: 0 means DefaultMaxActions, a
+	// negative value means no quota.
+	MaxActions int64 `json:"maxa,omitempty"`
 }
 
 // CreateRow is one action to create, or a row already known to be invalid.

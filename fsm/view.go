@@ -12,6 +12,10 @@ import (
 const (
 	DefaultListLimit = 100
 	MaxListLimit     = 1000
+	// DefaultListScanBudget is how many index entries one List call
+	// examines at most (ListQuery.ScanBudget 0): the bound on a page's work
+	// whatever the client stores and however selective the filters.
+	DefaultListScanBudget = 10000
 )
 
 // ErrBadCursor is returned by List for an After that is not a Next of the
@@ -111,14 +115,23 @@ type ListQuery struct {
 	After []byte
 	// Now is the time states are derived at (Unix ms).
 	Now int64
+	// ScanBudget bounds the index entries examined (0: DefaultListScanBudget).
+	// When it runs out first, the page ends early, with fewer than Limit
+	// actions (maybe none) and a Next that resumes after the last entry
+	// examined.
+	ScanBudget int
 }
 
 // ListPage is one page of a list.
 type ListPage struct {
 	Actions []*Action
-	// Next is the position after the last returned action, nil at the end.
-	// It holds no client id; it is only valid with the same OrderBy and Desc.
+	// Next is the position to resume after, nil at the end: the last
+	// returned action, or the last entry examined when the scan budget ran
+	// out. It holds no client id; it is only valid with the same OrderBy and
+	// Desc.
 	Next []byte
+	// Scanned is how many index entries the call examined.
+	Scanned int
 }
 
 // cursorTag identifies ordering and direction in a cursor's first byte.
@@ -138,14 +151,65 @@ func cursorTag(ob OrderBy, desc bool) byte {
 	return t
 }
 
+// listGroup is the state-index group a query can walk instead of the
+// ordering index of all the client's actions, 0 when there is none.
+func listGroup(q *ListQuery) byte {
+	switch q.State {
+	case StatePending, StateActive, StateExpired:
+		return groupOpen
+	case StateConsumed:
+		return groupConsumed
+	case StateCanceled:
+		return groupCanceled
+	}
+	if q.ConsumedReason != "" {
+		return groupConsumed // only consumed actions have a reason
+	}
+	return 0
+}
+
+// narrowByState tightens the [from, to) range of the ordering field with
+// what an open state implies about it at q.Now (activeAt < expiresAt
+// always). It only skips entries that cannot match: matches still decides.
+func narrowByState(q *ListQuery, from, to int64) (int64, int64) {
+	above := func(t int64) { // field > t
+		if from == 0 || from < t+1 {
+			from = t + 1
+		}
+	}
+	atOrBelow := func(t int64) { // field <= t
+		if to == 0 || to > t+1 {
+			to = t + 1
+		}
+	}
+	switch {
+	case q.OrderBy == OrderActiveAt && q.State == StatePending:
+		above(q.Now)
+	case q.OrderBy == OrderActiveAt && (q.State == StateActive || q.State == StateExpired):
+		atOrBelow(q.Now)
+	case q.OrderBy == OrderExpiresAt && q.State == StateExpired:
+		atOrBelow(q.Now)
+	case q.OrderBy == OrderExpiresAt && (q.State == StatePending || q.State == StateActive):
+		above(q.Now)
+	}
+	return from, to
+}
+
 // List returns one page of the client's actions. It walks the index of the
 // ordering field within the client's key range (narrowed by a time filter
-// on that same field), so other clients' actions are never scanned.
+// on that same field), so other clients' actions are never scanned; a state
+// or consumed_reason filter walks only the client's actions in that state
+// group (state index), narrowed further by what the state implies about
+// the ordering field. At most ScanBudget entries are examined.
 func (v *View) List(q ListQuery) (ListPage, error) {
 	if q.Limit <= 0 {
 		q.Limit = DefaultListLimit
 	}
 	q.Limit = min(q.Limit, MaxListLimit)
+	budget := q.ScanBudget
+	if budget <= 0 {
+		budget = DefaultListScanBudget
+	}
 	var bucket []byte
 	var from, to int64
 	switch q.OrderBy {
@@ -160,8 +224,16 @@ func (v *View) List(q ListQuery) (ListPage, error) {
 		return ListPage{}, fmt.Errorf("fsm: unknown order %q", q.OrderBy)
 	}
 	prefix := clientPrefix(q.ClientID)
+	if g := listGroup(&q); g != 0 {
+		bucket = bucketIxState
+		prefix = stateIxPrefix(q.ClientID, g, cursorTag(q.OrderBy, false))
+		from, to = narrowByState(&q, from, to)
+	}
 	lo := prefix
-	hi := append([]byte(q.ClientID), 1) // first key after the client's range
+	// The first key after the range: the prefix's last byte (0 or an
+	// ordering tag, never 0xff) plus one.
+	hi := bytes.Clone(prefix)
+	hi[len(hi)-1]++
 	if from != 0 {
 		lo = timeKey(prefix, from)
 	}
@@ -210,8 +282,17 @@ func (v *View) List(q ListQuery) (ListPage, error) {
 	}
 
 	var page ListPage
-	var lastKey []byte
+	var lastKey, lastSeen []byte
+	position := func(k []byte) []byte { return append([]byte{tag}, k[len(prefix):]...) }
 	for ; k != nil && inRange(k); k, _ = step() {
+		if page.Scanned == budget {
+			// More entries remain: resume after the last one examined
+			// (every entry up to it was examined, matches returned).
+			page.Next = position(lastSeen)
+			break
+		}
+		page.Scanned++
+		lastSeen = bytes.Clone(k)
 		if len(k) < len(prefix)+8 {
 			continue
 		}
@@ -225,11 +306,11 @@ func (v *View) List(q ListQuery) (ListPage, error) {
 		}
 		if len(page.Actions) == q.Limit {
 			// One more match exists: the page has a next.
-			page.Next = append([]byte{tag}, lastKey[len(prefix):]...)
+			page.Next = position(lastKey)
 			break
 		}
 		page.Actions = append(page.Actions, a)
-		lastKey = bytes.Clone(k)
+		lastKey = lastSeen
 	}
 	return page, nil
 }
@@ -276,38 +357,78 @@ type Stats struct {
 	ConsumedLast24h int64
 }
 
-// Stats counts the client's actions at time now (Unix ms). It reads every
-// action of the client once.
+// Stats counts the client's actions at time now (Unix ms) from the
+// counters the apply transactions keep (counters.go): a few scalar reads
+// and at most six counting-trie prefix sums, bounded whatever the client
+// stores. The counts are exact, to the millisecond (DESIGN.md, "Counters").
 func (v *View) Stats(clientID string, now int64) (Stats, error) {
-	st := Stats{ByState: map[State]int64{
-		StatePending: 0, StateActive: 0, StateConsumed: 0, StateExpired: 0, StateCanceled: 0,
-	}}
-	prefix := clientPrefix(clientID)
-	actions := v.tx.Bucket(bucketActions)
-	c := v.tx.Bucket(bucketIxCreated).Cursor()
-	since := now - dayMS
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		if len(k) < len(prefix)+8 {
-			continue
-		}
-		a, err := loadAction(actions, string(k[len(prefix)+8:]))
-		if err != nil {
-			return Stats{}, fmt.Errorf("fsm: stats: %w", err)
-		}
-		if a == nil || a.ClientID != clientID {
-			continue
-		}
-		st.Total++
-		st.ByState[a.StateAt(now)]++
-		if a.ConsumedReason == ReasonPINBurned {
-			st.Burned++
-		}
-		if a.CreatedAt > since && a.CreatedAt <= now {
-			st.CreatedLast24h++
-		}
-		if a.ConsumedReason == ReasonConsumed && a.ConsumedAt > since && a.ConsumedAt <= now {
-			st.ConsumedLast24h++
-		}
+	st, err := v.stats(clientID, now)
+	if err != nil {
+		return Stats{}, fmt.Errorf("fsm: stats: %w", err)
 	}
 	return st, nil
+}
+
+func (v *View) stats(clientID string, now int64) (Stats, error) {
+	b := v.tx.Bucket(bucketCounts)
+	prefix := clientPrefix(clientID)
+	var scalars [4]int64
+	for i, kind := range []byte{cntTotal, cntConsumed, cntBurned, cntCanceled} {
+		n, err := getCount(b, scalarKey(clientID, kind))
+		if err != nil {
+			return Stats{}, err
+		}
+		scalars[i] = n
+	}
+	total, consumed, burned, canceled := scalars[0], scalars[1], scalars[2], scalars[3]
+	_, last, err := readMeta(v.tx)
+	if err != nil {
+		return Stats{}, err
+	}
+	upTo := func(series byte, t int64) (int64, error) { return countAtOrBefore(b, prefix, series, t) }
+	since := now - dayMS
+	// Every createdAt and consumedAt is at or before the FSM time, so for
+	// the usual now >= last the count at or before now is the total.
+	createdByNow, consumedByNow := total, consumed-burned
+	if now < last {
+		if createdByNow, err = upTo(seriesCreated, now); err != nil {
+			return Stats{}, err
+		}
+		if consumedByNow, err = upTo(seriesConsumed, now); err != nil {
+			return Stats{}, err
+		}
+	}
+	createdBefore, err := upTo(seriesCreated, since)
+	if err != nil {
+		return Stats{}, err
+	}
+	consumedBefore, err := upTo(seriesConsumed, since)
+	if err != nil {
+		return Stats{}, err
+	}
+	// Open actions: expired when expiresAt <= now, pending when activeAt >
+	// now (disjoint, as activeAt < expiresAt), active otherwise.
+	expired, err := upTo(seriesExpires, now)
+	if err != nil {
+		return Stats{}, err
+	}
+	activated, err := upTo(seriesActive, now)
+	if err != nil {
+		return Stats{}, err
+	}
+	open := total - consumed - canceled
+	pending := open - activated
+	return Stats{
+		Total: total,
+		ByState: map[State]int64{
+			StatePending:  pending,
+			StateActive:   open - pending - expired,
+			StateConsumed: consumed,
+			StateExpired:  expired,
+			StateCanceled: canceled,
+		},
+		Burned:          burned,
+		CreatedLast24h:  createdByNow - createdBefore,
+		ConsumedLast24h: consumedByNow - consumedBefore,
+	}, nil
 }

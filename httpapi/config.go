@@ -40,6 +40,10 @@ const (
 	// DefaultListLimit and MaxListLimit bound GET /v1/actions pages.
 	DefaultListLimit = 100
 	MaxListLimit     = 1000
+	// DefaultMaxActionsPerClient is the quota of stored actions per client
+	// for a zero Config.MaxActionsPerClient: finite, so the default
+	// configuration is the safe one.
+	DefaultMaxActionsPerClient = fsm.DefaultMaxActions
 )
 
 // Config configures the HTTP layer. Zero values mean the defaults above.
@@ -59,6 +63,11 @@ type Config struct {
 	DefaultTTL time.Duration
 	// MaxTTL bounds expires_at - max(now, active_at).
 	MaxTTL time.Duration
+	// MaxActionsPerClient is the quota of actions one client may store
+	// (429 quota_exceeded beyond; a CSV that would exceed it is refused
+	// whole). 0 means DefaultMaxActionsPerClient, negative means no quota.
+	// It rides in each create command, so every replica decides alike.
+	MaxActionsPerClient int64
 	// AdminTokenHash is secure.HashSecret of the admin bearer token. Empty
 	// disables every admin call (401).
 	AdminTokenHash []byte
@@ -137,6 +146,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.MaxTTL <= 0 {
 		out.MaxTTL = DefaultMaxTTL
+	}
+	if out.MaxActionsPerClient == 0 {
+		out.MaxActionsPerClient = DefaultMaxActionsPerClient
 	}
 	if out.DefaultTTL > out.MaxTTL {
 		return out, errors.New("httpapi: DefaultTTL exceeds MaxTTL")

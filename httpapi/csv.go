@@ -39,6 +39,7 @@ func (s *Server) createCSV(w http.ResponseWriter, r *http.Request, clientID stri
 			Rows:         rows,
 			DefaultTTLMS: s.cfg.DefaultTTL.Milliseconds(),
 			MaxTTLMS:     s.cfg.MaxTTL.Milliseconds(),
+			MaxActions:   s.cfg.MaxActionsPerClient,
 		},
 	}
 	if len(rows) == 0 {

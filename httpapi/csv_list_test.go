@@ -316,3 +316,29 @@ func TestListPagingWhileCreating(t *testing.T) {
 		})
 	}
 }
+
+// TestQuotaHTTP: a CSV create that would take the client over
+// MaxActionsPerClient is refused whole with 429 quota_exceeded; stats
+// count what is stored.
+func TestQuotaHTTP(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxActionsPerClient = 3 })
+	rows := func(n int) string {
+		return "payload_json,pin,active_at,expires_at\n" + strings.Repeat(`"{}",,,`+"\n", n)
+	}
+	expect(t, e.do(req{method: "POST", path: "/v1/actions", ctype: csvCT, body: rows(2)}), 200, "")
+	r := e.do(req{method: "POST", path: "/v1/actions", ctype: csvCT, body: rows(2)})
+	expect(t, r, http.StatusTooManyRequests, "quota_exceeded")
+	if !strings.Contains(r.str("message"), "at most 3") {
+		t.Fatalf("message %q", r.str("message"))
+	}
+	expect(t, e.do(req{method: "POST", path: "/v1/actions", ctype: csvCT, body: rows(1)}), 200, "")
+	st := e.do(req{method: "GET", path: "/v1/stats"})
+	expect(t, st, 200, "")
+	if st.body["total"] != float64(3) {
+		t.Fatalf("stats %s", st.raw)
+	}
+	def, err := (&Config{Keys: e.keys}).withDefaults()
+	if err != nil || def.MaxActionsPerClient != DefaultMaxActionsPerClient {
+		t.Fatalf("default quota %d %v", def.MaxActionsPerClient, err)
+	}
+}

@@ -40,6 +40,10 @@ var statusOf = map[string]int{
 	CodeUnavailable:                   http.StatusServiceUnavailable,
 	CodeOutcomeUnknown:                http.StatusServiceUnavailable,
 	CodeRateLimited:                   http.StatusTooManyRequests,
+	// A quota limits the client's resources, not its identity or rights:
+	// 429, as gRPC's RESOURCE_EXHAUSTED maps, not 403. It has no
+	// Retry-After: waiting frees no room, storing fewer actions does.
+	string(fsm.CodeQuotaExceeded): http.StatusTooManyRequests,
 }
 
 // defaultMessage is the message of an error body when none is more specific.
@@ -58,6 +62,7 @@ var defaultMessage = map[string]string{
 	string(fsm.CodeConflict):          "conflict",
 	string(fsm.CodePayloadTooLarge):   "request body or payload too large",
 	string(fsm.CodeInternal):          "internal error",
+	string(fsm.CodeQuotaExceeded):     "the client stores as many actions as its quota allows",
 	CodeNotFound:                      "no such route",
 	CodeMethodNotAllowed:              "method not allowed on this route",
 	CodeUnavailable:                   "no leader reachable within the request deadline; nothing was done",

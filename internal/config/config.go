@@ -76,6 +76,9 @@ type Config struct {
 	MaxCSVRows      int
 	DefaultTTL      time.Duration
 	MaxTTL          time.Duration
+	// MaxActionsPerClient is the quota of stored actions per client
+	// (httpapi.Config.MaxActionsPerClient); negative means no quota.
+	MaxActionsPerClient int64
 
 	LogLevel  slog.Level
 	LogFormat string
@@ -154,6 +157,8 @@ const (
 	DefaultMappedStateMiB = 256
 	DefaultDefaultTTL     = 24 * time.Hour
 	DefaultMaxTTL         = 366 * 24 * time.Hour
+	// DefaultMaxActionsPerClient is httpapi.DefaultMaxActionsPerClient.
+	DefaultMaxActionsPerClient = 1_000_000
 )
 
 // raw holds flag values before validation.
@@ -226,6 +231,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.IntVar(&c.MaxCSVRows, "max-csv-rows", DefaultMaxCSVRows, "most data rows in one CSV create")
 	fs.StringVar(&r.defaultTTL, "default-ttl", "24h", "expiry of an action created without expires_at (Go duration or Nd)")
 	fs.StringVar(&r.maxTTL, "max-ttl", "366d", "longest allowed time from now to expires_at (Go duration or Nd)")
+	fs.Int64Var(&c.MaxActionsPerClient, "max-actions-per-client", DefaultMaxActionsPerClient, "most actions one client may store (creates beyond get 429 quota_exceeded); -1: no quota")
 	fs.StringVar(&r.logLevel, "log-level", "info", "debug|info|warn|error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text|json")
 	fs.BoolVar(&c.AccessLog, "access-log", false, "log every client request at info (default: only failed ones; the rest at debug)")
@@ -403,6 +409,10 @@ func (c *Config) finish(r *raw) error {
 	}
 	if c.MappedStateMiB < 16 {
 		return usagef("--mapped-state-mib %d: at least 16", c.MappedStateMiB)
+	}
+	if c.MaxActionsPerClient == 0 || c.MaxActionsPerClient < -1 {
+		// 0 would read as "none allowed" to some and "unlimited" to others.
+		return usagef("--max-actions-per-client %d: a positive count, or -1 for no quota", c.MaxActionsPerClient)
 	}
 	if c.MaxCSVRows < DefaultMaxCSVRows {
 		return usagef("--max-csv-rows %d: at least %d", c.MaxCSVRows, DefaultMaxCSVRows)

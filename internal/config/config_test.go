@@ -33,6 +33,13 @@ func TestDefaults(t *testing.T) {
 	if c.DefaultTTL != 24*time.Hour || c.MaxTTL != 366*24*time.Hour {
 		t.Errorf("TTLs = %s, %s", c.DefaultTTL, c.MaxTTL)
 	}
+	if c.MaxActionsPerClient != DefaultMaxActionsPerClient {
+		t.Errorf("MaxActionsPerClient = %d", c.MaxActionsPerClient)
+	}
+	c, err = Parse(nil, env(map[string]string{"EXACTONCE_MAX_ACTIONS_PER_CLIENT": "-1"}), io.Discard)
+	if err != nil || c.MaxActionsPerClient != -1 {
+		t.Errorf("EXACTONCE_MAX_ACTIONS_PER_CLIENT=-1: %v %v", c, err)
+	}
 }
 
 func TestFlagBeatsEnv(t *testing.T) {
@@ -95,6 +102,8 @@ func TestRejected(t *testing.T) {
 		{"bad env duration", nil, map[string]string{"EXACTONCE_MAX_TTL": "10x"}, "--max-ttl"},
 		{"negative duration", []string{"--default-ttl", "-1h"}, nil, "--default-ttl"},
 		{"ttl over max", []string{"--default-ttl", "400d"}, nil, "longer than --max-ttl"},
+		{"zero quota", []string{"--max-actions-per-client", "0"}, nil, "--max-actions-per-client"},
+		{"bad env quota", nil, map[string]string{"EXACTONCE_MAX_ACTIONS_PER_CLIENT": "-2"}, "--max-actions-per-client"},
 		{"bad int env", nil, map[string]string{"EXACTONCE_MAX_CSV_ROWS": "many"}, "EXACTONCE_MAX_CSV_ROWS"},
 		{"bad addr", []string{"--http-addr", "localhost"}, nil, "--http-addr"},
 		{"bad log level", []string{"--log-level", "loud"}, nil, "--log-level"},

@@ -1,0 +1,236 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Per-client counters (bucket "counts") make Stats a bounded read: they are
+// changed in the apply transaction that changes an action, from the action
+// before and after the write alone, so every replica holds the same counts.
+// See DESIGN.md ("Counters") for why the time-dependent counts are
+// counting tries.
+//
+// Keys start with clientID 0x00, then a kind byte:
+//
+//	scalar:  kind                         -> count
+//	series:  kind level(1) bucket(8, BE)  -> count of times t with
+//	         key(t) >> (8*level) == bucket
+//
+// Counts are 8-byte big-endian; a count that falls to zero is deleted, so
+// the bucket holds only non-zero counts and a scan visits only those.
+const (
+	cntTotal    byte = 't' // actions stored
+	cntConsumed byte = 'u' // consumed, burns included
+	cntBurned   byte = 'b' // burned by the third wrong PIN
+	cntCanceled byte = 'x' // canceled
+
+	seriesCreated  byte = 'C' // every action, by createdAt
+	seriesConsumed byte = 'S' // successful consumes, by consumedAt
+	seriesExpires  byte = 'E' // open actions, by expiresAt
+	seriesActive   byte = 'A' // open actions, by activeAt
+)
+
+// trieLevels and trieDigitBits shape the counting tries: 8 levels of 8-bit
+// digits cover the 64-bit time key, so a prefix count visits at most
+// 8*255 non-zero buckets, whatever the number of actions.
+const (
+	trieLevels    = 8
+	trieDigitBits = 8
+)
+
+// timeKeyU is the order-preserving unsigned form of a time (as putTime).
+func timeKeyU(t int64) uint64 { return uint64(t) ^ (1 << 63) }
+
+// scalarKey is a client's scalar counter key.
+func scalarKey(clientID string, kind byte) []byte {
+	return append(clientPrefix(clientID), kind)
+}
+
+// seriesKey is the key of the level-k bucket b of a client's series.
+func seriesKey(prefix []byte, series byte, level int, b uint64) []byte {
+	k := make([]byte, len(prefix)+2+8)
+	n := copy(k, prefix)
+	k[n], k[n+1] = series, byte(level)
+	binary.BigEndian.PutUint64(k[n+2:], b)
+	return k
+}
+
+// countsChange is how one write of an action changes its client's
+// counters: scalar deltas, and the series entries to add.
+type countsChange struct {
+	total, consumed, burned, canceled int64
+	// open is +1 when the write creates an open action and -1 when it
+	// settles one (consume, burn, cancel): the expiresAt and activeAt series
+	// count open actions only.
+	open int64
+	// created and consumedOK add the action to the createdAt and
+	// successful-consume series.
+	created, consumedOK bool
+}
+
+// changeOf is the counters' change for writing next over prev (nil for a
+// create). It is a pure function of the two values: a write that does not
+// change consumed/canceled (a wrong PIN that does not burn) changes nothing.
+func changeOf(prev, next *Action) countsChange {
+	var c countsChange
+	if prev == nil {
+		c.total, c.created = 1, true
+		if next.ConsumedAt == 0 && next.CanceledAt == 0 {
+			c.open = 1
+		}
+		prev = &Action{}
+	}
+	wasOpen := prev.ConsumedAt == 0 && prev.CanceledAt == 0
+	if prev.ConsumedAt == 0 && next.ConsumedAt != 0 {
+		c.consumed = 1
+		if next.ConsumedReason == ReasonPINBurned {
+			c.burned = 1
+		} else {
+			c.consumedOK = true
+		}
+	}
+	if prev.CanceledAt == 0 && next.CanceledAt != 0 {
+		c.canceled = 1
+	}
+	if c.total == 0 && wasOpen && (next.ConsumedAt != 0 || next.CanceledAt != 0) {
+		c.open = -1
+	}
+	return c
+}
+
+// counts accumulates counter deltas within one apply transaction; flush
+// writes them once per batch (a batch of one client's commands shares most
+// trie buckets).
+type counts map[string]int64
+
+// add adds d to the counter at key.
+func (c counts) add(key []byte, d int64) {
+	if d != 0 {
+		c[string(key)] += d
+	}
+}
+
+// addSeries adds d at time t to every level of a client's series.
+func (c counts) addSeries(prefix []byte, series byte, t int64, d int64) {
+	u := timeKeyU(t)
+	for level := 0; level < trieLevels; level++ {
+		c.add(seriesKey(prefix, series, level, u>>(trieDigitBits*level)), d)
+	}
+}
+
+// apply records ch for the action a of client a.ClientID.
+func (c counts) apply(a *Action, ch countsChange) {
+	p := clientPrefix(a.ClientID)
+	c.add(scalarKey(a.ClientID, cntTotal), ch.total)
+	c.add(scalarKey(a.ClientID, cntConsumed), ch.consumed)
+	c.add(scalarKey(a.ClientID, cntBurned), ch.burned)
+	c.add(scalarKey(a.ClientID, cntCanceled), ch.canceled)
+	if ch.created {
+		c.addSeries(p, seriesCreated, a.CreatedAt, 1)
+	}
+	if ch.consumedOK {
+		c.addSeries(p, seriesConsumed, a.ConsumedAt, 1)
+	}
+	if ch.open != 0 {
+		c.addSeries(p, seriesExpires, a.ExpiresAt, ch.open)
+		c.addSeries(p, seriesActive, a.ActiveAt, ch.open)
+	}
+}
+
+// getCount reads a stored counter (0 when absent).
+func getCount(b *bolt.Bucket, key []byte) (int64, error) {
+	v := b.Get(key)
+	if v == nil {
+		return 0, nil
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("counter %q: bad value length %d", key, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// flush adds the deltas to the stored counters, in key order, and forgets
+// them. A stored counter that cannot be read is a corrupt state file: the
+// batch fails.
+func (c counts) flush(b *bolt.Bucket) error {
+	keys := make([]string, 0, len(c))
+	for k, d := range c {
+		if d != 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		key := []byte(k)
+		n, err := getCount(b, key)
+		if err != nil {
+			return fatal(err)
+		}
+		n += c[k]
+		switch {
+		case n < 0:
+			return fatal(fmt.Errorf("counter %q would fall below zero", key))
+		case n == 0:
+			err = b.Delete(key)
+		default:
+			var v [8]byte
+			binary.BigEndian.PutUint64(v[:], uint64(n))
+			err = b.Put(key, v[:])
+		}
+		if err != nil {
+			return fatal(fmt.Errorf("write counter: %w", err))
+		}
+	}
+	clear(c)
+	return nil
+}
+
+// countAtOrBefore returns how many times t <= at a client's series holds.
+// It sums, for each level from the top, the buckets that precede at's
+// bucket within their common parent: at most trieLevels*255 keys.
+func countAtOrBefore(b *bolt.Bucket, prefix []byte, series byte, at int64) (int64, error) {
+	u := timeKeyU(at)
+	var total int64
+	c := b.Cursor()
+	for level := trieLevels - 1; level >= 0; level-- {
+		shift := uint(trieDigitBits * level)
+		// Buckets [lo, hi) of this level: same parent as u's bucket and
+		// below it; at level 0, [lo, hi] (u itself is at or before).
+		lo := (u >> (shift + trieDigitBits)) << trieDigitBits
+		hi := u >> shift
+		from := seriesKey(prefix, series, level, lo)
+		var n int64
+		var err error
+		if level == 0 {
+			n, err = sumRange(c, from, nil, seriesKey(prefix, series, 0, hi))
+		} else {
+			n, err = sumRange(c, from, seriesKey(prefix, series, level, hi), nil)
+		}
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// sumRange sums the counts of keys in [from, to) (or [from, through] when
+// to is nil).
+func sumRange(c *bolt.Cursor, from, to, through []byte) (int64, error) {
+	var n int64
+	for k, v := c.Seek(from); k != nil; k, v = c.Next() {
+		if to != nil && bytes.Compare(k, to) >= 0 || through != nil && bytes.Compare(k, through) > 0 {
+			break
+		}
+		if len(v) != 8 {
+			return 0, fmt.Errorf("counter %q: bad value length %d", k, len(v))
+		}
+		n += int64(binary.BigEndian.Uint64(v))
+	}
+	return n, nil
+}
