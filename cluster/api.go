@@ -4,12 +4,12 @@ package cluster
 // The Node type and its methods live in node.go and the files beside it.
 
 import (
-	"crypto/tls"
 	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/exactonce/exactonce/fsm"
 )
@@ -26,19 +26,27 @@ var (
 	// ErrOutcomeUnknown: the entry was proposed but its fate is unknown
 	// (leadership lost, deadline while waiting). 503 outcome_unknown.
 	ErrOutcomeUnknown = errors.New("cluster: outcome unknown")
-	// ErrNotLeader: this node is not the leader; the caller forwards.
+	// ErrNotLeader: this node is not the leader. Apply forwards by itself;
+	// operator calls and the internal service return it.
 	ErrNotLeader = errors.New("cluster: not the leader")
+	// ErrRejected: the leader's Config.Vet refused the command; nothing was
+	// proposed. 500 internal: the node cannot serve it (a payload its key
+	// cannot open).
+	ErrRejected = errors.New("cluster: the leader refused to propose the command")
 )
 
 // Config configures a node.
 type Config struct {
 	NodeID  string
 	DataDir string
-	// RaftAddr is the Raft bind address; RaftAdvertise what peers dial (default RaftAddr).
+	// RaftAddr is the bind address of the internal port, which carries
+	// Raft and every other node-to-node call (DESIGN.md, "The internal
+	// channel"); RaftAdvertise is what peers dial (default RaftAddr).
 	RaftAddr      string
 	RaftAdvertise string
-	// HTTPAdvertise is this node's API base URL as others reach it
-	// (e.g. "http://127.0.0.1:8080"); carried in gossip metadata.
+	// HTTPAdvertise is this node's API base URL as clients reach it
+	// (e.g. "http://127.0.0.1:8080"); carried in gossip metadata and shown
+	// to operators. Nodes never call each other's API.
 	HTTPAdvertise string
 	// GossipAddr is the memberlist bind address ("" disables gossip: single node).
 	GossipAddr      string
@@ -49,14 +57,15 @@ type Config struct {
 	BootstrapExpect int
 	// GossipKey encrypts gossip (16, 24 or 32 bytes), nil for none.
 	GossipKey []byte
-	// RaftTLS, when set, is used for mutual TLS on the Raft transport. It must
-	// hold this node's certificate, the CA pool of peers as both RootCAs and
-	// ClientCAs, and ClientAuth = tls.RequireAndVerifyClientCert.
-	RaftTLS *tls.Config
-	// InternalTLS, when set, is the client TLS configuration used to call
-	// other nodes' internal HTTP endpoints (read index, status). Nil uses the
-	// default HTTP client transport settings.
-	InternalTLS *tls.Config
+	// Identity authenticates this node and its peers on the internal
+	// channel: the cluster key, and optionally an operator's node
+	// certificate and CA. Required.
+	Identity PeerIdentity
+	// Vet, when set, is asked on the leader before each command is
+	// proposed; an error refuses it (ErrRejected) and nothing is written.
+	Vet func(*fsm.Command) error
+	// Registerer, when set, receives the package's metrics.
+	Registerer prometheus.Registerer
 	// FSM is the state machine, already open.
 	FSM *fsm.FSM
 	// Now is the clock used to stamp entries (default time.Now). Tests and the

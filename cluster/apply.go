@@ -10,18 +10,12 @@ import (
 	"github.com/exactonce/exactonce/fsm"
 )
 
-// Apply stamps cmd.Time with this leader's clock (never going back), proposes
-// it and waits for the FSM's result. Returns ErrNotLeader on a follower,
-// ErrUnavailable when nothing was proposed and ErrOutcomeUnknown when the
-// outcome cannot be known.
-//
-// An FSM-level failure to decode or store the entry comes back wrapped
-// (neither of the three sentinels); typed business outcomes are in
-// Result.Code.
-func (n *Node) Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
-	if cmd == nil {
-		return nil, errors.New("cluster: apply: nil command")
-	}
+// applyHere stamps cmd.Time with this leader's clock (never going back),
+// proposes it and waits for the FSM's result. It returns ErrNotLeader on a
+// follower (Apply then forwards), ErrUnavailable when nothing was proposed,
+// ErrRejected when Config.Vet refused the command and ErrOutcomeUnknown
+// when the outcome cannot be known.
+func (n *Node) applyHere(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
 	if err := n.waitTermReady(ctx); err != nil {
 		return nil, err
 	}
@@ -29,6 +23,11 @@ func (n *Node) Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error)
 		// Checked before proposing so that an expired request is never
 		// proposed and then reported as unknown.
 		return nil, fmt.Errorf("cluster: apply: %w (%w)", ErrUnavailable, err)
+	}
+	if n.cfg.Vet != nil {
+		if err := n.cfg.Vet(cmd); err != nil {
+			return nil, fmt.Errorf("cluster: apply: %w: %w", ErrRejected, err)
+		}
 	}
 	f, err := n.propose(cmd)
 	if err != nil {

@@ -42,11 +42,11 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	}
 	n.snaps = snaps
 
+	if err := n.listen(); err != nil {
+		return err
+	}
 	if trans == nil {
-		trans, err = n.newTransport(hlog)
-		if err != nil {
-			return err
-		}
+		trans = n.newTransport(hlog)
 	}
 	n.transport = trans
 	n.guard = newRaftGuard(trans, n.log)
@@ -90,6 +90,7 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	}
 	n.raft = r
 	n.guard.raft.Store(r)
+	n.rpc = n.startRPC(n.mux.rpc)
 
 	n.wg.Add(2)
 	go n.observeLeadership()
@@ -133,6 +134,7 @@ func (n *Node) logWriteFailed(err error) {
 // when a later step fails. The caller closes the stores.
 func (n *Node) abortStart() {
 	n.cancel()
+	n.rpc.close()
 	if err := n.raft.Shutdown().Error(); err != nil {
 		n.log.Warn("raft shutdown after failed start", "err", err)
 	}
@@ -190,36 +192,42 @@ func (n *Node) raftConfig(hlog *hcLogger) *raft.Config {
 	return rc
 }
 
-// newTransport creates the TCP (or mutual-TLS) Raft transport.
-func (n *Node) newTransport(hlog *hcLogger) (raft.Transport, error) {
+// listen binds the internal port (Raft and the cluster service).
+func (n *Node) listen() error {
 	if n.cfg.RaftAddr == "" {
-		return nil, errors.New("cluster: RaftAddr is empty")
+		return errors.New("cluster: RaftAddr (the internal address) is empty")
 	}
 	adv, err := net.ResolveTCPAddr("tcp", n.cfg.RaftAdvertise)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: resolve raft advertise address %q: %w", n.cfg.RaftAdvertise, err)
+		return fmt.Errorf("cluster: resolve the internal advertise address %q: %w", n.cfg.RaftAdvertise, err)
 	}
 	if adv.IP == nil || adv.IP.IsUnspecified() {
-		return nil, fmt.Errorf("cluster: raft advertise address %q is not dialable; set RaftAdvertise", n.cfg.RaftAdvertise)
+		return fmt.Errorf("cluster: the internal advertise address %q is not dialable; set RaftAdvertise", n.cfg.RaftAdvertise)
 	}
-	timeout := 10 * time.Second
-	if n.cfg.RaftTLS != nil {
-		stream, err := newTLSStreamLayer(n.cfg.RaftAddr, adv, n.cfg.RaftTLS)
-		if err != nil {
-			return nil, err
-		}
-		return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream:  stream,
-			MaxPool: 3,
-			Timeout: timeout,
-			Logger:  hlog.Named("raft-net"),
-		}), nil
-	}
-	t, err := raft.NewTCPTransportWithLogger(n.cfg.RaftAddr, adv, 3, timeout, hlog.Named("raft-net"))
+	m, err := listenInternal(n.cfg.RaftAddr, adv, n.peer, n.log.With("component", "internal-port"))
 	if err != nil {
-		return nil, fmt.Errorf("cluster: raft transport on %s: %w", n.cfg.RaftAddr, err)
+		return err
 	}
-	return t, nil
+	if adv.Port == 0 {
+		// Port 0 (tests): peers dial the port actually bound.
+		bound := m.Addr().(*net.TCPAddr)
+		adv = &net.TCPAddr{IP: adv.IP, Port: bound.Port, Zone: adv.Zone}
+		m.raft.addr, m.rpc.addr = adv, adv
+	}
+	n.mux = m
+	return nil
+}
+
+// newTransport creates the Raft transport over the internal port.
+func (n *Node) newTransport(hlog *hcLogger) raft.Transport {
+	stream := &raftStream{connQueue: n.mux.raft, peer: n.peer,
+		idAt: func(a raft.ServerAddress) string { return n.idAtRaftAddr(string(a)) }}
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  stream,
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  hlog.Named("raft-net"),
+	})
 }
 
 // restoreNewerSnapshot guards NoSnapshotRestoreOnStart: when the FSM's

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
@@ -61,14 +59,15 @@ func (w *tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// testNode is one node under test with its data dir, FSM and internal
-// HTTP server (serving InternalHandler at cfg.HTTPAdvertise).
+// testClusterKey is the cluster key of test nodes.
+var testClusterKey = []byte("exactonce-cluster-test-key-32byt")
+
+// testNode is one node under test with its data dir and FSM.
 type testNode struct {
 	t    testing.TB
 	cfg  Config
 	fsm  *fsm.FSM
 	node *Node
-	srv  *httptest.Server
 	cur  atomic.Pointer[Node]
 }
 
@@ -76,20 +75,12 @@ type testNode struct {
 func newTestNode(t testing.TB, id string) *testNode {
 	t.Helper()
 	tn := &testNode{t: t}
-	tn.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := tn.cur.Load()
-		if n == nil {
-			http.Error(w, "node not open", http.StatusServiceUnavailable)
-			return
-		}
-		n.InternalHandler().ServeHTTP(w, r)
-	}))
-	t.Cleanup(tn.srv.Close)
 	tn.cfg = Config{
 		NodeID:           id,
 		DataDir:          t.TempDir(),
 		RaftAddr:         freePort(t),
-		HTTPAdvertise:    tn.srv.URL,
+		HTTPAdvertise:    "http://" + id + ".test",
+		Identity:         PeerIdentity{ClusterKey: testClusterKey},
 		Logger:           testLogger(t).With("test_node", id),
 		HeartbeatTimeout: testHeartbeat,
 		ElectionTimeout:  testElection,

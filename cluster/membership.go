@@ -20,6 +20,9 @@ import (
 type memberMeta struct {
 	ID   string `json:"id"`
 	Raft string `json:"raft"`
+	// RPC is the internal port's address (the cluster service): the Raft
+	// address, unless a test runs Raft over another transport.
+	RPC  string `json:"rpc,omitempty"`
 	HTTP string `json:"http"`
 	// State is true once the node holds Raft state (bootstrapped, or
 	// replicated to by a leader). A fresh node that sees such a member never
@@ -113,7 +116,11 @@ func (n *Node) localMeta() memberMeta {
 	// The transport's address, not the configured string: it is what the
 	// Raft configuration holds for this node (a hostname is resolved), so
 	// reconciliation never sees a spurious address change.
-	return memberMeta{ID: string(n.nodeID), Raft: string(n.transport.LocalAddr()), HTTP: n.cfg.HTTPAdvertise, State: n.hasState.Load()}
+	m := memberMeta{ID: string(n.nodeID), Raft: string(n.transport.LocalAddr()), HTTP: n.cfg.HTTPAdvertise, State: n.hasState.Load()}
+	if n.mux != nil {
+		m.RPC = n.mux.raft.Addr().String()
+	}
+	return m
 }
 
 // observeMember records a gossip event and signals the reconciler.
@@ -443,14 +450,10 @@ func (n *Node) reconcile(ctx context.Context, nonvoterSince map[raft.ServerID]ti
 // peerLastIndex asks a member for Raft's last index on it (the raft guard's
 // check before a snapshot is sent); false when it cannot tell.
 func (n *Node) peerLastIndex(id raft.ServerID) (uint64, bool) {
-	m, ok := n.members.get(string(id))
-	if !ok || m.HTTP == "" {
-		return 0, false
-	}
 	ctx, cancel := context.WithTimeout(n.ctx, peerStatusTimeout)
 	defer cancel()
 	var st nodeStatusResponse
-	if err := n.getJSON(ctx, m.HTTP+NodeStatusPath, &st); err != nil || st.ID != string(id) {
+	if err := n.callPeer(ctx, string(id), "GET", rpcStatus, nil, &st); err != nil || st.ID != string(id) {
 		return 0, false
 	}
 	return st.LastIndex, true
@@ -462,14 +465,11 @@ const peerStatusTimeout = 2 * time.Second
 // caughtUp asks a member for its applied index and compares it with the
 // leader's commit index taken before the request.
 func (n *Node) caughtUp(ctx context.Context, m member) (bool, error) {
-	if m.HTTP == "" {
-		return false, errors.New("member has no HTTP address")
-	}
 	want := n.raft.CommitIndex()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var st nodeStatusResponse
-	if err := n.getJSON(ctx, m.HTTP+NodeStatusPath, &st); err != nil {
+	if err := n.callPeer(ctx, m.ID, "GET", rpcStatus, nil, &st); err != nil {
 		return false, err
 	}
 	if st.ID != m.ID {

@@ -150,10 +150,20 @@ func TestThreeNodeCluster(t *testing.T) {
 	}
 
 	mustApply(t, leader.node, clientCmd("cl_a"))
-	for _, f := range followers(nodes, leader) {
-		_, err := f.node.Apply(ctxTimeout(t, 5*time.Second), createCmd("cl_a", "act_x"))
-		if !errors.Is(err, ErrNotLeader) {
-			t.Fatalf("apply on follower %s: err = %v, want ErrNotLeader", f.cfg.NodeID, err)
+	// A follower's Apply is carried to the leader and decided there.
+	for i, f := range followers(nodes, leader) {
+		id := fmt.Sprintf("act_fwd_%d", i)
+		res := mustApply(t, f.node, createCmd("cl_a", id))
+		if res.Action == nil || res.Action.ID != id {
+			t.Fatalf("forwarded create through %s: result %+v", f.cfg.NodeID, res)
+		}
+		if action(t, leader.fsm, "cl_a", id) == nil {
+			t.Fatalf("forwarded create through %s is not on the leader", f.cfg.NodeID)
+		}
+		// The same command again is decided by the leader too: a conflict.
+		res, err := f.node.Apply(ctxTimeout(t, 5*time.Second), createCmd("cl_a", id))
+		if err != nil || res.Code != fsm.CodeConflict {
+			t.Fatalf("forwarded duplicate create through %s: %+v, %v; want conflict", f.cfg.NodeID, res, err)
 		}
 	}
 
@@ -249,17 +259,18 @@ func TestThreeNodeCluster(t *testing.T) {
 		t.Fatalf("members after leader loss = %+v; want all 3 kept", st.Members)
 	}
 
-	// Operators can move leadership; only the leader can, and only to or
-	// remove a known server.
+	// Operators can move leadership and remove known servers through any
+	// node: a follower carries the call to the leader.
 	target := followers(nodes, leader)[0]
-	if err := target.node.TransferLeadership(ctxTimeout(t, 5*time.Second), ""); !errors.Is(err, ErrNotLeader) {
-		t.Fatalf("transfer on a follower: err = %v, want ErrNotLeader", err)
+	if err := target.node.RemoveServer(ctxTimeout(t, 5*time.Second), "nope"); !errors.Is(err, ErrUnknownServer) {
+		t.Fatalf("remove unknown server through a follower: err = %v, want ErrUnknownServer", err)
 	}
 	if err := leader.node.RemoveServer(ctxTimeout(t, 5*time.Second), "nope"); !errors.Is(err, ErrUnknownServer) {
 		t.Fatalf("remove unknown server: err = %v, want ErrUnknownServer", err)
 	}
-	if err := leader.node.TransferLeadership(ctxTimeout(t, 10*time.Second), target.cfg.NodeID); err != nil {
-		t.Fatalf("transfer leadership: %v", err)
+	// Asked on the follower that is to lead: carried to the leader.
+	if err := target.node.TransferLeadership(ctxTimeout(t, 10*time.Second), target.cfg.NodeID); err != nil {
+		t.Fatalf("transfer leadership through a follower: %v", err)
 	}
 	waitFor(t, "transferred leader ready", 10*time.Second, func() bool { return target.node.IsLeader() })
 	mustApply(t, target.node, &fsm.Command{Type: fsm.CmdNoop})

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,7 +95,18 @@ type Node struct {
 	// coalesces a follower's read-index requests to the leader.
 	verifier *coalescer
 	remote   *coalescer
-	client   *http.Client
+
+	// peer is this node's internal-channel identity; mux its listener,
+	// rpc the cluster service on it, peers the clients of other nodes'
+	// services and fwd the forwarding of writes to the leader.
+	peer    *peerTLS
+	mux     *internalMux
+	rpc     *rpcServer
+	peers   *peerClients
+	fwd     *forwarder
+	metrics *metrics
+	// leaderReader serves ReadOnLeader on the leader.
+	leaderReader atomic.Pointer[LeaderReader]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -155,7 +165,21 @@ func openWith(ctx context.Context, cfg Config, sm stateMachine, trans raft.Trans
 		notifyCh:     make(chan bool, 16),
 		members:      newMemberTable(),
 		memberEvents: make(chan struct{}, 1),
-		client:       newInternalClient(cfg.InternalTLS),
+		metrics:      newMetrics(),
+	}
+	peer, err := newPeerTLS(cfg.NodeID, cfg.Identity)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	n.peer = peer
+	n.peers = newPeerClients(peer)
+	n.fwd = newForwarder(n)
+	if cfg.Registerer != nil {
+		if err := n.metrics.register(cfg.Registerer); err != nil {
+			cancel()
+			return nil, fmt.Errorf("cluster: register metrics: %w", err)
+		}
 	}
 	n.verifier = newCoalescer(nctx, func(ctx context.Context) (uint64, error) {
 		return 0, waitFuture(ctx, n.raft.VerifyLeader())
@@ -264,23 +288,30 @@ func (n *Node) shutdown(ctx context.Context, transfer bool) error {
 			errs = append(errs, fmt.Errorf("memberlist shutdown: %w", err))
 		}
 	}
+	n.rpc.close()
 	n.wg.Wait()
 	if err := n.closeStores(); err != nil {
 		errs = append(errs, err)
 	}
-	n.client.CloseIdleConnections()
+	n.peers.closeIdle()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("cluster: close: %w", err)
 	}
 	return nil
 }
 
-// closeStores closes the transport and the Raft log and stable store.
+// closeStores closes the transport, the internal port and the Raft log
+// and stable store.
 func (n *Node) closeStores() error {
 	var errs []error
 	if c, ok := n.transport.(raft.WithClose); ok {
 		if err := c.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close raft transport: %w", err))
+		}
+	}
+	if n.mux != nil {
+		if err := n.mux.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close the internal port: %w", err))
 		}
 	}
 	if n.plog != nil {

@@ -242,7 +242,7 @@ func (c *issueCluster) openNode(t *testing.T, tn *testNode) {
 		}
 	}
 	for _, o := range c.nodes {
-		n.members.put(member{memberMeta: memberMeta{ID: o.cfg.NodeID, Raft: o.cfg.NodeID, HTTP: o.cfg.HTTPAdvertise}, Gossip: "alive"})
+		n.members.put(member{memberMeta: memberMeta{ID: o.cfg.NodeID, Raft: o.cfg.NodeID, RPC: o.cfg.RaftAddr, HTTP: o.cfg.HTTPAdvertise}, Gossip: "alive"})
 	}
 }
 

@@ -2,13 +2,9 @@ package cluster
 
 import (
 	"context"
-	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,20 +16,10 @@ import (
 // readers' own deadlines bound how often it is retried.
 const remoteReadTimeout = 5 * time.Second
 
-// Internal HTTP paths served by InternalHandler.
-const (
-	// ReadIndexPath answers a follower's request for a linearizable read
-	// index: {"index": n}. Only the ready leader answers 200.
-	ReadIndexPath = "/internal/v1/read-index"
-	// NodeStatusPath answers this node's applied index (used by the leader
-	// to decide when a nonvoter has caught up).
-	NodeStatusPath = "/internal/v1/node-status"
-)
-
 // ReadBarrier returns once the local FSM reflects every write committed
 // before the call (linearizable read): on the leader commit index, then
 // VerifyLeader, then wait for the local FSM; on a follower the read index
-// comes from the leader. Concurrent callers share one confirmation round.
+// comes from the leader over the cluster service. Concurrent callers share one confirmation round.
 // Every failure is ErrUnavailable (wrapped).
 func (n *Node) ReadBarrier(ctx context.Context) error {
 	return n.readBarrier(ctx, 0)
@@ -189,101 +175,19 @@ func (c *coalescer) run() {
 	}
 }
 
-// readIndexResponse is the body of ReadIndexPath.
-type readIndexResponse struct {
-	Index uint64 `json:"index"`
-}
-
-// nodeStatusResponse is the body of NodeStatusPath.
-type nodeStatusResponse struct {
-	ID           string `json:"id"`
-	AppliedIndex uint64 `json:"appliedIndex"`
-	// LastIndex is Raft's last index on the node (its last log entry or
-	// snapshot, as Raft's own state says), which the leader's guard
-	// compares with a snapshot before sending it (raftguard.go).
-	LastIndex uint64 `json:"lastIndex"`
-}
-
-// remoteReadIndex asks the leader for a read index over HTTP. Followers
-// call it through n.remote, so concurrent readers share one request.
+// remoteReadIndex asks the leader for a read index over the cluster
+// service. Followers call it through n.remote, so concurrent readers share
+// one request.
 func (n *Node) remoteReadIndex(ctx context.Context) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, remoteReadTimeout)
 	defer cancel()
-	base := n.LeaderHTTP()
-	if base == "" {
+	_, id := n.raft.LeaderWithID()
+	if id == "" {
 		return 0, fmt.Errorf("cluster: read barrier: leader unknown: %w", ErrUnavailable)
 	}
 	var resp readIndexResponse
-	if err := n.getJSON(ctx, base+ReadIndexPath, &resp); err != nil {
-		return 0, fmt.Errorf("cluster: read barrier: read index from leader %s: %w (%w)", base, ErrUnavailable, err)
+	if err := n.callPeer(ctx, string(id), http.MethodGet, rpcReadIndex, nil, &resp); err != nil {
+		return 0, fmt.Errorf("cluster: read barrier: read index from leader %s: %w (%w)", id, ErrUnavailable, err)
 	}
 	return resp.Index, nil
-}
-
-// getJSON GETs url and decodes a 200 JSON body into out.
-func (n *Node) getJSON(ctx context.Context, url string, out interface{}) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return fmt.Errorf("build request: %w", err)
-	}
-	res, err := n.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("request: %w", err)
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, 1<<16))
-	if err != nil {
-		return fmt.Errorf("read response: %w", err)
-	}
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %d: %s", res.StatusCode, strings.TrimSpace(string(body)))
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("decode response: %w", err)
-	}
-	return nil
-}
-
-// newInternalClient builds the pooled client for node-to-node calls.
-func newInternalClient(tlsCfg *tls.Config) *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 16
-	tr.IdleConnTimeout = 90 * time.Second
-	if tlsCfg != nil {
-		tr.TLSClientConfig = tlsCfg.Clone()
-	}
-	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
-}
-
-// InternalHandler serves the node-to-node endpoints (ReadIndexPath,
-// NodeStatusPath). The HTTP layer mounts it; it should be reachable only
-// by cluster members (mTLS or a private network).
-func (n *Node) InternalHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+ReadIndexPath, n.handleReadIndex)
-	mux.HandleFunc("GET "+NodeStatusPath, n.handleNodeStatus)
-	return mux
-}
-
-func (n *Node) handleReadIndex(w http.ResponseWriter, r *http.Request) {
-	index, err := n.leaderReadIndex(r.Context())
-	if err != nil {
-		code := "unavailable"
-		if errors.Is(err, ErrNotLeader) {
-			code = "not_leader"
-		}
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": code, "message": err.Error()})
-		return
-	}
-	writeJSON(w, http.StatusOK, readIndexResponse{Index: index})
-}
-
-func (n *Node) handleNodeStatus(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, nodeStatusResponse{ID: string(n.nodeID), AppliedIndex: n.sm.AppliedIndex(), LastIndex: n.raft.LastIndex()})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v interface{}) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }

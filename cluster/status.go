@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -142,9 +143,51 @@ func suffrageName(s raft.ServerSuffrage) string {
 }
 
 // TransferLeadership hands leadership to the server toID ("" lets Raft
-// pick the most up-to-date voter). Only the leader can do it: ErrNotLeader
-// otherwise.
+// pick the most up-to-date voter). On a follower the call is carried to
+// the leader over the cluster service.
 func (n *Node) TransferLeadership(ctx context.Context, toID string) error {
+	return n.onLeader(ctx, rpcTransfer, toID, n.transferHere)
+}
+
+// RemoveServer removes a server from the Raft configuration (the only way
+// a member leaves: failures never remove members automatically). Only the
+// ready leader can do it; on a follower the call is carried to the leader.
+// Removing the leader itself steps it down.
+//
+// Stop the node before removing it: a member that is still alive in gossip
+// is added back (as a nonvoter) by the leader's reconciliation, as in
+// Consul, where remove-peer is for servers that are gone.
+func (n *Node) RemoveServer(ctx context.Context, id string) error {
+	return n.onLeader(ctx, rpcRemove, id, n.removeHere)
+}
+
+// onLeader runs an operator call here when this node leads, else on the
+// leader (one hop: the leader runs it with here and never forwards).
+func (n *Node) onLeader(ctx context.Context, path, id string, here func(context.Context, string) error) error {
+	err := here(ctx, id)
+	if !errors.Is(err, ErrNotLeader) {
+		return err
+	}
+	_, leader := n.raft.LeaderWithID()
+	if leader == "" || leader == n.nodeID {
+		return fmt.Errorf("cluster: no leader known: %w", ErrUnavailable)
+	}
+	if err := n.callPeer(ctx, string(leader), http.MethodPost, path, serverRequest{ID: id}, nil); err != nil {
+		var pe *peerError
+		if errors.As(err, &pe) {
+			if pe.Code == rpcErrFailed {
+				return fmt.Errorf("cluster: on leader %s: %s", leader, pe.Message)
+			}
+			return fmt.Errorf("cluster: on leader %s: %w", leader, err)
+		}
+		return fmt.Errorf("cluster: call leader %s: %w (%w)", leader, ErrUnavailable, err)
+	}
+	return nil
+}
+
+// transferHere is TransferLeadership on this node: ErrNotLeader unless it
+// leads.
+func (n *Node) transferHere(ctx context.Context, toID string) error {
 	if n.raft.State() != raft.Leader {
 		return ErrNotLeader
 	}
@@ -167,14 +210,8 @@ func (n *Node) TransferLeadership(ctx context.Context, toID string) error {
 	return nil
 }
 
-// RemoveServer removes a server from the Raft configuration (the only way
-// a member leaves: failures never remove members automatically). Only the
-// ready leader can do it. Removing the leader itself steps it down.
-//
-// Stop the node before removing it: a member that is still alive in gossip
-// is added back (as a nonvoter) by the leader's reconciliation, as in
-// Consul, where remove-peer is for servers that are gone.
-func (n *Node) RemoveServer(ctx context.Context, id string) error {
+// removeHere is RemoveServer on this node: ErrNotLeader unless it leads.
+func (n *Node) removeHere(ctx context.Context, id string) error {
 	if err := n.waitTermReady(ctx); err != nil {
 		return err
 	}

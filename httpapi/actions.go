@@ -32,7 +32,14 @@ const (
 )
 
 // authClient checks the client-id/client-secret headers against the local
-// FSM. It answers 401 (or 500) itself and returns ok=false on failure.
+// FSM and records the client for clientOf. It answers 401 (or 500, or 503)
+// itself and returns ok=false on failure.
+//
+// A client id unknown here may belong to a client created a moment ago
+// through another node: before answering 401 the node waits for a read
+// barrier and looks again. Read barriers are coalesced (one confirmation
+// round at a time serves every waiting reader), so a flood of unknown ids
+// costs at most one round in flight, not one each.
 func (s *Server) authClient(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.Header.Get("client-id")
 	secret := r.Header.Get("client-secret")
@@ -40,6 +47,13 @@ func (s *Server) authClient(w http.ResponseWriter, r *http.Request) (string, boo
 	if id != "" && secret != "" && id != fsm.DemoClientID {
 		var err error
 		c, err = s.clients.lookup(s.b.FSM(), id)
+		if err == nil && c == nil && !s.b.IsLeader() {
+			if berr := s.b.ReadBarrier(r.Context()); berr != nil {
+				WriteError(w, CodeUnavailable, "", nil)
+				return "", false
+			}
+			c, err = s.clients.lookup(s.b.FSM(), id)
+		}
 		if err != nil {
 			LoggerFrom(r.Context()).Error("auth: read client", "error", err)
 			WriteError(w, errInternal, "", nil)
@@ -56,7 +70,18 @@ func (s *Server) authClient(w http.ResponseWriter, r *http.Request) (string, boo
 		WriteError(w, errUnauth, "", nil)
 		return "", false
 	}
+	if ri, ok := r.Context().Value(requestKey).(*requestInfo); ok {
+		ri.clientID = id
+	}
 	return id, true
+}
+
+// clientOf returns the client authClient authenticated for r ("" when none).
+func clientOf(r *http.Request) string {
+	if ri, ok := r.Context().Value(requestKey).(*requestInfo); ok {
+		return ri.clientID
+	}
+	return ""
 }
 
 // idempotency parses the Idempotency-Key header: nil when absent. A bad key
@@ -86,22 +111,23 @@ func idempotency(w http.ResponseWriter, r *http.Request, body []byte) (*fsm.Idem
 	return &fsm.Idempotency{Key: key, Fingerprint: h.Sum(nil)}, true
 }
 
-// apply proposes cmd and writes the rendered Result.
-func (s *Server) apply(w http.ResponseWriter, r *http.Request, cmd *fsm.Command, render func(*fsm.Result) (int, any)) error {
+// apply proposes cmd (on the leader, wherever this node stands) and writes
+// the rendered Result.
+func (s *Server) apply(w http.ResponseWriter, r *http.Request, cmd *fsm.Command, render func(*fsm.Result) (int, any)) {
 	res, err := s.b.Apply(r.Context(), cmd)
 	if err != nil {
-		return s.applyError(w, r, err)
+		s.applyError(w, r, err)
+		return
 	}
 	if res == nil {
 		WriteError(w, errInternal, "no result", nil)
-		return nil
+		return
 	}
 	if res.Replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	status, body := render(res)
 	WriteJSON(w, status, body)
-	return nil
 }
 
 func isCSV(r *http.Request) bool {
@@ -215,26 +241,24 @@ func staticRowChecks(activeAt, expiresAt int64) error {
 	return nil
 }
 
-func (s *Server) createActions(w http.ResponseWriter, r *http.Request, body []byte) error {
-	clientID, ok := s.authClient(w, r)
-	if !ok {
-		return nil
-	}
+func (s *Server) createActions(w http.ResponseWriter, r *http.Request, body []byte) {
+	clientID := clientOf(r)
 	idem, ok := idempotency(w, r, body)
 	if !ok {
-		return nil
+		return
 	}
 	if isCSV(r) {
-		return s.createCSV(w, r, clientID, idem, body)
+		s.createCSV(w, r, clientID, idem, body)
+		return
 	}
 	var req createRequest
 	if err := decodeStrict(body, &req); err != nil {
 		WriteError(w, errInvalid, err.Error(), nil)
-		return nil
+		return
 	}
 	if req.Payload == nil || bytes.Equal(bytes.TrimSpace(req.Payload), []byte("null")) {
 		WriteError(w, errInvalid, "payload is required", nil)
-		return nil
+		return
 	}
 	payload, err := compactObject("payload", req.Payload, s.cfg.MaxPayloadBytes)
 	if err != nil {
@@ -244,29 +268,29 @@ func (s *Server) createActions(w http.ResponseWriter, r *http.Request, body []by
 		} else {
 			WriteError(w, errInvalid, err.Error(), nil)
 		}
-		return nil
+		return
 	}
 	var activeAt, expiresAt int64
 	if req.ActiveAt != nil {
 		if activeAt, err = parseTime("active_at", *req.ActiveAt); err != nil {
 			WriteError(w, errInvalid, err.Error(), nil)
-			return nil
+			return
 		}
 	}
 	if req.ExpiresAt != nil {
 		if expiresAt, err = parseTime("expires_at", *req.ExpiresAt); err != nil {
 			WriteError(w, errInvalid, err.Error(), nil)
-			return nil
+			return
 		}
 	}
 	if err := staticRowChecks(activeAt, expiresAt); err != nil {
 		WriteError(w, errInvalid, err.Error(), nil)
-		return nil
+		return
 	}
 	if req.PIN != nil {
 		if err := checkPIN("pin", *req.PIN); err != nil {
 			WriteError(w, errInvalid, err.Error(), nil)
-			return nil
+			return
 		}
 	}
 	row := s.buildRow(payload, derefString(req.PIN), req.PIN != nil, activeAt, expiresAt)
@@ -280,7 +304,7 @@ func (s *Server) createActions(w http.ResponseWriter, r *http.Request, body []by
 			MaxTTLMS:     s.cfg.MaxTTL.Milliseconds(),
 		},
 	}
-	return s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
+	s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
 		if res.Code == fsm.CodeOK && !res.Replayed && res.Action != nil {
 			s.metrics.creates.Inc()
 		}
@@ -301,39 +325,37 @@ type consumeRequest struct {
 	Consumer json.RawMessage `json:"consumer"`
 }
 
-func (s *Server) consumeAction(w http.ResponseWriter, r *http.Request, body []byte) error {
-	clientID, ok := s.authClient(w, r)
-	if !ok {
-		return nil
-	}
+func (s *Server) consumeAction(w http.ResponseWriter, r *http.Request, body []byte) {
+	clientID := clientOf(r)
 	idem, ok := idempotency(w, r, body)
 	if !ok {
-		return nil
+		return
 	}
 	actionID := mux.Vars(r)["id"]
 	if idem == nil {
-		// Behind a consume of the same action already proposed here, wait
-		// for its outcome; see inflightConsumes.
-		leave, answered := s.waitBehindConsume(&s.consumes, w, r, body, actionID, false)
+		// Behind a consume of the same action already in flight from this
+		// node, wait for its outcome; see inflightConsumes. A follower
+		// learns the outcome's entry through a read barrier first.
+		leave, answered := s.waitBehindConsume(&s.consumes, w, r, body, actionID, !s.b.IsLeader())
 		if answered {
-			return nil
+			return
 		}
 		if leave != nil {
 			defer leave()
 		}
 	}
-	return s.consume(w, r, clientID, actionID, idem, body)
+	s.consume(w, r, clientID, actionID, idem, body)
 }
 
 // consume proposes one consume; shared by the API and the demo reveal.
-func (s *Server) consume(w http.ResponseWriter, r *http.Request, clientID, actionID string, idem *fsm.Idempotency, body []byte) error {
+func (s *Server) consume(w http.ResponseWriter, r *http.Request, clientID, actionID string, idem *fsm.Idempotency, body []byte) {
 	c, code, msg := s.parseConsume(actionID, body)
 	if c == nil {
 		WriteError(w, code, msg, nil)
-		return nil
+		return
 	}
 	cmd := &fsm.Command{Type: fsm.CmdConsume, ClientID: clientID, Idempotency: idem, Consume: c}
-	return s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
+	s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
 		if !res.Replayed {
 			outcome := string(res.Code)
 			if res.Code == fsm.CodeOK {
@@ -379,23 +401,23 @@ func (s *Server) parseConsume(actionID string, body []byte) (*fsm.Consume, strin
 	return c, "", ""
 }
 
-func (s *Server) cancelAction(w http.ResponseWriter, r *http.Request, body []byte) error {
-	clientID, ok := s.authClient(w, r)
-	if !ok {
-		return nil
-	}
+func (s *Server) cancelAction(w http.ResponseWriter, r *http.Request, body []byte) {
+	clientID := clientOf(r)
 	idem, ok := idempotency(w, r, body)
 	if !ok {
-		return nil
+		return
 	}
 	cmd := &fsm.Command{Type: fsm.CmdCancel, ClientID: clientID, Idempotency: idem,
 		Cancel: &fsm.Cancel{ActionID: mux.Vars(r)["id"]}}
-	return s.apply(w, r, cmd, renderCancel)
+	s.apply(w, r, cmd, renderCancel)
 }
 
 // readBarrier makes the read linearizable unless ?consistency=stale. It
-// answers 503 (or 400) itself and returns false on failure.
-func (s *Server) readBarrier(w http.ResponseWriter, r *http.Request) bool {
+// answers 503 (or 400) itself and returns false on failure. On a follower
+// that has not yet applied what the read must see, onLeader (when not nil)
+// may answer the read on the leader instead: it returns true when it
+// wrote the answer; otherwise the follower waits for its state.
+func (s *Server) readBarrier(w http.ResponseWriter, r *http.Request, onLeader func() bool) bool {
 	switch c := r.URL.Query().Get("consistency"); c {
 	case "", "linearizable":
 	case "stale":
@@ -404,15 +426,17 @@ func (s *Server) readBarrier(w http.ResponseWriter, r *http.Request) bool {
 		WriteError(w, errInvalid, "consistency must be linearizable or stale", nil)
 		return false
 	}
-	if !isForwarded(r) {
+	if onLeader != nil {
 		err := s.b.ReadBarrierWithin(r.Context(), followerReadLag)
 		switch {
 		case err == nil:
 			return true
 		case errors.Is(err, cluster.ErrLagging):
-			// This follower has not learned of a recent commit yet: the
-			// leader answers at once. If it cannot be reached, wait here.
-			if leader := s.b.LeaderHTTP(); leader != "" && s.forward(w, r, nil, leader, true) == fwdDone {
+			// This follower has not learned of a recent commit yet (a
+			// follower hears of a commit with the leader's next message,
+			// up to 100 ms later when idle): the leader answers at once.
+			// If it cannot, wait here.
+			if onLeader() {
 				return false
 			}
 		default:
@@ -429,9 +453,9 @@ func (s *Server) readBarrier(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// followerReadLag is how long a linearizable read on a follower waits for
-// its state machine to reach the read index before it is sent to the
-// leader (cluster.Node.ReadBarrierWithin).
+// followerReadLag is how long a linearizable verify on a follower waits
+// for its state machine to reach the read index before the leader answers
+// it (cluster.Node.ReadBarrierWithin, Server.LeaderRead).
 const followerReadLag = time.Millisecond
 
 // onlyConsistencyParam answers 400 for any query parameter but
@@ -458,9 +482,6 @@ func (s *Server) now() int64 {
 }
 
 func (s *Server) verifyAction(w http.ResponseWriter, r *http.Request) {
-	if !s.readBarrier(w, r) {
-		return
-	}
 	clientID, ok := s.authClient(w, r)
 	if !ok {
 		return
@@ -469,6 +490,32 @@ func (s *Server) verifyAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := mux.Vars(r)["id"]
+	onLeader := func() bool {
+		q, err := json.Marshal(leaderQuery{Kind: queryVerify, ClientID: clientID, ActionID: id})
+		if err != nil {
+			return false
+		}
+		b, err := s.b.ReadOnLeader(r.Context(), q)
+		if err != nil {
+			LoggerFrom(r.Context()).Info("verify on the leader failed; waiting for this node's state", "error", err)
+			return false
+		}
+		var ans leaderAnswer
+		if err := json.Unmarshal(b, &ans); err != nil || ans.Status == 0 {
+			LoggerFrom(r.Context()).Warn("verify on the leader: unreadable answer", "error", err)
+			return false
+		}
+		writeJSONBytes(w, ans.Status, ans.Body)
+		return true
+	}
+	if !s.readBarrier(w, r, onLeader) {
+		return
+	}
+	s.verifyHere(w, r, clientID, id)
+}
+
+// verifyHere answers a verify from this node's state.
+func (s *Server) verifyHere(w http.ResponseWriter, r *http.Request, clientID, id string) {
 	var a *fsm.Action
 	err := s.b.FSM().View(func(v *fsm.View) error {
 		var err error
@@ -505,7 +552,7 @@ type statsByState struct {
 }
 
 func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
-	if !s.readBarrier(w, r) {
+	if !s.readBarrier(w, r, nil) {
 		return
 	}
 	clientID, ok := s.authClient(w, r)

@@ -36,22 +36,22 @@ type clientRevokedResponse struct {
 	RevokedAt string `json:"revokedAt"`
 }
 
-func (s *Server) adminCreateClient(w http.ResponseWriter, r *http.Request, body []byte) error {
+func (s *Server) adminCreateClient(w http.ResponseWriter, r *http.Request, body []byte) {
 	var req struct {
 		Name *string `json:"name"`
 	}
 	if err := decodeStrict(body, &req); err != nil {
 		WriteError(w, errInvalid, err.Error(), nil)
-		return nil
+		return
 	}
 	if req.Name == nil || strings.TrimSpace(*req.Name) == "" {
 		WriteError(w, errInvalid, "name is required", nil)
-		return nil
+		return
 	}
 	name := strings.TrimSpace(*req.Name)
 	if utf8.RuneCountInString(name) > maxClientNameLen {
 		WriteError(w, errInvalid, "name is longer than 200 characters", nil)
-		return nil
+		return
 	}
 	id := secure.NewClientID()
 	secret := secure.NewSecret()
@@ -59,7 +59,7 @@ func (s *Server) adminCreateClient(w http.ResponseWriter, r *http.Request, body 
 		Type:         fsm.CmdCreateClient,
 		CreateClient: &fsm.CreateClient{ID: id, Name: name, SecretHash: secure.HashSecret(secret)},
 	}
-	return s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
+	s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
 		if res.Code != fsm.CodeOK {
 			return resultError(res)
 		}
@@ -72,7 +72,7 @@ func (s *Server) adminCreateClient(w http.ResponseWriter, r *http.Request, body 
 }
 
 func (s *Server) adminListClients(w http.ResponseWriter, r *http.Request) {
-	if !s.readBarrier(w, r) {
+	if !s.readBarrier(w, r, nil) {
 		return
 	}
 	if !onlyConsistencyParam(w, r) {
@@ -101,14 +101,14 @@ func (s *Server) adminListClients(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) adminRevokeClient(w http.ResponseWriter, r *http.Request, _ []byte) error {
+func (s *Server) adminRevokeClient(w http.ResponseWriter, r *http.Request, _ []byte) {
 	id := mux.Vars(r)["id"]
 	if id == fsm.DemoClientID {
 		WriteError(w, string(fsm.CodeClientNotFound), "the demo client cannot be revoked", nil)
-		return nil
+		return
 	}
 	cmd := &fsm.Command{Type: fsm.CmdRevokeClient, RevokeClient: &fsm.RevokeClient{ID: id}}
-	return s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
+	s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
 		if res.Code != fsm.CodeOK {
 			return resultError(res)
 		}

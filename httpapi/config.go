@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -93,9 +92,6 @@ type Config struct {
 	// Now is the local clock (default time.Now). It is only used to derive
 	// states for reads; writes use the leader's stamp.
 	Now func() time.Time
-	// ForwardTransport carries writes forwarded to the leader (default a
-	// pooled *http.Transport). Set it for TLS between nodes.
-	ForwardTransport http.RoundTripper
 	// Extra, when set, mounts more routes (cluster internals, /v1/cluster).
 	// They get the same request id, logging, metrics and timeout middleware.
 	Extra func(r *mux.Router)
@@ -104,7 +100,8 @@ type Config struct {
 // Backend is what the HTTP layer needs from a cluster node; *cluster.Node
 // implements it.
 type Backend interface {
-	// Apply stamps, proposes and applies one command on the leader.
+	// Apply proposes one command on the leader, wherever this node stands,
+	// and returns the state machine's result.
 	Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error)
 	// ReadBarrier returns once the local FSM reflects every committed write.
 	ReadBarrier(ctx context.Context) error
@@ -115,8 +112,8 @@ type Backend interface {
 	FSM() *fsm.FSM
 	// IsLeader reports whether this node is a leader ready to serve.
 	IsLeader() bool
-	// LeaderHTTP returns the leader's API base URL, "" when unknown.
-	LeaderHTTP() string
+	// ReadOnLeader runs a read query on the leader (cluster.Node.ReadOnLeader).
+	ReadOnLeader(ctx context.Context, query []byte) ([]byte, error)
 	// Ready reports whether the node knows a leader and has caught up.
 	Ready() bool
 }

@@ -19,7 +19,7 @@ var csvHeader = []string{"payload_json", "pin", "active_at", "expires_at"}
 // createCSV parses a CSV batch, validates each row on its own and proposes
 // all rows (valid and failed) in one command: the valid ones are created
 // together or not at all.
-func (s *Server) createCSV(w http.ResponseWriter, r *http.Request, clientID string, idem *fsm.Idempotency, body []byte) error {
+func (s *Server) createCSV(w http.ResponseWriter, r *http.Request, clientID string, idem *fsm.Idempotency, body []byte) {
 	rows, err := s.parseCSV(body)
 	if err != nil {
 		var tl errTooLargeField
@@ -28,7 +28,7 @@ func (s *Server) createCSV(w http.ResponseWriter, r *http.Request, clientID stri
 		} else {
 			WriteError(w, errInvalid, err.Error(), nil)
 		}
-		return nil
+		return
 	}
 	cmd := &fsm.Command{
 		Type:        fsm.CmdCreateActions,
@@ -45,9 +45,9 @@ func (s *Server) createCSV(w http.ResponseWriter, r *http.Request, clientID stri
 	if len(rows) == 0 {
 		// Nothing to write; answer as the FSM would for an empty batch.
 		WriteJSON(w, http.StatusOK, csvResponse{Results: []csvResult{}})
-		return nil
+		return
 	}
-	return s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
+	s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
 		if res.Code == fsm.CodeOK && !res.Replayed {
 			for _, row := range res.Rows {
 				if row.Error == fsm.CodeOK {

@@ -65,22 +65,19 @@ func (l *addrLimiter) allow(addr string, now time.Time) (bool, time.Duration) {
 	return true, 0
 }
 
-// demoLimit rate-limits demo creation per remote address on the node the
-// client reached; a trusted forward was already limited there.
+// demoLimit rate-limits demo creation per remote address.
 func (s *Server) demoLimit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.demo == nil {
 			WriteError(w, CodeNotFound, "the demo is disabled on this server", nil)
 			return
 		}
-		if !s.trustedForward(r) {
-			if ok, wait := s.demo.allow(remoteHost(r), time.Now()); !ok {
-				secs := int(math.Ceil(wait.Seconds()))
-				w.Header().Set("Retry-After", strconv.Itoa(secs))
-				WriteError(w, CodeRateLimited, "too many demo actions from this address; retry later",
-					map[string]any{"retryAfterSeconds": secs})
-				return
-			}
+		if ok, wait := s.demo.allow(remoteHost(r), time.Now()); !ok {
+			secs := int(math.Ceil(wait.Seconds()))
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			WriteError(w, CodeRateLimited, "too many demo actions from this address; retry later",
+				map[string]any{"retryAfterSeconds": secs})
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -93,7 +90,7 @@ type demoCreateResponse struct {
 	ExpiresAt string `json:"expiresAt"`
 }
 
-func (s *Server) demoCreate(w http.ResponseWriter, r *http.Request, body []byte) error {
+func (s *Server) demoCreate(w http.ResponseWriter, r *http.Request, body []byte) {
 	payload := []byte(defaultDemoPayload)
 	if len(bytes.TrimSpace(body)) > 0 {
 		var req struct {
@@ -101,7 +98,7 @@ func (s *Server) demoCreate(w http.ResponseWriter, r *http.Request, body []byte)
 		}
 		if err := decodeStrict(body, &req); err != nil {
 			WriteError(w, errInvalid, err.Error(), nil)
-			return nil
+			return
 		}
 		if req.Payload != nil && !bytes.Equal(bytes.TrimSpace(req.Payload), []byte("null")) {
 			p, err := compactObject("payload", req.Payload, s.cfg.MaxPayloadBytes)
@@ -112,7 +109,7 @@ func (s *Server) demoCreate(w http.ResponseWriter, r *http.Request, body []byte)
 				} else {
 					WriteError(w, errInvalid, err.Error(), nil)
 				}
-				return nil
+				return
 			}
 			payload = p
 		}
@@ -128,7 +125,7 @@ func (s *Server) demoCreate(w http.ResponseWriter, r *http.Request, body []byte)
 		},
 	}
 	base := baseURL(r)
-	return s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
+	s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
 		status, v := renderCreate(res)
 		if status != http.StatusCreated {
 			return status, v
@@ -158,6 +155,6 @@ func baseURL(r *http.Request) string {
 	return scheme + "://" + r.Host
 }
 
-func (s *Server) demoReveal(w http.ResponseWriter, r *http.Request, _ []byte) error {
-	return s.consume(w, r, fsm.DemoClientID, mux.Vars(r)["id"], nil, nil)
+func (s *Server) demoReveal(w http.ResponseWriter, r *http.Request, _ []byte) {
+	s.consume(w, r, fsm.DemoClientID, mux.Vars(r)["id"], nil, nil)
 }

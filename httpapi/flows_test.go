@@ -2,14 +2,19 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/exactonce/exactonce/fsm"
+	"github.com/exactonce/exactonce/internal/secure"
 )
 
 // TestConcurrentConsume sends 1,000 concurrent consumes of one action
@@ -93,9 +98,9 @@ func TestDemo(t *testing.T) {
 	if r.header.Get("Retry-After") == "" {
 		t.Fatal("429 without Retry-After")
 	}
-	// A forged forwarding header does not skip the limit.
+	// Headers that once marked a node's forward do not skip the limit.
 	expect(t, e.do(req{method: "POST", path: "/v1/demo", noAuth: true,
-		hdr: map[string]string{HeaderForwarded: "1", headerForwardAuth: "forged"}}), 429, "rate_limited")
+		hdr: map[string]string{"X-ExactOnce-Forwarded": "1", "X-ExactOnce-Forward-Auth": "forged"}}), 429, "rate_limited")
 	// Another address has its own bucket.
 	expect(t, e.do(req{method: "POST", path: "/v1/demo", noAuth: true, remote: "198.51.100.7:5555"}), 201, "")
 }
@@ -179,145 +184,45 @@ func sendAs(t *testing.T, e *env, base, method, path, body string, hdr map[strin
 	return decodeResp(t, res.StatusCode, res.Header, raw)
 }
 
-// TestForwarding: a write on a follower is answered by the leader exactly;
-// a forwarded request is never forwarded a second time.
-func TestForwarding(t *testing.T) {
-	// The leader's own demo limit is 1/min: forwarded demo creates must not hit it.
-	leader := newEnv(t, func(c *Config) { c.DemoRatePerMinute = 1 })
-	lts := httptest.NewServer(leader.s)
-	defer lts.Close()
-
-	// The follower shares nothing but the cluster key with the leader.
-	follower := newEnv(t, func(c *Config) { c.RequestTimeout = 500 * time.Millisecond })
-	follower.b.leader.Store(false)
-	follower.b.leaderHTTP.Store(lts.URL)
-	fts := httptest.NewServer(follower.s)
-	defer fts.Close()
-
-	send := func(base, method, path, body string, hdr map[string]string) resp {
-		t.Helper()
-		return sendAs(t, leader, base, method, path, body, hdr)
-	}
-	key := map[string]string{"Idempotency-Key": "fwd-1", "X-Request-Id": "rid-fwd"}
-	r := send(fts.URL, "POST", "/v1/actions", `{"payload":{"via":"follower"}}`, key)
-	expect(t, r, 201, "")
-	if r.header.Get("X-Request-Id") != "rid-fwd" {
-		t.Fatalf("request id not kept across the hop: %q", r.header.Get("X-Request-Id"))
-	}
-	// The same request sent to the leader directly replays the identical body.
-	r2 := send(lts.URL, "POST", "/v1/actions", `{"payload":{"via":"follower"}}`, key)
-	if r2.status != r.status || string(r2.raw) != string(r.raw) {
-		t.Fatalf("leader answer %d %s differs from the relayed %d %s", r2.status, r2.raw, r.status, r.raw)
-	}
-	id := r.str("actionId")
-	c := send(fts.URL, "POST", "/v1/actions/"+id+"/consume", "", nil)
-	expect(t, c, 200, "")
-	c = send(fts.URL, "POST", "/v1/actions/"+id+"/consume", "", nil)
-	expect(t, c, 409, "already_used")
-	// Errors from the leader are relayed as they are.
-	expect(t, send(fts.URL, "POST", "/v1/actions", `{"payload":1}`, nil), 400, "invalid_request")
-
-	// Demo creates forwarded by a trusted follower skip the leader's limit.
-	for i := 0; i < DefaultDemoRatePerMinute+2; i++ {
-		d := send(fts.URL, "POST", "/v1/demo", "", map[string]string{"X-Forwarded-For": "1.2.3.4"})
-		if i < DefaultDemoRatePerMinute {
-			expect(t, d, 201, "")
-			if !strings.HasPrefix(d.str("revealUrl"), fts.URL+"/v1/demo/") {
-				t.Fatalf("revealUrl should point at the node the client used: %s", d.raw)
-			}
-		} else {
-			expect(t, d, 429, "rate_limited")
-		}
-	}
-
-	// Two followers pointing at each other: no second hop, 503 at the deadline.
-	other := newEnv(t, nil)
-	other.b.leader.Store(false)
-	ots := httptest.NewServer(other.s)
-	defer ots.Close()
-	other.b.leaderHTTP.Store(fts.URL)
-	follower.b.leaderHTTP.Store(ots.URL)
-	start := time.Now()
-	expect(t, send(fts.URL, "POST", "/v1/actions", `{"payload":{}}`, nil), 503, "unavailable")
-	if time.Since(start) > 3*time.Second {
-		t.Fatal("the loop was not cut")
-	}
-	// Landing directly with the forwarded header: 503, not forwarded.
-	expect(t, send(ots.URL, "POST", "/v1/actions", `{"payload":{}}`, map[string]string{HeaderForwarded: "1"}), 503, "unavailable")
-
-	// A leader that dies after receiving the request: outcome unknown.
-	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.ReadAll(r.Body)
-		hj, ok := w.(http.Hijacker)
-		if !ok {
-			t.Error("no hijacker")
-			return
-		}
-		conn, _, err := hj.Hijack()
-		if err == nil {
-			conn.Close()
-		}
-	}))
-	defer hang.Close()
-	follower.b.leaderHTTP.Store(hang.URL)
-	expect(t, send(fts.URL, "POST", "/v1/actions", `{"payload":{}}`, nil), 503, "outcome_unknown")
-
-	// Nothing listening (dial error): retried until the deadline, then unavailable.
-	dead := httptest.NewServer(http.NotFoundHandler())
-	deadURL := dead.URL
-	dead.Close()
-	follower.b.leaderHTTP.Store(deadURL)
-	expect(t, send(fts.URL, "POST", "/v1/actions", `{"payload":{}}`, nil), 503, "unavailable")
-	// When the leader comes back within the deadline, the retry succeeds.
-	follower.b.leaderHTTP.Store(lts.URL)
-	expect(t, send(fts.URL, "POST", "/v1/actions", `{"payload":{}}`, nil), 201, "")
-}
-
-// TestLaggingFollowerReadGoesToLeader: a linearizable read on a follower
-// that has not applied the read index in time is answered by the leader
-// (read-your-writes through another node without waiting for the next
-// AppendEntries); if the leader cannot be reached, the follower waits and
-// answers itself; a read that was forwarded already is never sent on.
+// TestLaggingFollowerReadGoesToLeader: a verify on a follower that has not
+// applied the read index yet is answered by the leader's LeaderRead.
 func TestLaggingFollowerReadGoesToLeader(t *testing.T) {
 	leader := newEnv(t, nil)
-	lts := httptest.NewServer(leader.s)
-	defer lts.Close()
 	// The follower shares nothing but the cluster key with the leader: an
-	// action created on the leader is not in its state.
+	// action created on the leader is not in its state. The client is
+	// created on both (the follower checks credentials itself).
 	follower := newEnv(t, func(c *Config) { c.RequestTimeout = 2 * time.Second })
+	follower.clientID, follower.secret = leader.clientID, leader.secret
+	if res, err := follower.b.Apply(context.Background(), &fsm.Command{Type: fsm.CmdCreateClient,
+		CreateClient: &fsm.CreateClient{ID: leader.clientID, Name: "a", SecretHash: secure.HashSecret(leader.secret)}}); err != nil || res.Code != fsm.CodeOK {
+		t.Fatalf("client on the follower: %v %+v", err, res)
+	}
 	follower.b.leader.Store(false)
-	follower.b.leaderHTTP.Store(lts.URL)
 	follower.b.lagging.Store(true)
-	fts := httptest.NewServer(follower.s)
-	defer fts.Close()
-
-	get := func(base, path string, hdr map[string]string) resp {
-		t.Helper()
-		return sendAs(t, leader, base, "GET", path, "", hdr)
+	var calls atomic.Int64
+	read := func(ctx context.Context, q []byte) ([]byte, error) {
+		calls.Add(1)
+		return leader.s.LeaderRead(ctx, q)
 	}
-	created := leader.do(req{method: "POST", path: "/v1/actions", body: `{"payload":{"k":1}}`})
-	expect(t, created, 201, "")
-	id := created.str("actionId")
+	follower.b.leaderRead.Store(&read)
 
-	got := get(fts.URL, "/v1/actions/"+id, nil)
+	id := leader.create(`{"payload":{"k":1}}`)
+	got := follower.do(req{method: "GET", path: "/v1/actions/" + id})
 	expect(t, got, 200, "")
-	if got.str("actionId") != id {
-		t.Fatalf("forwarded read answered %s", got.raw)
+	if got.str("actionId") != id || calls.Load() != 1 {
+		t.Fatalf("lagging read answered %s after %d leader reads", got.raw, calls.Load())
 	}
-	// The follower's own state has not even the client, so below 401
-	// shows that it answered itself.
-	// Already forwarded once: answered here.
-	expect(t, get(fts.URL, "/v1/actions/"+id, map[string]string{HeaderForwarded: "1"}), 401, "unauthorized")
-	// Caught up: answered here.
+	expect(t, follower.do(req{method: "GET", path: "/v1/actions/act_nope"}), 404, "action_not_found")
+	// Caught up: answered here (the follower's state has no such action).
 	follower.b.lagging.Store(false)
-	expect(t, get(fts.URL, "/v1/actions/"+id, nil), 401, "unauthorized")
+	expect(t, follower.do(req{method: "GET", path: "/v1/actions/" + id}), 404, "action_not_found")
 	// Lagging, and the leader unreachable: answered here after waiting.
 	follower.b.lagging.Store(true)
-	dead := httptest.NewServer(http.NotFoundHandler())
-	deadURL := dead.URL
-	dead.Close()
-	follower.b.leaderHTTP.Store(deadURL)
-	expect(t, get(fts.URL, "/v1/actions/"+id, nil), 401, "unauthorized")
+	follower.b.leaderRead.Store(nil)
+	expect(t, follower.do(req{method: "GET", path: "/v1/actions/" + id}), 404, "action_not_found")
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d leader reads, want 2", n)
+	}
 }
 
 func benchEnv(b *testing.B) *env {

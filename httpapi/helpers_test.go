@@ -53,8 +53,9 @@ type testBackend struct {
 	index   uint64
 	applies atomic.Int64
 
-	leader     atomic.Bool
-	leaderHTTP atomic.Value // string
+	leader atomic.Bool
+	// leaderRead serves ReadOnLeader (nil: unavailable).
+	leaderRead atomic.Pointer[func(context.Context, []byte) ([]byte, error)]
 	// applyErr, when set, is returned by Apply instead of applying.
 	applyErr atomic.Value // error wrapper
 	// barrierErr, when set, is returned by ReadBarrier.
@@ -79,7 +80,6 @@ func newTestBackend(t testing.TB, clock *fakeClock) *testBackend {
 	t.Cleanup(func() { _ = f.Close() })
 	b := &testBackend{f: f, clock: clock}
 	b.leader.Store(true)
-	b.leaderHTTP.Store("")
 	b.ready.Store(true)
 	return b
 }
@@ -121,10 +121,16 @@ func (b *testBackend) ReadBarrierWithin(ctx context.Context, _ time.Duration) er
 	}
 	return b.ReadBarrier(ctx)
 }
-func (b *testBackend) FSM() *fsm.FSM      { return b.f }
-func (b *testBackend) IsLeader() bool     { return b.leader.Load() }
-func (b *testBackend) LeaderHTTP() string { return b.leaderHTTP.Load().(string) }
-func (b *testBackend) Ready() bool        { return b.ready.Load() }
+func (b *testBackend) FSM() *fsm.FSM  { return b.f }
+func (b *testBackend) IsLeader() bool { return b.leader.Load() }
+func (b *testBackend) ReadOnLeader(ctx context.Context, q []byte) ([]byte, error) {
+	fn := b.leaderRead.Load()
+	if fn == nil {
+		return nil, fmt.Errorf("test: no leader: %w", cluster.ErrUnavailable)
+	}
+	return (*fn)(ctx, q)
+}
+func (b *testBackend) Ready() bool { return b.ready.Load() }
 
 // env is a server over a test backend with one client and an admin token.
 type env struct {
@@ -287,4 +293,17 @@ func (e *env) create(body string) string {
 func (e *env) consume(id, body string) resp {
 	e.t.Helper()
 	return e.do(req{method: "POST", path: "/v1/actions/" + id + "/consume", body: body, ctype: "application/json"})
+}
+
+// waitFor polls cond every millisecond until it holds, failing the test
+// after 5 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -134,7 +134,7 @@ func parseListQuery(r *http.Request, clientID string) (fsm.ListQuery, string, er
 }
 
 func (s *Server) listActions(w http.ResponseWriter, r *http.Request) {
-	if !s.readBarrier(w, r) {
+	if !s.readBarrier(w, r, nil) {
 		return
 	}
 	clientID, ok := s.authClient(w, r)

@@ -24,26 +24,16 @@ type Server struct {
 	log     *slog.Logger
 	router  *mux.Router
 	metrics *metrics
-	fwd     *forwarder
-	// batcher groups concurrent forwarded writes (fwdbatch.go).
-	batcher *fwdBatcher
 	demo    *addrLimiter
-	// fwdAuth proves that a forwarded request comes from a node holding
-	// the cluster key (it then skips the demo rate limit, which the entry
-	// node already applied).
-	fwdAuth string
 	// clients caches decoded client records for authentication.
 	clients clientCache
-	// consumes holds back consumes of an action already being proposed;
-	// forwardedConsumes, on a follower, of one already being forwarded.
-	consumes          inflightConsumes
-	forwardedConsumes inflightConsumes
+	// consumes holds back consumes of an action already in flight from
+	// this node.
+	consumes inflightConsumes
 	// settledAnswers keeps rendered answers to consumes of settled actions.
 	settledAnswers settledAnswers
 	// actionIDs makes the ids of new actions, in creation order.
 	actionIDs secure.ActionIDs
-	// batchWorkers serve the requests of forwarded batches.
-	batchWorkers *workers
 }
 
 // New builds the HTTP API over a backend.
@@ -64,15 +54,10 @@ func New(cfg Config, b Backend) (*Server, error) {
 		b:       b,
 		log:     c.Logger,
 		metrics: m,
-		fwd:     newForwarder(c.ForwardTransport),
-		fwdAuth: fmt.Sprintf("%x", c.Keys.PINHash("exactonce-forward", "v1")),
-
-		batchWorkers: newWorkers(),
 	}
 	if c.DemoRatePerMinute > 0 {
 		s.demo = newAddrLimiter(c.DemoRatePerMinute)
 	}
-	s.batcher = newFwdBatcher(s)
 	s.router = s.routes()
 	return s, nil
 }
@@ -103,9 +88,8 @@ func (s *Server) routes() *mux.Router {
 	r.MatcherFunc(actionPath(http.MethodGet, "")).Name(routeAction).Handler(http.HandlerFunc(s.verifyAction))
 	r.Handle("/v1/actions/{id}/consume", s.consumeWrite()).Methods(http.MethodPost)
 	r.Handle("/v1/actions/{id}", http.HandlerFunc(s.verifyAction)).Methods(http.MethodGet)
-	r.Handle("/v1/actions", s.write(s.createActions)).Methods(http.MethodPost)
-	r.Handle(forwardBatchPath, http.HandlerFunc(s.serveForwardBatch)).Methods(http.MethodPost)
-	r.Handle("/v1/actions/{id}", s.write(s.cancelAction)).Methods(http.MethodDelete)
+	r.Handle("/v1/actions", s.clientWrite(s.createActions)).Methods(http.MethodPost)
+	r.Handle("/v1/actions/{id}", s.clientWrite(s.cancelAction)).Methods(http.MethodDelete)
 	r.Handle("/v1/actions", http.HandlerFunc(s.listActions)).Methods(http.MethodGet)
 	r.Handle("/v1/stats", http.HandlerFunc(s.stats)).Methods(http.MethodGet)
 
@@ -113,12 +97,12 @@ func (s *Server) routes() *mux.Router {
 	r.Handle("/readyz", http.HandlerFunc(s.readyz)).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 
-	r.Handle("/v1/demo", s.demoLimit(s.write(s.demoCreate))).Methods(http.MethodPost)
-	r.Handle("/v1/demo/{id}/reveal", s.write(s.demoReveal)).Methods(http.MethodGet)
+	r.Handle("/v1/demo", s.demoLimit(s.plainWrite(s.demoCreate))).Methods(http.MethodPost)
+	r.Handle("/v1/demo/{id}/reveal", s.plainWrite(s.demoReveal)).Methods(http.MethodGet)
 
-	r.Handle("/v1/admin/clients", RequireAdmin(s.cfg.AdminTokenHash, s.write(s.adminCreateClient))).Methods(http.MethodPost)
+	r.Handle("/v1/admin/clients", RequireAdmin(s.cfg.AdminTokenHash, s.plainWrite(s.adminCreateClient))).Methods(http.MethodPost)
 	r.Handle("/v1/admin/clients", RequireAdmin(s.cfg.AdminTokenHash, http.HandlerFunc(s.adminListClients))).Methods(http.MethodGet)
-	r.Handle("/v1/admin/clients/{id}", RequireAdmin(s.cfg.AdminTokenHash, s.write(s.adminRevokeClient))).Methods(http.MethodDelete)
+	r.Handle("/v1/admin/clients/{id}", RequireAdmin(s.cfg.AdminTokenHash, s.plainWrite(s.adminRevokeClient))).Methods(http.MethodDelete)
 
 	if s.cfg.Extra != nil {
 		s.cfg.Extra(r)
@@ -165,6 +149,8 @@ const requestKey ctxKey = 0
 type requestInfo struct {
 	log *slog.Logger // the server's logger, without the request id
 	id  string
+	// clientID is the client authClient authenticated ("" before).
+	clientID string
 }
 
 // LoggerFrom returns the request's logger (carrying its request_id), or
@@ -267,16 +253,15 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			s.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
 			s.metrics.duration.WithLabelValues(route).Observe(d.Seconds())
 			// A failed request always logs at Info. With Config.AccessLog,
-			// so does every client request, except machine-polled routes
-			// and requests forwarded by a follower (which logs the client's
-			// request itself); the rest log at Debug.
+			// so does every client request except machine-polled routes;
+			// the rest log at Debug.
 			level := slog.LevelDebug
-			if rec.status >= 500 || s.cfg.AccessLog && !quietRoute(route) && !isForwarded(r) {
+			if rec.status >= 500 || s.cfg.AccessLog && !quietRoute(route) {
 				level = slog.LevelInfo
 			}
 			if s.log.Enabled(ctx, level) {
 				s.log.Log(ctx, level, "http request", "request_id", rid, "method", r.Method, "route", route, "status", rec.status,
-					"duration_ms", d.Milliseconds(), "remote", remoteHost(r), "forwarded", isForwarded(r))
+					"duration_ms", d.Milliseconds(), "remote", remoteHost(r))
 			}
 		}()
 		next.ServeHTTP(rec, r.WithContext(ctx))
@@ -315,7 +300,6 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	consumes *prometheus.CounterVec
-	forwards *prometheus.CounterVec
 	creates  prometheus.Counter
 	settled  prometheus.Counter
 }
@@ -335,10 +319,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "exactonce_consumes_total",
 			Help: "Consume attempts decided on this node by outcome (consumed or the error code).",
 		}, []string{"outcome"}),
-		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "exactonce_http_forwards_total",
-			Help: "Requests forwarded to the leader (writes; reads on a lagging follower) by result.",
-		}, []string{"result"}),
 		creates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exactonce_actions_created_total",
 			Help: "Actions created through this node (first executions, not replays).",
@@ -348,7 +328,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Consumes of an already consumed or canceled action answered from this node's state, with no log entry.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.consumes, m.forwards, m.creates, m.settled} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.consumes, m.creates, m.settled} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

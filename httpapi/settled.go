@@ -12,53 +12,22 @@ import (
 	"github.com/exactonce/exactonce/internal/secure"
 )
 
-// consumeWrite is write for the consume route with one shortcut: a consume
-// of an action that this node's applied state already shows consumed (or
-// burned) or canceled is answered here, on any node, with no log entry and
-// no forwarding (see answerSettledConsume). Every other consume takes the
-// normal write path.
+// consumeWrite is clientWrite for the consume route with one shortcut: a
+// consume of an action that this node's applied state already shows
+// consumed (or burned) or canceled is answered here, on any node, with no
+// log entry and no forwarding (see answerSettledConsume). Every other
+// consume takes the normal write path.
 func (s *Server) consumeWrite() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, ok := s.readBody(w, r)
-		if !ok {
-			return
-		}
+	return s.clientWrite(func(w http.ResponseWriter, r *http.Request, body []byte) {
 		if s.answerSettledConsume(w, r, body) {
 			return
 		}
-		leave, answered := s.awaitForwardedConsume(w, r, body)
-		if answered {
-			return
-		}
-		if leave != nil {
-			defer leave()
-		}
-		s.dispatchWrite(w, r, body, s.consumeAction)
+		s.consumeAction(w, r, body)
 	})
 }
 
-// awaitForwardedConsume is the follower's side of inflightConsumes: while
-// this node is forwarding a consume of an action to the leader, further
-// consumes of it wait for that one's answer instead of each crossing to the
-// leader. Then a read barrier brings this node's state up to the leader's
-// commit index, which includes the forwarded consume when it committed: if
-// it settled the action, the waiter is answered here (already_used), which
-// is linearizable for the same reason as on the leader (the waiter began
-// before the settling entry applied here and is answered after it). If it
-// did not (a wrong PIN, an error), the waiter is forwarded as before.
-//
-// It returns answered when it wrote the answer; otherwise the caller
-// forwards, and calls leave (when not nil) once done: this request then
-// holds the action's slot.
-func (s *Server) awaitForwardedConsume(w http.ResponseWriter, r *http.Request, body []byte) (leave func(), answered bool) {
-	if s.b.IsLeader() || isForwarded(r) || len(r.Header.Values("Idempotency-Key")) != 0 {
-		return nil, false
-	}
-	return s.waitBehindConsume(&s.forwardedConsumes, w, r, body, mux.Vars(r)["id"], true)
-}
-
 // waitBehindConsume queues r behind a consume of actionID already in
-// flight in q (proposed on the leader, forwarded on a follower), then tries
+// flight in q (proposed here or carried to the leader from here), then tries
 // to answer it from local state. It returns answered when it wrote the
 // answer (503 when ctx ended while waiting: nothing was proposed);
 // otherwise the caller goes on, calling leave (when not nil) once done,
@@ -190,9 +159,9 @@ func (c *settledAnswers) put(actionID string, a settledAnswer) {
 	c.m[actionID] = a
 }
 
-// inflightConsumes lets the leader hold back consumes of an action while a
-// consume of it is already proposed (and a follower, while one is being
-// forwarded: awaitForwardedConsume): when a crowd races for one action,
+// inflightConsumes lets a node hold back consumes of an action while a
+// consume of it is already in flight from this node (proposed on the
+// leader, or forwarded to it from a follower): when a crowd races for one action,
 // the first request is proposed, and the rest wait for its outcome instead
 // of each appending an entry that can only lose. If it settled the action,
 // they are answered from state (already_used), which is linearizable: each

@@ -3,12 +3,14 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/exactonce/exactonce/cluster"
 	"github.com/exactonce/exactonce/fsm"
 )
 
@@ -52,7 +54,7 @@ func TestSettledConsumeAnsweredLocally(t *testing.T) {
 	// and only those: an open action needs the leader (503).
 	open := e.create(`{"payload":{"a":3}}`)
 	e.b.leader.Store(false)
-	e.b.leaderHTTP.Store("")
+	e.b.applyErr.Store(errBox{fmt.Errorf("no leader: %w", cluster.ErrUnavailable)})
 	expect(t, e.consume(consumed, ""), http.StatusConflict, "already_used")
 	expect(t, e.consume(canceled, ""), http.StatusGone, "canceled")
 	r := e.do(req{method: "POST", path: "/v1/actions/" + open + "/consume"})
@@ -143,21 +145,25 @@ func TestConsumesWaitBehindTheOneInFlight(t *testing.T) {
 	}
 }
 
-// forwardingCrowd sends first through the follower (it stops at the
-// leader's gate), then n more consumes of the same action, waits until they
-// all wait behind it on the follower, opens the gate and returns the first
-// answer and the others.
-func forwardingCrowd(t *testing.T, g *gatedLeader, leader, follower *env, fURL, id, first, rest string, n int) (resp, []resp) {
+// followerCrowd sends first to a follower (it stops at the backend's
+// gate, on its way to the leader), then n more consumes of the same
+// action, waits until they all wait behind it, opens the gate and returns
+// the first answer and the others.
+func followerCrowd(t *testing.T, e *env, id, first, rest string, n int) (resp, []resp) {
 	t.Helper()
+	e.b.leader.Store(false)
+	gate := make(chan struct{})
+	e.b.gate.Store(&gate)
 	firstAns := make(chan resp, 1)
-	go func() { firstAns <- sendAs(t, leader, fURL, "POST", "/v1/actions/"+id+"/consume", first, nil) }()
-	waitFor(t, func() bool { return g.singles.Load() == 1 })
+	go func() { firstAns <- e.consume(id, first) }()
+	waitFor(t, func() bool { return e.b.entered.Load() == 1 })
 	answers := make(chan resp, n)
 	for range n {
-		go func() { answers <- sendAs(t, leader, fURL, "POST", "/v1/actions/"+id+"/consume", rest, nil) }()
+		go func() { answers <- e.consume(id, rest) }()
 	}
-	waitFor(t, func() bool { return follower.s.forwardedConsumes.waiting.Load() == int64(n) })
-	close(g.gate)
+	waitFor(t, func() bool { return e.s.consumes.waiting.Load() == int64(n) })
+	e.b.gate.Store(nil)
+	close(gate)
 	out := make([]resp, n)
 	for i := range out {
 		out[i] = <-answers
@@ -170,27 +176,27 @@ func forwardingCrowd(t *testing.T, g *gatedLeader, leader, follower *env, fURL, 
 // settled the action they are answered here (409 already_used) with nothing
 // more sent to the leader.
 func TestFollowerCrowdWaitsForForwardedConsume(t *testing.T) {
-	g, leader, follower, fURL := batchSetup(t, 5*time.Second)
-	follower.b.f = leader.b.f // a follower that has applied all the leader has
-	id := leader.create(`{"payload":{"n":1}}`)
-	first, rest := forwardingCrowd(t, g, leader, follower, fURL, id, "", "", 20)
+	e := newEnv(t, nil)
+	id := e.create(`{"payload":{"n":1}}`)
+	applies := e.b.applies.Load()
+	first, rest := followerCrowd(t, e, id, "", "", 20)
 	expect(t, first, 200, "")
 	for _, r := range rest {
 		expect(t, r, 409, "already_used")
 	}
-	if s, b := g.singles.Load(), g.batches.Load(); s != 1 || b != 0 {
-		t.Fatalf("%d single and %d batched forwards; want only the first", s, b)
+	if got := e.b.applies.Load() - applies; got != 1 {
+		t.Fatalf("%d commands sent to the leader; want only the first", got)
 	}
 }
 
 // TestFollowerCrowdForwardedWhenFirstDidNotSettle: when the forwarded
 // consume did not settle the action (a wrong PIN), the waiting consumes are
-// forwarded each on its own, and exactly one of them wins.
+// sent each on its own, and exactly one of them wins.
 func TestFollowerCrowdForwardedWhenFirstDidNotSettle(t *testing.T) {
-	g, leader, follower, fURL := batchSetup(t, 5*time.Second)
-	follower.b.f = leader.b.f
-	id := leader.create(`{"payload":{"n":1},"pin":"1234"}`)
-	first, rest := forwardingCrowd(t, g, leader, follower, fURL, id, `{"pin":"9999"}`, `{"pin":"1234"}`, 5)
+	e := newEnv(t, nil)
+	id := e.create(`{"payload":{"n":1},"pin":"1234"}`)
+	applies := e.b.applies.Load()
+	first, rest := followerCrowd(t, e, id, `{"pin":"9999"}`, `{"pin":"1234"}`, 5)
 	expect(t, first, 401, "invalid_pin")
 	won := 0
 	for _, r := range rest {
@@ -203,7 +209,7 @@ func TestFollowerCrowdForwardedWhenFirstDidNotSettle(t *testing.T) {
 	if won != 1 {
 		t.Fatalf("%d consumes won; want exactly one", won)
 	}
-	if g.singles.Load()+g.calls.Load() < 2 {
-		t.Fatalf("the waiting consumes were not forwarded: %d singles, %d batched", g.singles.Load(), g.calls.Load())
+	if got := e.b.applies.Load() - applies; got < 2 {
+		t.Fatalf("the waiting consumes were not sent: %d commands", got)
 	}
 }

@@ -5,11 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 
 	"github.com/gorilla/mux"
 
@@ -18,34 +16,25 @@ import (
 	"github.com/exactonce/exactonce/httpapi"
 )
 
-// headerClusterForwarded marks an admin cluster call relayed to the leader
-// by another node; it is never relayed again (one hop).
-const headerClusterForwarded = "X-ExactOnce-Cluster-Forwarded"
-
-// clusterAPI serves the admin cluster endpoints of SPEC.md's operator
-// interface on top of a node.
+// clusterAPI serves the admin cluster endpoints of the operator interface
+// (docs/api.md) on top of a node.
 type clusterAPI struct {
 	node *cluster.Node
-	hc   *http.Client
 	log  *slog.Logger
 }
 
-// clusterRoutes mounts the node-to-node endpoints (/internal/v1/...) and
-// the admin cluster endpoints:
+// clusterRoutes mounts the admin cluster endpoints:
 //
 //	GET    /v1/cluster                      this node's view of the cluster
 //	POST   /v1/cluster/transfer-leadership  {"to": "<node id>" or ""}
 //	DELETE /v1/cluster/servers/{id}         remove a server from Raft
 //
-// Transfer and remove need the leader; another node relays them to it.
-func clusterRoutes(node *cluster.Node, adminTokenHash []byte, rt http.RoundTripper, log *slog.Logger) func(r *mux.Router) {
-	if rt == nil {
-		rt = http.DefaultTransport
-	}
-	c := &clusterAPI{node: node, hc: &http.Client{Transport: rt}, log: log}
+// Transfer and remove need the leader; on another node the cluster package
+// carries them there over the internal channel.
+func clusterRoutes(node *cluster.Node, adminTokenHash []byte, log *slog.Logger) func(r *mux.Router) {
+	c := &clusterAPI{node: node, log: log}
 	admin := func(h http.HandlerFunc) http.Handler { return httpapi.RequireAdmin(adminTokenHash, h) }
 	return func(r *mux.Router) {
-		r.PathPrefix("/internal/v1/").Handler(node.InternalHandler())
 		r.Handle("/v1/cluster", admin(c.status)).Methods(http.MethodGet)
 		r.Handle("/v1/cluster/transfer-leadership", admin(c.transfer)).Methods(http.MethodPost)
 		r.Handle("/v1/cluster/servers/{id}", admin(c.remove)).Methods(http.MethodDelete)
@@ -88,10 +77,6 @@ func (c *clusterAPI) transfer(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	err = c.node.TransferLeadership(r.Context(), req.To)
-	if errors.Is(err, cluster.ErrNotLeader) {
-		c.relay(w, r, body)
-		return
-	}
 	if err != nil {
 		if errors.Is(err, cluster.ErrUnknownServer) || errors.Is(err, cluster.ErrUnavailable) || r.Context().Err() != nil {
 			c.writeErr(w, err)
@@ -108,10 +93,6 @@ func (c *clusterAPI) transfer(w http.ResponseWriter, r *http.Request) {
 func (c *clusterAPI) remove(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
 	err := c.node.RemoveServer(r.Context(), id)
-	if errors.Is(err, cluster.ErrNotLeader) {
-		c.relay(w, r, nil)
-		return
-	}
 	if err != nil {
 		c.writeErr(w, err)
 		return
@@ -130,30 +111,4 @@ func (c *clusterAPI) writeErr(w http.ResponseWriter, err error) {
 	default:
 		httpapi.WriteError(w, string(fsm.CodeInternal), err.Error(), nil)
 	}
-}
-
-// relay sends the admin call to the leader and copies its answer back.
-func (c *clusterAPI) relay(w http.ResponseWriter, r *http.Request, body []byte) {
-	leader := c.node.LeaderHTTP()
-	if leader == "" || r.Header.Get(headerClusterForwarded) != "" {
-		httpapi.WriteError(w, httpapi.CodeUnavailable, "this node is not the leader and no leader is known", nil)
-		return
-	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, strings.TrimRight(leader, "/")+r.URL.Path, bytes.NewReader(body))
-	if err != nil {
-		httpapi.WriteError(w, string(fsm.CodeInternal), fmt.Sprintf("relay to leader: %v", err), nil)
-		return
-	}
-	req.Header.Set("Authorization", r.Header.Get("Authorization"))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(headerClusterForwarded, "1")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		httpapi.WriteError(w, httpapi.CodeUnavailable, fmt.Sprintf("relay to leader %s: %v", leader, err), nil)
-		return
-	}
-	defer resp.Body.Close()
-	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
-	w.WriteHeader(resp.StatusCode)
-	_, _ = io.Copy(w, io.LimitReader(resp.Body, 1<<20))
 }

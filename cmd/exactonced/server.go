@@ -121,7 +121,11 @@ func (s *server) run(ctx context.Context) error {
 	if cfg.TestSnapshotThreshold != 0 || cfg.TestTrailingLogs != 0 || cfg.TestSnapshotInterval != 0 {
 		log.Warn("test snapshot tuning in effect", "threshold", cfg.TestSnapshotThreshold, "trailing_logs", cfg.TestTrailingLogs, "interval", cfg.TestSnapshotInterval.String())
 	}
-	apiTLS, peerTLS, raftTLS, err := tlsConfigs(cfg)
+	apiTLS, err := apiTLSConfig(cfg)
+	if err != nil {
+		return &config.UsageError{Err: err}
+	}
+	identity, err := internalIdentity(cfg, clusterKey)
 	if err != nil {
 		return &config.UsageError{Err: err}
 	}
@@ -147,6 +151,8 @@ func (s *server) run(ctx context.Context) error {
 		}
 	}()
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	node, err := cluster.Open(ctx, cluster.Config{
 		NodeID:          nodeID,
 		DataDir:         cfg.DataDir,
@@ -158,8 +164,9 @@ func (s *server) run(ctx context.Context) error {
 		Join:            cfg.Join,
 		BootstrapExpect: cfg.BootstrapExpect,
 		GossipKey:       gossipKey,
-		RaftTLS:         raftTLS,
-		InternalTLS:     peerTLS,
+		Identity:        identity,
+		Vet:             payloadVetter(state, keys),
+		Registerer:      reg,
 		FSM:             state,
 		Now:             cfg.Now,
 		Logger:          baseLog,
@@ -185,37 +192,28 @@ func (s *server) run(ctx context.Context) error {
 	}
 	defer closeNode()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(nodeGauges(node, state)...)
-	var fwd http.RoundTripper
-	if peerTLS != nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.TLSClientConfig = peerTLS
-		t.MaxIdleConnsPerHost = 128
-		fwd = t
-	}
 	api, err := httpapi.New(httpapi.Config{
-		MaxBodyBytes:     cfg.MaxBodyBytes,
-		MaxCSVBodyBytes:  cfg.MaxCSVBodyBytes,
-		MaxPayloadBytes:  int(cfg.MaxPayloadBytes),
-		MaxCSVRows:       cfg.MaxCSVRows,
-		DefaultTTL:       cfg.DefaultTTL,
-		MaxTTL:           cfg.MaxTTL,
-		AdminTokenHash:   secure.HashSecret(adminToken),
-		Keys:             keys,
-		Logger:           log.With("component", "http"),
-		AccessLog:        cfg.AccessLog,
-		Registry:         reg,
-		Gatherer:         reg,
-		ForwardTransport: fwd,
-		Now:              cfg.Now,
+		MaxBodyBytes:    cfg.MaxBodyBytes,
+		MaxCSVBodyBytes: cfg.MaxCSVBodyBytes,
+		MaxPayloadBytes: int(cfg.MaxPayloadBytes),
+		MaxCSVRows:      cfg.MaxCSVRows,
+		DefaultTTL:      cfg.DefaultTTL,
+		MaxTTL:          cfg.MaxTTL,
+		AdminTokenHash:  secure.HashSecret(adminToken),
+		Keys:            keys,
+		Logger:          log.With("component", "http"),
+		AccessLog:       cfg.AccessLog,
+		Registry:        reg,
+		Gatherer:        reg,
+		Now:             cfg.Now,
 		Extra: withRoutes(testRoutes(cfg, secure.HashSecret(adminToken), log.With("component", "test-clock")),
-			clusterRoutes(node, secure.HashSecret(adminToken), fwd, log.With("component", "cluster-admin"))),
+			clusterRoutes(node, secure.HashSecret(adminToken), log.With("component", "cluster-admin"))),
 	}, node)
 	if err != nil {
 		return fmt.Errorf("build http api: %w", err)
 	}
+	node.SetLeaderReader(api.LeaderRead)
 
 	hs := &http.Server{
 		Handler:           api,
@@ -238,7 +236,7 @@ func (s *server) run(ctx context.Context) error {
 		serveErr <- err
 	}()
 	log.Info("exactonced serving", "http", ln.Addr().String(), "advertise", cfg.HTTPAdvertise,
-		"raft", cfg.RaftAddr, "gossip", cfg.GossipAddr, "tls", apiTLS != nil, "raft_tls", raftTLS != nil,
+		"raft", cfg.RaftAddr, "gossip", cfg.GossipAddr, "tls", apiTLS != nil, "internal_certs", identityKind(identity),
 		"bootstrap_expect", cfg.BootstrapExpect, "join", strings.Join(cfg.Join, ","))
 
 	startupDone := make(chan error, 1)
@@ -519,67 +517,65 @@ func tryDevClient(ctx context.Context, kept *devClient, node *cluster.Node, stat
 	return &dc, nil
 }
 
-// tlsConfigs builds the API server TLS configuration (nil without
-// --tls-cert), the client configuration for calling other nodes' APIs
-// (forwarding and cluster internals; nil when neither TLS is on) and the
-// mutual-TLS configuration of the Raft transport (nil without --raft-tls-*).
-func tlsConfigs(cfg *config.Config) (api, peer, raft *tls.Config, err error) {
-	var raftCert *tls.Certificate
-	var raftPool *x509.CertPool
-	if cfg.InternalTLS() {
-		c, err := tls.LoadX509KeyPair(cfg.InternalTLSCert, cfg.InternalTLSKey)
+// apiCipherSuites are the TLS 1.2 suites the API offers: AEAD with
+// forward secrecy only (no CBC, no SHA-1 MACs). TLS 1.3's suites are all
+// AEAD and not configurable.
+var apiCipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// apiTLSConfig builds the API server's TLS configuration (nil without
+// --tls-cert): TLS 1.2 or later with AEAD suites only, and client
+// certificates of --tls-client-ca when given.
+func apiTLSConfig(cfg *config.Config) (*tls.Config, error) {
+	if !cfg.TLS() {
+		return nil, nil
+	}
+	c, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	api := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: apiCipherSuites, Certificates: []tls.Certificate{c}}
+	if cfg.TLSClientCA != "" {
+		pool, err := loadPool(nil, cfg.TLSClientCA)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("--internal-tls-cert/--internal-tls-key: %w", err)
+			return nil, fmt.Errorf("--tls-client-ca: %w", err)
 		}
-		raftCert = &c
-		if raftPool, err = loadPool(nil, cfg.InternalTLSCA); err != nil {
-			return nil, nil, nil, fmt.Errorf("--internal-tls-ca: %w", err)
-		}
-		raft = &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{c},
-			RootCAs:      raftPool,
-			ClientCAs:    raftPool,
-			ClientAuth:   tls.RequireAndVerifyClientCert,
-		}
+		api.ClientCAs = pool
+		api.ClientAuth = tls.RequireAndVerifyClientCert
 	}
-	if cfg.TLS() {
-		c, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
-		}
-		api = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{c}}
-		if cfg.TLSClientCA != "" {
-			pool, err := loadPool(nil, cfg.TLSClientCA)
-			if err != nil {
-				return nil, nil, nil, fmt.Errorf("--tls-client-ca: %w", err)
-			}
-			api.ClientCAs = pool
-			api.ClientAuth = tls.RequireAndVerifyClientCert
-		}
+	return api, nil
+}
+
+// internalIdentity is how this node authenticates itself and its peers on
+// the internal channel: certificates derived from the cluster key, or the
+// operator's --internal-tls-* certificates (the cluster key is proved on
+// every connection either way; cluster/DESIGN.md).
+func internalIdentity(cfg *config.Config, clusterKey []byte) (cluster.PeerIdentity, error) {
+	id := cluster.PeerIdentity{ClusterKey: clusterKey}
+	if !cfg.InternalTLS() {
+		return id, nil
 	}
-	if api != nil || raft != nil {
-		// Nodes call each other's APIs trusting the system roots plus the
-		// cluster CAs, and present the node certificate when there is one
-		// (needed when --tls-client-ca demands client certificates).
-		roots, err := x509.SystemCertPool()
-		if err != nil || roots == nil {
-			roots = x509.NewCertPool()
-		}
-		for _, f := range []string{cfg.InternalTLSCA, cfg.TLSClientCA} {
-			if f == "" {
-				continue
-			}
-			if roots, err = loadPool(roots, f); err != nil {
-				return nil, nil, nil, fmt.Errorf("load %s: %w", f, err)
-			}
-		}
-		peer = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
-		if raftCert != nil {
-			peer.Certificates = []tls.Certificate{*raftCert}
-		}
+	c, err := tls.LoadX509KeyPair(cfg.InternalTLSCert, cfg.InternalTLSKey)
+	if err != nil {
+		return id, fmt.Errorf("--internal-tls-cert/--internal-tls-key: %w", err)
 	}
-	return api, peer, raft, nil
+	pool, err := loadPool(nil, cfg.InternalTLSCA)
+	if err != nil {
+		return id, fmt.Errorf("--internal-tls-ca: %w", err)
+	}
+	id.Certificate, id.CA = &c, pool
+	return id, nil
+}
+
+// identityKind names the internal certificates in logs.
+func identityKind(id cluster.PeerIdentity) string {
+	if id.Certificate != nil {
+		return "operator"
+	}
+	return "derived from the cluster key"
 }
 
 func loadPool(pool *x509.CertPool, file string) (*x509.CertPool, error) {

@@ -57,6 +57,7 @@ func RunAB(ctx context.Context, cfg ABConfig) ([2]ABSide, error) {
 			return out, err
 		}
 		t := NewExactOnce(cl.URLs(), id, secret, 4)
+		t.AdminToken = cl.AdminToken
 		if err := t.UseRaw(4); err != nil {
 			return out, err
 		}

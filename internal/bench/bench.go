@@ -367,6 +367,7 @@ func (s *session) startExactOnce(ctx context.Context) (*side, func(), error) {
 	// that no run pays for new connections.
 	maxConc := slices.Max(append([]int{1, cfg.ProfileConc}, cfg.Concurrency...))
 	t = NewExactOnce(cl.URLs(), id, secret, maxConc+8)
+	t.AdminToken = cl.AdminToken
 	if cfg.RawClient {
 		if err := t.UseRaw(maxConc + 8); err != nil {
 			return nil, stop, err

@@ -25,6 +25,8 @@ type ExactOnce struct {
 	ClientID     string
 	ClientSecret string
 	HTTP         *http.Client
+	// AdminToken reads the nodes' status (Settle); the cluster's own.
+	AdminToken string
 	// Payload is the JSON object stored with each created action.
 	Payload json.RawMessage
 	raw     []*rawPool
@@ -320,8 +322,8 @@ func counterValue(exposition []byte, name string) (int, error) {
 	return 0, fmt.Errorf("%s not exposed", name)
 }
 
-// nodeStatusPath is cluster.NodeStatusPath: a node's applied index.
-const nodeStatusPath = "/internal/v1/node-status"
+// nodeStatusPath is the admin status of a node (its applied index).
+const nodeStatusPath = "/v1/cluster"
 
 // Settle implements Settler: it waits until every node has applied at
 // least what the most advanced node had applied when it was called.
@@ -331,10 +333,21 @@ func (e *ExactOnce) Settle(ctx context.Context) error {
 	applied := func() ([]uint64, error) {
 		out := make([]uint64, len(e.URLs))
 		for i, u := range e.URLs {
-			status, body, err := e.doHTTP(ctx, http.MethodGet, u+nodeStatusPath, "", nil)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+nodeStatusPath, nil)
 			if err != nil {
 				return nil, err
 			}
+			req.Header.Set("Authorization", "Bearer "+e.AdminToken)
+			res, err := e.HTTP.Do(req)
+			if err != nil {
+				return nil, err
+			}
+			body, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+			res.Body.Close()
+			if err != nil {
+				return nil, err
+			}
+			status := res.StatusCode
 			var st struct {
 				AppliedIndex uint64 `json:"appliedIndex"`
 			}
