@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -110,7 +111,9 @@ func isCSV(r *http.Request) bool {
 }
 
 // decodeStrict decodes one JSON value into v: unknown fields and trailing
-// data are errors. The error message names the offending field.
+// data are errors, and so is anything checkStrictJSON rejects (a field
+// name in the wrong case, a duplicate key, invalid UTF-8, nesting deeper
+// than maxJSONDepth). The error message names the offending field.
 func decodeStrict(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -136,7 +139,7 @@ func decodeStrict(body []byte, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("unexpected data after the JSON object")
 	}
-	return nil
+	return checkStrictJSON(body, reflect.TypeOf(v))
 }
 
 // errTooLargeField marks a field over its size limit (413, not 400).
