@@ -402,6 +402,14 @@ func (s *Server) readBarrier(w http.ResponseWriter, r *http.Request) bool {
 	switch c := r.URL.Query().Get("consistency"); c {
 	case "", "linearizable":
 	case "stale":
+		// Stale, but within a bound: a node cut off from the leader for
+		// longer than MaxStaleness may be missing any number of writes.
+		if bound := s.cfg.MaxStaleness; bound > 0 {
+			if d := s.b.LeaderContact(); d > bound {
+				WriteError(w, CodeUnavailable, fmt.Sprintf("this node has not heard from a leader for longer than %s, the bound on stale reads", bound), nil)
+				return false
+			}
+		}
 		return true
 	default:
 		WriteError(w, errInvalid, "consistency must be linearizable or stale", nil)

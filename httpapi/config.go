@@ -35,6 +35,9 @@ const (
 	DefaultMaxTTL            = 366 * 24 * time.Hour
 	DefaultRequestTimeout    = 10 * time.Second
 	DefaultDemoRatePerMinute = 10
+	// DefaultMaxStaleness bounds how long a node may go without hearing
+	// from a leader and still serve ?consistency=stale reads.
+	DefaultMaxStaleness = 5 * time.Second
 	// DemoTTL is the lifetime of a demo action.
 	DemoTTL = 5 * time.Minute
 	// DefaultListLimit and MaxListLimit bound GET /v1/actions pages.
@@ -87,6 +90,10 @@ type Config struct {
 	// ForwardTransport carries writes forwarded to the leader (default a
 	// pooled *http.Transport). Set it for TLS between nodes.
 	ForwardTransport http.RoundTripper
+	// MaxStaleness bounds ?consistency=stale reads: a node that has not
+	// heard from a leader for longer answers 503 unavailable. Negative
+	// means no bound.
+	MaxStaleness time.Duration
 	// Extra, when set, mounts more routes (cluster internals, /v1/cluster).
 	// They get the same request id, logging, metrics and timeout middleware.
 	Extra func(r *mux.Router)
@@ -110,6 +117,9 @@ type Backend interface {
 	LeaderHTTP() string
 	// Ready reports whether the node knows a leader and has caught up.
 	Ready() bool
+	// LeaderContact is how long ago this node last heard from the leader:
+	// 0 on the leader itself, and very long on a node that never has.
+	LeaderContact() time.Duration
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -146,6 +156,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.RequestTimeout <= 0 {
 		out.RequestTimeout = DefaultRequestTimeout
+	}
+	if out.MaxStaleness == 0 {
+		out.MaxStaleness = DefaultMaxStaleness
 	}
 	if out.Logger == nil {
 		out.Logger = slog.Default()
