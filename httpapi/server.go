@@ -44,6 +44,8 @@ type Server struct {
 	actionIDs secure.ActionIDs
 	// batchWorkers serve the requests of forwarded batches.
 	batchWorkers *workers
+	// inflight counts the requests being served (limit.go).
+	inflight inflightRequests
 }
 
 // New builds the HTTP API over a backend.
@@ -85,6 +87,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.Se
 
 func (s *Server) routes() *mux.Router {
 	r := mux.NewRouter()
+	// No cleaning of paths: gorilla/mux would answer an unclean path
+	// ("//v1/actions", "/v1/x/../stats") with a 301 redirect. As sent, such
+	// a path names no route: 404, in JSON like every answer.
+	r.SkipClean(true)
 	r.Use(s.middleware)
 	r.NotFoundHandler = s.middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		WriteError(w, CodeNotFound, "", nil)
@@ -231,7 +237,10 @@ func (s *statusRecorder) Flush() {
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // middleware gives every request an id, a logger, a deadline, metrics and
-// an access log line.
+// an access log line; it refuses requests over the header limit or the
+// concurrency cap, and makes every answer JSON (jsonGuard) with
+// X-Content-Type-Options: nosniff, so that no browser runs a body as
+// anything but data.
 func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -241,6 +250,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			r.Header.Set("X-Request-Id", rid)
 		}
 		w.Header().Set("X-Request-Id", rid)
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 		route := "unmatched"
 		if cr := mux.CurrentRoute(r); cr != nil {
 			if name := cr.GetName(); name != "" {
@@ -279,7 +289,17 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 					"duration_ms", d.Milliseconds(), "remote", remoteHost(r), "forwarded", isForwarded(r))
 			}
 		}()
-		next.ServeHTTP(rec, r.WithContext(ctx))
+		if s.headersTooLarge(rec, r) {
+			return
+		}
+		counted, ok := s.admit(rec, route)
+		if !ok {
+			return
+		}
+		if counted {
+			defer s.inflight.leave()
+		}
+		next.ServeHTTP(&jsonGuard{ResponseWriter: rec}, r.WithContext(ctx))
 	})
 }
 

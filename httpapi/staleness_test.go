@@ -72,6 +72,6 @@ func TestStaleReadBound(t *testing.T) {
 	cb2.contact.Store(int64(30 * time.Second))
 	expect(t, e2.do(req{method: "GET", path: "/v1/stats?consistency=stale"}), http.StatusOK, "")
 	e3, cb3 := newContactEnv(t, func(c *Config) { c.MaxStaleness = -1 })
-	cb3.contact.Store(int64(time.Duration(1<<62)))
+	cb3.contact.Store(int64(time.Duration(1 << 62)))
 	expect(t, e3.do(req{method: "GET", path: "/v1/stats?consistency=stale"}), http.StatusOK, "")
 }
