@@ -14,6 +14,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -97,6 +98,11 @@ type Config struct {
 	// ForwardTransport carries writes forwarded to the leader (default a
 	// pooled *http.Transport). Set it for TLS between nodes.
 	ForwardTransport http.RoundTripper
+	// PublicURL is this node's advertised API base URL (exactonced:
+	// --http-advertise), such as "https://node1.example.com:8080". Demo
+	// reveal URLs are built from it, never from request headers, which the
+	// client controls. Empty makes them paths ("/v1/demo/.../reveal").
+	PublicURL string
 	// MaxConcurrentRequests caps the requests this node serves at once
 	// (health, readiness and metrics are not counted); over it, requests
 	// are answered 503 overloaded before their body is read. Negative
@@ -190,6 +196,7 @@ func (c *Config) withDefaults() (Config, error) {
 	if out.MaxHeaderBytes <= 0 {
 		out.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	out.PublicURL = strings.TrimRight(out.PublicURL, "/")
 	if out.Logger == nil {
 		out.Logger = slog.Default()
 	}

@@ -54,14 +54,16 @@ func TestConcurrentConsume(t *testing.T) {
 }
 
 func TestDemo(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.DemoRatePerMinute = 2 })
-	r := e.do(req{method: "POST", path: "/v1/demo", noAuth: true})
+	e := newEnv(t, func(c *Config) { c.DemoRatePerMinute = 2; c.PublicURL = "https://node1.example.net:8443/" })
+	// The reveal URL is on the advertised address, whatever the request says.
+	r := e.do(req{method: "POST", path: "/v1/demo", noAuth: true,
+		hdr: map[string]string{"Host": "evil.example", "X-Forwarded-Proto": "http"}})
 	expect(t, r, 201, "")
 	id := r.str("actionId")
 	if r.str("expiresAt") != "2030-01-02T03:09:05.000Z" {
 		t.Fatalf("demo TTL: %s", r.raw)
 	}
-	wantURL := "http://example.com/v1/demo/" + id + "/reveal"
+	wantURL := "https://node1.example.net:8443/v1/demo/" + id + "/reveal"
 	if r.str("revealUrl") != wantURL {
 		t.Fatalf("revealUrl %q, want %q", r.str("revealUrl"), wantURL)
 	}
@@ -186,6 +188,7 @@ func TestForwarding(t *testing.T) {
 	leader := newEnv(t, func(c *Config) { c.DemoRatePerMinute = 1 })
 	lts := httptest.NewServer(leader.s)
 	defer lts.Close()
+	leader.s.cfg.PublicURL = lts.URL
 
 	// The follower shares nothing but the cluster key with the leader.
 	follower := newEnv(t, func(c *Config) { c.RequestTimeout = 500 * time.Millisecond })
@@ -222,8 +225,8 @@ func TestForwarding(t *testing.T) {
 		d := send(fts.URL, "POST", "/v1/demo", "", map[string]string{"X-Forwarded-For": "1.2.3.4"})
 		if i < DefaultDemoRatePerMinute {
 			expect(t, d, 201, "")
-			if !strings.HasPrefix(d.str("revealUrl"), fts.URL+"/v1/demo/") {
-				t.Fatalf("revealUrl should point at the node the client used: %s", d.raw)
+			if !strings.HasPrefix(d.str("revealUrl"), lts.URL+"/v1/demo/") {
+				t.Fatalf("revealUrl should be on the advertised address of the leader that made it: %s", d.raw)
 			}
 		} else {
 			expect(t, d, 429, "rate_limited")

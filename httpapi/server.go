@@ -46,6 +46,9 @@ type Server struct {
 	batchWorkers *workers
 	// inflight counts the requests being served (limit.go).
 	inflight inflightRequests
+	// demoReveals rate-limits demo reveals per remote address, as demo
+	// limits creates.
+	demoReveals *addrLimiter
 }
 
 // New builds the HTTP API over a backend.
@@ -73,6 +76,7 @@ func New(cfg Config, b Backend) (*Server, error) {
 	}
 	if c.DemoRatePerMinute > 0 {
 		s.demo = newAddrLimiter(c.DemoRatePerMinute)
+		s.demoReveals = newAddrLimiter(demoRevealsPerCreate * c.DemoRatePerMinute)
 	}
 	s.batcher = newFwdBatcher(s)
 	s.router = s.routes()
@@ -120,7 +124,7 @@ func (s *Server) routes() *mux.Router {
 	r.Handle("/metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 
 	r.Handle("/v1/demo", s.demoLimit(s.write(s.demoCreate))).Methods(http.MethodPost)
-	r.Handle("/v1/demo/{id}/reveal", s.write(s.demoReveal)).Methods(http.MethodGet)
+	r.Handle("/v1/demo/{id}/reveal", s.demoRevealRoute()).Methods(http.MethodGet)
 
 	r.Handle("/v1/admin/clients", RequireAdmin(s.cfg.AdminTokenHash, s.write(s.adminCreateClient))).Methods(http.MethodPost)
 	r.Handle("/v1/admin/clients", RequireAdmin(s.cfg.AdminTokenHash, http.HandlerFunc(s.adminListClients))).Methods(http.MethodGet)
