@@ -58,6 +58,9 @@ func TestDemoRevealFloodAddsNoEntries(t *testing.T) {
 	if used.str("consumedAt") == "" || used.str("consumedReason") != "consumed" {
 		t.Fatalf("already_used from state lacks the decision's fields: %s", used.raw)
 	}
+	if got := e.b.f.AppliedIndex(); got != applied {
+		t.Fatalf("reveals of a used demo moved the applied index %d -> %d", applied, got)
+	}
 	// An expired demo is answered so from state too.
 	c = e.do(req{method: "POST", path: "/v1/demo", noAuth: true})
 	expect(t, c, http.StatusCreated, "")
@@ -67,7 +70,7 @@ func TestDemoRevealFloodAddsNoEntries(t *testing.T) {
 		expect(t, reveal(c.str("actionId")), http.StatusGone, "expired")
 	}
 	if got := e.b.f.AppliedIndex(); got != applied {
-		t.Fatalf("reveals of a used or expired demo moved the applied index %d -> %d", applied, got)
+		t.Fatalf("reveals of an expired demo moved the applied index %d -> %d", applied, got)
 	}
 }
 

@@ -303,14 +303,6 @@ func fieldOrBody(path string) string {
 	return "field " + strconv.Quote(path)
 }
 
-// joinPath names a member of the object at path ("payload.voucher").
-func joinPath(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
 // firstInvalidUTF8 is the offset of the first byte of b that does not start
 // a valid UTF-8 encoding.
 func firstInvalidUTF8(b []byte) int {
