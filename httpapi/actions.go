@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -41,8 +42,16 @@ const (
 // round at a time serves every waiting reader), so a flood of unknown ids
 // costs at most one round in flight, not one each.
 func (s *Server) authClient(w http.ResponseWriter, r *http.Request) (string, bool) {
-	id := r.Header.Get("client-id")
-	secret := r.Header.Get("client-secret")
+	id, ok1 := singleHeader(r, headerClientID)
+	secret, ok2 := singleHeader(r, headerClientSecret)
+	switch {
+	case !ok1:
+		writeRepeatedHeader(w, headerClientID)
+		return "", false
+	case !ok2:
+		writeRepeatedHeader(w, headerClientSecret)
+		return "", false
+	}
 	var c *fsm.Client
 	if id != "" && secret != "" && id != fsm.DemoClientID {
 		var err error
@@ -136,7 +145,9 @@ func isCSV(r *http.Request) bool {
 }
 
 // decodeStrict decodes one JSON value into v: unknown fields and trailing
-// data are errors. The error message names the offending field.
+// data are errors, and so is anything checkStrictJSON rejects (a field
+// name in the wrong case, a duplicate key, invalid UTF-8, nesting deeper
+// than maxJSONDepth). The error message names the offending field.
 func decodeStrict(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -162,7 +173,7 @@ func decodeStrict(body []byte, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("unexpected data after the JSON object")
 	}
-	return nil
+	return checkStrictJSON(body, reflect.TypeOf(v))
 }
 
 // errTooLargeField marks a field over its size limit (413, not 400).
@@ -302,6 +313,7 @@ func (s *Server) createActions(w http.ResponseWriter, r *http.Request, body []by
 			Rows:         []fsm.CreateRow{row},
 			DefaultTTLMS: s.cfg.DefaultTTL.Milliseconds(),
 			MaxTTLMS:     s.cfg.MaxTTL.Milliseconds(),
+			MaxActions:   s.cfg.MaxActionsPerClient,
 		},
 	}
 	s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
@@ -421,6 +433,14 @@ func (s *Server) readBarrier(w http.ResponseWriter, r *http.Request, onLeader fu
 	switch c := r.URL.Query().Get("consistency"); c {
 	case "", "linearizable":
 	case "stale":
+		// Stale, but within a bound: a node cut off from the leader for
+		// longer than MaxStaleness may be missing any number of writes.
+		if bound := s.cfg.MaxStaleness; bound > 0 {
+			if d := s.b.LeaderContact(); d > bound {
+				WriteError(w, CodeUnavailable, fmt.Sprintf("this node has not heard from a leader for longer than %s, the bound on stale reads", bound), nil)
+				return false
+			}
+		}
 		return true
 	default:
 		WriteError(w, errInvalid, "consistency must be linearizable or stale", nil)

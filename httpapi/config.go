@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -34,6 +35,16 @@ const (
 	DefaultMaxTTL            = 366 * 24 * time.Hour
 	DefaultRequestTimeout    = 10 * time.Second
 	DefaultDemoRatePerMinute = 10
+	// DefaultMaxConcurrentRequests is the default cap on requests served
+	// at once by one node (Config.MaxConcurrentRequests).
+	DefaultMaxConcurrentRequests = 1024
+	// DefaultBodyReadTimeout bounds the reading of a request body.
+	DefaultBodyReadTimeout = 10 * time.Second
+	// DefaultMaxStaleness bounds how long a node may go without hearing
+	// from a leader and still serve ?consistency=stale reads.
+	DefaultMaxStaleness = 5 * time.Second
+	// DefaultMaxHeaderBytes bounds a request's line and header.
+	DefaultMaxHeaderBytes = 64 << 10
 	// DemoTTL is the lifetime of a demo action.
 	DemoTTL = 5 * time.Minute
 	// DefaultListLimit and MaxListLimit bound GET /v1/actions pages.
@@ -92,6 +103,29 @@ type Config struct {
 	// Now is the local clock (default time.Now). It is only used to derive
 	// states for reads; writes use the leader's stamp.
 	Now func() time.Time
+	// PublicURL is this node's advertised API base URL (exactonced:
+	// --http-advertise), such as "https://node1.example.com:8080". Demo
+	// reveal URLs are built from it, never from request headers, which the
+	// client controls. Empty makes them paths ("/v1/demo/.../reveal").
+	PublicURL string
+	// MaxConcurrentRequests caps the requests this node serves at once
+	// (health, readiness and metrics are not counted); over it, requests
+	// are answered 503 overloaded before their body is read. Negative
+	// means no cap.
+	MaxConcurrentRequests int
+	// BodyReadTimeout bounds the reading of a request body, from the
+	// moment the handler starts reading it (408 request_timeout beyond),
+	// so that a body trickled byte by byte cannot hold a connection.
+	BodyReadTimeout time.Duration
+	// MaxStaleness bounds ?consistency=stale reads: a node that has not
+	// heard from a leader for longer answers 503 unavailable. Negative
+	// means no bound.
+	MaxStaleness time.Duration
+	// MaxHeaderBytes bounds a request's line and header (431
+	// headers_too_large beyond, as JSON). The http.Server's own
+	// MaxHeaderBytes must be larger, or net/http answers first, in plain
+	// text.
+	MaxHeaderBytes int
 	// Extra, when set, mounts more routes (cluster internals, /v1/cluster).
 	// They get the same request id, logging, metrics and timeout middleware.
 	Extra func(r *mux.Router)
@@ -116,6 +150,9 @@ type Backend interface {
 	ReadOnLeader(ctx context.Context, query []byte) ([]byte, error)
 	// Ready reports whether the node knows a leader and has caught up.
 	Ready() bool
+	// LeaderContact is how long ago this node last heard from the leader:
+	// 0 on the leader itself, and very long on a node that never has.
+	LeaderContact() time.Duration
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -156,6 +193,19 @@ func (c *Config) withDefaults() (Config, error) {
 	if out.RequestTimeout <= 0 {
 		out.RequestTimeout = DefaultRequestTimeout
 	}
+	if out.MaxConcurrentRequests == 0 {
+		out.MaxConcurrentRequests = DefaultMaxConcurrentRequests
+	}
+	if out.BodyReadTimeout <= 0 {
+		out.BodyReadTimeout = DefaultBodyReadTimeout
+	}
+	if out.MaxStaleness == 0 {
+		out.MaxStaleness = DefaultMaxStaleness
+	}
+	if out.MaxHeaderBytes <= 0 {
+		out.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	out.PublicURL = strings.TrimRight(out.PublicURL, "/")
 	if out.Logger == nil {
 		out.Logger = slog.Default()
 	}

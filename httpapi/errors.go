@@ -44,6 +44,9 @@ var statusOf = map[string]int{
 	// 429, as gRPC's RESOURCE_EXHAUSTED maps, not 403. It has no
 	// Retry-After: waiting frees no room, storing fewer actions does.
 	string(fsm.CodeQuotaExceeded): http.StatusTooManyRequests,
+	CodeOverloaded:                http.StatusServiceUnavailable,
+	CodeRequestTimeout:            http.StatusRequestTimeout,
+	CodeHeadersTooLarge:           http.StatusRequestHeaderFieldsTooLarge,
 }
 
 // defaultMessage is the message of an error body when none is more specific.
@@ -68,6 +71,9 @@ var defaultMessage = map[string]string{
 	CodeUnavailable:                   "no leader reachable within the request deadline; nothing was done",
 	CodeOutcomeUnknown:                "the write was proposed but its outcome is unknown; retry with the same Idempotency-Key",
 	CodeRateLimited:                   "too many requests",
+	CodeOverloaded:                    "this node is serving as many requests as it may; nothing was done, retry later",
+	CodeRequestTimeout:                "the request body did not arrive in time",
+	CodeHeadersTooLarge:               "the request header is too large",
 }
 
 // StatusForCode returns the HTTP status of an error code (500 if unknown).
@@ -130,14 +136,17 @@ func WriteError(w http.ResponseWriter, code, msg string, extra map[string]any) {
 	WriteJSON(w, StatusForCode(code), errorBody(code, msg, extra))
 }
 
-// AdminAuthorized reports whether r carries "Authorization: Bearer <token>"
-// whose secure.HashSecret equals tokenHash, compared in constant time. An
-// empty tokenHash authorizes nobody.
+// AdminAuthorized reports whether r carries "Authorization: Bearer <token>",
+// once, whose secure.HashSecret equals tokenHash, compared in constant
+// time. An empty tokenHash authorizes nobody.
 func AdminAuthorized(r *http.Request, tokenHash []byte) bool {
 	if len(tokenHash) == 0 {
 		return false
 	}
-	h := r.Header.Get("Authorization")
+	h, ok := singleHeader(r, headerAuthz)
+	if !ok {
+		return false
+	}
 	const prefix = "bearer "
 	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
 		return false
@@ -147,9 +156,14 @@ func AdminAuthorized(r *http.Request, tokenHash []byte) bool {
 }
 
 // RequireAdmin wraps an extra handler with the admin bearer-token check,
-// answering 401 unauthorized like the built-in admin routes.
+// answering 401 unauthorized like the built-in admin routes, and 400
+// invalid_request when Authorization is given more than once.
 func RequireAdmin(tokenHash []byte, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := singleHeader(r, headerAuthz); !ok {
+			writeRepeatedHeader(w, headerAuthz)
+			return
+		}
 		if !AdminAuthorized(r, tokenHash) {
 			WriteError(w, string(fsm.CodeUnauthorized), "missing or invalid admin token", nil)
 			return

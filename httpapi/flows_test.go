@@ -59,14 +59,16 @@ func TestConcurrentConsume(t *testing.T) {
 }
 
 func TestDemo(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.DemoRatePerMinute = 2 })
-	r := e.do(req{method: "POST", path: "/v1/demo", noAuth: true})
+	e := newEnv(t, func(c *Config) { c.DemoRatePerMinute = 2; c.PublicURL = "https://node1.example.net:8443/" })
+	// The reveal URL is on the advertised address, whatever the request says.
+	r := e.do(req{method: "POST", path: "/v1/demo", noAuth: true,
+		hdr: map[string]string{"Host": "evil.example", "X-Forwarded-Proto": "http"}})
 	expect(t, r, 201, "")
 	id := r.str("actionId")
 	if r.str("expiresAt") != "2030-01-02T03:09:05.000Z" {
 		t.Fatalf("demo TTL: %s", r.raw)
 	}
-	wantURL := "http://example.com/v1/demo/" + id + "/reveal"
+	wantURL := "https://node1.example.net:8443/v1/demo/" + id + "/reveal"
 	if r.str("revealUrl") != wantURL {
 		t.Fatalf("revealUrl %q, want %q", r.str("revealUrl"), wantURL)
 	}

@@ -34,6 +34,11 @@ type Server struct {
 	settledAnswers settledAnswers
 	// actionIDs makes the ids of new actions, in creation order.
 	actionIDs secure.ActionIDs
+	// inflight counts the requests being served (limit.go).
+	inflight inflightRequests
+	// demoReveals rate-limits demo reveals per remote address, as demo
+	// limits creates.
+	demoReveals *addrLimiter
 }
 
 // New builds the HTTP API over a backend.
@@ -57,6 +62,7 @@ func New(cfg Config, b Backend) (*Server, error) {
 	}
 	if c.DemoRatePerMinute > 0 {
 		s.demo = newAddrLimiter(c.DemoRatePerMinute)
+		s.demoReveals = newAddrLimiter(demoRevealsPerCreate * c.DemoRatePerMinute)
 	}
 	s.router = s.routes()
 	return s, nil
@@ -70,6 +76,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.Se
 
 func (s *Server) routes() *mux.Router {
 	r := mux.NewRouter()
+	// No cleaning of paths: gorilla/mux would answer an unclean path
+	// ("//v1/actions", "/v1/x/../stats") with a 301 redirect. As sent, such
+	// a path names no route: 404, in JSON like every answer.
+	r.SkipClean(true)
 	r.Use(s.middleware)
 	r.NotFoundHandler = s.middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		WriteError(w, CodeNotFound, "", nil)
@@ -98,7 +108,7 @@ func (s *Server) routes() *mux.Router {
 	r.Handle("/metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 
 	r.Handle("/v1/demo", s.demoLimit(s.plainWrite(s.demoCreate))).Methods(http.MethodPost)
-	r.Handle("/v1/demo/{id}/reveal", s.plainWrite(s.demoReveal)).Methods(http.MethodGet)
+	r.Handle("/v1/demo/{id}/reveal", s.demoRevealRoute()).Methods(http.MethodGet)
 
 	r.Handle("/v1/admin/clients", RequireAdmin(s.cfg.AdminTokenHash, s.plainWrite(s.adminCreateClient))).Methods(http.MethodPost)
 	r.Handle("/v1/admin/clients", RequireAdmin(s.cfg.AdminTokenHash, http.HandlerFunc(s.adminListClients))).Methods(http.MethodGet)
@@ -217,7 +227,10 @@ func (s *statusRecorder) Flush() {
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // middleware gives every request an id, a logger, a deadline, metrics and
-// an access log line.
+// an access log line; it refuses requests over the header limit or the
+// concurrency cap, and makes every answer JSON (jsonGuard) with
+// X-Content-Type-Options: nosniff, so that no browser runs a body as
+// anything but data.
 func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -227,6 +240,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			r.Header.Set("X-Request-Id", rid)
 		}
 		w.Header().Set("X-Request-Id", rid)
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 		route := "unmatched"
 		if cr := mux.CurrentRoute(r); cr != nil {
 			if name := cr.GetName(); name != "" {
@@ -264,7 +278,17 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 					"duration_ms", d.Milliseconds(), "remote", remoteHost(r))
 			}
 		}()
-		next.ServeHTTP(rec, r.WithContext(ctx))
+		if s.headersTooLarge(rec, r) {
+			return
+		}
+		counted, ok := s.admit(rec, route)
+		if !ok {
+			return
+		}
+		if counted {
+			defer s.inflight.leave()
+		}
+		next.ServeHTTP(&jsonGuard{ResponseWriter: rec}, r.WithContext(ctx))
 	})
 }
 

@@ -76,8 +76,9 @@ func (s *Server) answerSettledConsume(w http.ResponseWriter, r *http.Request, bo
 	if c, _, _ := s.parseConsume(actionID, body); c == nil {
 		return false
 	}
-	clientID, secret := r.Header.Get("client-id"), r.Header.Get("client-secret")
-	if clientID == "" || secret == "" || clientID == fsm.DemoClientID {
+	clientID, ok1 := singleHeader(r, headerClientID)
+	secret, ok2 := singleHeader(r, headerClientSecret)
+	if !ok1 || !ok2 || clientID == "" || secret == "" || clientID == fsm.DemoClientID {
 		return false
 	}
 	c, err := s.clients.lookup(s.b.FSM(), clientID)

@@ -54,8 +54,14 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 		WriteError(w, "payload_too_large", fmt.Sprintf("request body exceeds %d bytes", limit), nil)
 		return nil, false
 	}
+	done := bodyDeadline(w, r, s.cfg.BodyReadTimeout)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	done(err)
 	if err != nil {
+		if bodyTimedOut(err) {
+			writeBodyTimeout(w, s.cfg.BodyReadTimeout)
+			return nil, false
+		}
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			WriteError(w, "payload_too_large", fmt.Sprintf("request body exceeds %d bytes", limit), nil)

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -69,10 +68,8 @@ func (c *clusterAPI) transfer(w http.ResponseWriter, r *http.Request) {
 		To string `json:"to"`
 	}
 	if len(bytes.TrimSpace(body)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			httpapi.WriteError(w, string(fsm.CodeInvalidRequest), "body must be {\"to\": \"<node id>\"}", nil)
+		if err := httpapi.DecodeStrictJSON(body, &req); err != nil {
+			httpapi.WriteError(w, string(fsm.CodeInvalidRequest), err.Error()+`; the body is {"to": "<node id>"}`, nil)
 			return
 		}
 	}

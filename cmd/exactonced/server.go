@@ -194,19 +194,24 @@ func (s *server) run(ctx context.Context) error {
 
 	reg.MustRegister(nodeGauges(node, state)...)
 	api, err := httpapi.New(httpapi.Config{
-		MaxBodyBytes:    cfg.MaxBodyBytes,
-		MaxCSVBodyBytes: cfg.MaxCSVBodyBytes,
-		MaxPayloadBytes: int(cfg.MaxPayloadBytes),
-		MaxCSVRows:      cfg.MaxCSVRows,
-		DefaultTTL:      cfg.DefaultTTL,
-		MaxTTL:          cfg.MaxTTL,
-		AdminTokenHash:  secure.HashSecret(adminToken),
-		Keys:            keys,
-		Logger:          log.With("component", "http"),
-		AccessLog:       cfg.AccessLog,
-		Registry:        reg,
-		Gatherer:        reg,
-		Now:             cfg.Now,
+		MaxBodyBytes:          cfg.MaxBodyBytes,
+		MaxCSVBodyBytes:       cfg.MaxCSVBodyBytes,
+		MaxPayloadBytes:       int(cfg.MaxPayloadBytes),
+		MaxCSVRows:            cfg.MaxCSVRows,
+		DefaultTTL:            cfg.DefaultTTL,
+		MaxTTL:                cfg.MaxTTL,
+		AdminTokenHash:        secure.HashSecret(adminToken),
+		Keys:                  keys,
+		Logger:                log.With("component", "http"),
+		AccessLog:             cfg.AccessLog,
+		PublicURL:             cfg.HTTPAdvertise,
+		MaxActionsPerClient:   cfg.MaxActionsPerClient,
+		MaxConcurrentRequests: cfg.MaxConcurrentRequests,
+		BodyReadTimeout:       cfg.BodyReadTimeout,
+		MaxStaleness:          cfg.MaxStaleness,
+		Registry:              reg,
+		Gatherer:              reg,
+		Now:                   cfg.Now,
 		Extra: withRoutes(testRoutes(cfg, secure.HashSecret(adminToken), log.With("component", "test-clock")),
 			clusterRoutes(node, secure.HashSecret(adminToken), log.With("component", "cluster-admin"))),
 	}, node)
@@ -222,8 +227,11 @@ func (s *server) run(ctx context.Context) error {
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Well above httpapi's own 64 KiB limit, so that the API answers
+		// an oversized header in JSON before net/http does in plain text.
+		MaxHeaderBytes:               http.DefaultMaxHeaderBytes,
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
 	go func() {

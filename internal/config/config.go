@@ -79,6 +79,14 @@ type Config struct {
 	// MaxActionsPerClient is the quota of stored actions per client
 	// (httpapi.Config.MaxActionsPerClient); negative means no quota.
 	MaxActionsPerClient int64
+	// MaxConcurrentRequests caps the requests a node serves at once
+	// (httpapi.Config.MaxConcurrentRequests); -1: no cap.
+	MaxConcurrentRequests int
+	// BodyReadTimeout bounds the reading of one request body.
+	BodyReadTimeout time.Duration
+	// MaxStaleness bounds ?consistency=stale reads on a node cut off from
+	// the leader; negative: no bound.
+	MaxStaleness time.Duration
 
 	LogLevel  slog.Level
 	LogFormat string
@@ -157,6 +165,11 @@ const (
 	DefaultMappedStateMiB = 256
 	DefaultDefaultTTL     = 24 * time.Hour
 	DefaultMaxTTL         = 366 * 24 * time.Hour
+	// DefaultMaxConcurrentRequests, DefaultBodyReadTimeout and
+	// DefaultMaxStaleness are httpapi's defaults.
+	DefaultMaxConcurrentRequests = 1024
+	DefaultBodyReadTimeout       = 10 * time.Second
+	DefaultMaxStaleness          = 5 * time.Second
 	// DefaultMaxActionsPerClient is httpapi.DefaultMaxActionsPerClient.
 	DefaultMaxActionsPerClient = 1_000_000
 )
@@ -232,6 +245,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.StringVar(&r.defaultTTL, "default-ttl", "24h", "expiry of an action created without expires_at (Go duration or Nd)")
 	fs.StringVar(&r.maxTTL, "max-ttl", "366d", "longest allowed time from now to expires_at (Go duration or Nd)")
 	fs.Int64Var(&c.MaxActionsPerClient, "max-actions-per-client", DefaultMaxActionsPerClient, "most actions one client may store (creates beyond get 429 quota_exceeded); -1: no quota")
+	fs.IntVar(&c.MaxConcurrentRequests, "max-concurrent-requests", DefaultMaxConcurrentRequests, "requests one node serves at once; more get 503 overloaded with Retry-After (-1: no cap)")
+	fs.DurationVar(&c.BodyReadTimeout, "body-read-timeout", DefaultBodyReadTimeout, "longest time a request body may take to arrive (408 request_timeout beyond)")
+	fs.DurationVar(&c.MaxStaleness, "max-staleness", DefaultMaxStaleness, "a ?consistency=stale read on a node that has not heard from a leader for longer answers 503 (negative: no bound)")
 	fs.StringVar(&r.logLevel, "log-level", "info", "debug|info|warn|error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text|json")
 	fs.BoolVar(&c.AccessLog, "access-log", false, "log every client request at info (default: only failed ones; the rest at debug)")
@@ -406,6 +422,15 @@ func (c *Config) finish(r *raw) error {
 	}
 	if c.MaxPayloadBytes < 2 || c.MaxPayloadBytes > c.MaxBodyBytes {
 		return usagef("--max-payload-bytes %d: between 2 and --max-body-bytes", c.MaxPayloadBytes)
+	}
+	if c.MaxConcurrentRequests == 0 || c.MaxConcurrentRequests < -1 {
+		return usagef("--max-concurrent-requests %d: a positive count, or -1 for no cap", c.MaxConcurrentRequests)
+	}
+	if c.BodyReadTimeout <= 0 {
+		return usagef("--body-read-timeout %s: must be positive", c.BodyReadTimeout)
+	}
+	if c.MaxStaleness == 0 {
+		return usagef("--max-staleness 0: every stale read would be refused; give a bound, or a negative value for none")
 	}
 	if c.MappedStateMiB < 16 {
 		return usagef("--mapped-state-mib %d: at least 16", c.MappedStateMiB)
