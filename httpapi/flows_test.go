@@ -165,27 +165,6 @@ func TestAdminClients(t *testing.T) {
 	}
 }
 
-// sendAs sends a request to a server at base with e's client credentials.
-func sendAs(t *testing.T, e *env, base, method, path, body string, hdr map[string]string) resp {
-	t.Helper()
-	r, err := http.NewRequest(method, base+path, bytes.NewReader([]byte(body)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Header.Set("client-id", e.clientID)
-	r.Header.Set("client-secret", e.secret)
-	for k, v := range hdr {
-		r.Header.Set(k, v)
-	}
-	res, err := http.DefaultClient.Do(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	return decodeResp(t, res.StatusCode, res.Header, raw)
-}
-
 // TestLaggingFollowerReadGoesToLeader: a verify on a follower that has not
 // applied the read index yet is answered by the leader's LeaderRead.
 func TestLaggingFollowerReadGoesToLeader(t *testing.T) {

@@ -73,8 +73,9 @@ func writeCerts(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 	return write("ca.pem", "CERTIFICATE", caDER), write("node.pem", "CERTIFICATE", der), write("node.key", "EC PRIVATE KEY", keyDER)
 }
 
-// TestTLSServer runs one node with the API over HTTPS and Raft over mutual
-// TLS, and uses it through a client trusting only the test CA.
+// TestTLSServer runs one node with the API over HTTPS and the internal
+// channel on operator certificates naming the node, and uses it through a
+// client trusting only the test CA.
 func TestTLSServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the server binary")
@@ -83,7 +84,7 @@ func TestTLSServer(t *testing.T) {
 	dir := t.TempDir()
 	ca, cert, key := writeCerts(t, dir)
 	httpAddr := freePort(t)
-	p := start(t, bin, "--dev", "--data-dir", filepath.Join(dir, "data"), "--http-addr", httpAddr,
+	p := start(t, bin, "--dev", "--node-id", "node", "--data-dir", filepath.Join(dir, "data"), "--http-addr", httpAddr,
 		"--raft-addr", freePort(t), "--gossip-addr", freePort(t),
 		"--tls-cert", cert, "--tls-key", key,
 		"--internal-tls-cert", cert, "--internal-tls-key", key, "--internal-tls-ca", ca)
