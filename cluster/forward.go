@@ -45,18 +45,25 @@ const (
 
 // Per-command outcome codes in an apply answer; part of the wire format.
 const (
-	fwdResult            byte = 1 // a fresh fsm.Result (JSON)
-	fwdReplayed          byte = 2 // an fsm.Result replayed from its idempotency record
-	fwdNotLeader         byte = 3 // the receiver is not the leader: nothing was proposed
-	fwdUnavailable       byte = 4 // nothing was proposed (no ready leader in time)
-	fwdUnknown           byte = 5 // proposed, outcome unknown
-	fwdRejected          byte = 6 // refused by Config.Vet before proposing
-	fwdFailed            byte = 7 // the state machine failed the entry (message)
-	fwdNoDeadline        byte = 8 // the command's deadline had passed on arrival: nothing proposed
-	maxFwdOutcome             = fwdNoDeadline
-	forwardMinLeft            = time.Millisecond
-	defaultFwdTimeout         = rpcCallTimeout
-	maxForwardCallMillis      = 60_000
+	fwdResult      byte = 1 // a fresh fsm.Result (JSON)
+	fwdReplayed    byte = 2 // an fsm.Result replayed from its idempotency record
+	fwdNotLeader   byte = 3 // the receiver is not the leader: nothing was proposed
+	fwdUnavailable byte = 4 // nothing was proposed (no ready leader in time)
+	fwdUnknown     byte = 5 // proposed, outcome unknown
+	fwdRejected    byte = 6 // refused by Config.Vet before proposing
+	fwdFailed      byte = 7 // the state machine failed the entry (message)
+	fwdNoDeadline  byte = 8 // the command's deadline had passed on arrival: nothing proposed
+)
+
+// Deadlines of forwarded commands.
+const (
+	// defaultFwdTimeout is a command's deadline when its caller has none.
+	defaultFwdTimeout = rpcCallTimeout
+	// forwardMinLeft: a command arriving with less time left is not
+	// proposed (it could only end as outcome_unknown).
+	forwardMinLeft = time.Millisecond
+	// maxForwardCallMillis bounds the deadline a command may carry.
+	maxForwardCallMillis = 60_000
 )
 
 // errForwardRetry: nothing reached a leader; look for it again.

@@ -293,6 +293,25 @@ func TestDevServerEndToEnd(t *testing.T) {
 	if _, err := admin.RemoveServer(ctx, "no-such-node"); !client.IsCode(err, "not_found") {
 		t.Errorf("remove unknown server: %v, want 404 not_found", err)
 	}
+	// The API port serves no node-to-node call: the read index, node
+	// status and forwarding routes that once lived there are 404, whatever
+	// headers a caller forges.
+	for _, rt := range []struct{ method, path string }{
+		{"GET", "/internal/v1/read-index"}, {"GET", "/internal/v1/node-status"},
+		{"POST", "/internal/v1/forward-batch"}, {"POST", "/rpc/v1/apply"}, {"GET", "/rpc/v1/read-index"},
+	} {
+		req, _ := http.NewRequestWithContext(ctx, rt.method, "http://"+httpAddr+rt.path, strings.NewReader(`[]`))
+		req.Header.Set("X-ExactOnce-Forwarded", "1")
+		req.Header.Set("X-ExactOnce-Forward-Auth", "forged")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", rt.method, rt.path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s %s on the API port: %d, want 404", rt.method, rt.path, resp.StatusCode)
+		}
+	}
 	p2.stop(t, 30*time.Second)
 }
 

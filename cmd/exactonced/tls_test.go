@@ -119,5 +119,21 @@ func TestTLSServer(t *testing.T) {
 	if _, err := plain.Stats(ctx); err == nil {
 		t.Errorf("a client without the CA trusted the server certificate")
 	}
+
+	// TLS 1.2 offers AEAD suites only: a client that knows only CBC with
+	// SHA-1 MACs gets no connection; one with GCM does.
+	for _, tc := range []struct {
+		suite uint16
+		ok    bool
+	}{{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, false}, {tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, false},
+		{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, true}} {
+		conn, err := tls.Dial("tcp", httpAddr, &tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tc.suite}})
+		if err == nil {
+			conn.Close()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("TLS 1.2 with %s: err = %v, want a connection: %v", tls.CipherSuiteName(tc.suite), err, tc.ok)
+		}
+	}
 	p.stop(t, 30*time.Second)
 }
