@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -95,7 +94,7 @@ func clientOf(r *http.Request) string {
 
 // idempotency parses the Idempotency-Key header: nil when absent. A bad key
 // answers 400 and returns ok=false.
-func idempotency(w http.ResponseWriter, r *http.Request, body []byte) (*fsm.Idempotency, bool) {
+func (s *Server) idempotency(w http.ResponseWriter, r *http.Request, body []byte) (*fsm.Idempotency, bool) {
 	vals := r.Header.Values("Idempotency-Key")
 	if len(vals) == 0 {
 		return nil, true
@@ -111,13 +110,7 @@ func idempotency(w http.ResponseWriter, r *http.Request, body []byte) (*fsm.Idem
 			return nil, false
 		}
 	}
-	h := sha256.New()
-	h.Write([]byte(r.Method))
-	h.Write([]byte{0})
-	h.Write([]byte(r.URL.Path))
-	h.Write([]byte{0})
-	h.Write(body)
-	return &fsm.Idempotency{Key: key, Fingerprint: h.Sum(nil)}, true
+	return &fsm.Idempotency{Key: key, Fingerprint: s.cfg.Keys.RequestFingerprint(r.Method, r.URL.Path, body)}, true
 }
 
 // apply proposes cmd (on the leader, wherever this node stands) and writes
@@ -254,7 +247,7 @@ func staticRowChecks(activeAt, expiresAt int64) error {
 
 func (s *Server) createActions(w http.ResponseWriter, r *http.Request, body []byte) {
 	clientID := clientOf(r)
-	idem, ok := idempotency(w, r, body)
+	idem, ok := s.idempotency(w, r, body)
 	if !ok {
 		return
 	}
@@ -339,7 +332,7 @@ type consumeRequest struct {
 
 func (s *Server) consumeAction(w http.ResponseWriter, r *http.Request, body []byte) {
 	clientID := clientOf(r)
-	idem, ok := idempotency(w, r, body)
+	idem, ok := s.idempotency(w, r, body)
 	if !ok {
 		return
 	}
@@ -415,7 +408,7 @@ func (s *Server) parseConsume(actionID string, body []byte) (*fsm.Consume, strin
 
 func (s *Server) cancelAction(w http.ResponseWriter, r *http.Request, body []byte) {
 	clientID := clientOf(r)
-	idem, ok := idempotency(w, r, body)
+	idem, ok := s.idempotency(w, r, body)
 	if !ok {
 		return
 	}
@@ -528,7 +521,7 @@ func (s *Server) verifyAction(w http.ResponseWriter, r *http.Request) {
 		writeJSONBytes(w, ans.Status, ans.Body)
 		return true
 	}
-	if !s.readBarrier(w, r, onLeader) {
+	if !s.readBarrier(w, r, onLeader) || !s.stillAllowed(w, r, clientID) {
 		return
 	}
 	s.verifyHere(w, r, clientID, id)
@@ -572,14 +565,15 @@ type statsByState struct {
 }
 
 func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
-	if !s.readBarrier(w, r, nil) {
-		return
-	}
+	// Credentials first: an anonymous call costs no read barrier.
 	clientID, ok := s.authClient(w, r)
 	if !ok {
 		return
 	}
 	if !onlyConsistencyParam(w, r) {
+		return
+	}
+	if !s.readBarrier(w, r, nil) || !s.stillAllowed(w, r, clientID) {
 		return
 	}
 	var st fsm.Stats

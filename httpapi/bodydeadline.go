@@ -26,9 +26,8 @@ const CodeRequestTimeout = "request_timeout"
 // so that net/http, which drains an unread body before it reuses a
 // connection, gives up at once too.
 //
-// A writer without deadlines (a batched request on the leader, whose body
-// is already in memory; httptest.ResponseRecorder) gets no deadline and a
-// no-op done.
+// A writer without deadlines (httptest.ResponseRecorder, a body already in
+// memory) gets no deadline and a no-op done.
 func bodyDeadline(w http.ResponseWriter, r *http.Request, d time.Duration) (done func(readErr error)) {
 	if d <= 0 || r.Body == nil || r.Body == http.NoBody {
 		return func(error) {}

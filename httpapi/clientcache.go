@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"net/http"
 	"sync"
 
 	"github.com/exactonce/exactonce/fsm"
@@ -50,4 +51,22 @@ func (c *clientCache) lookup(f *fsm.FSM, id string) (*fsm.Client, error) {
 	c.clients[id] = cl
 	c.mu.Unlock()
 	return cl, nil
+}
+
+// stillAllowed answers 401 and returns false when clientID, authenticated
+// before a read barrier, is revoked in the state the barrier brought: a
+// revocation committed before the read began is never ignored. A cached
+// lookup; the secret was checked already and never changes.
+func (s *Server) stillAllowed(w http.ResponseWriter, r *http.Request, clientID string) bool {
+	c, err := s.clients.lookup(s.b.FSM(), clientID)
+	if err != nil {
+		LoggerFrom(r.Context()).Error("auth: read client", "error", err)
+		WriteError(w, errInternal, "", nil)
+		return false
+	}
+	if c == nil || c.RevokedAt != 0 {
+		WriteError(w, errUnauth, "", nil)
+		return false
+	}
+	return true
 }

@@ -1,6 +1,7 @@
 // Package httpapi is ExactOnce's HTTP layer: the endpoints of SPEC.md on a
-// gorilla/mux router, forwarding of writes to the Raft leader, linearizable
-// reads, request ids, structured logs and Prometheus metrics.
+// gorilla/mux router, linearizable reads, request ids, structured logs and
+// Prometheus metrics. Writes become fsm.Commands that the Backend proposes
+// on the leader (the cluster package carries them there); DESIGN.md.
 //
 // The handlers are the proposers of the replicated state machine: they
 // validate requests statically, generate ids, seal payloads and hash PINs,
@@ -87,7 +88,7 @@ type Config struct {
 	// create per minute (burst of the same size). Negative disables the demo.
 	DemoRatePerMinute int
 	// RequestTimeout is the deadline of every request, including waiting
-	// for a leader and forwarding.
+	// for a leader and for the command's commit.
 	RequestTimeout time.Duration
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger

@@ -163,7 +163,7 @@ func (s *Server) revealURL(actionID string) string {
 // demoRevealRoute serves GET /v1/demo/{id}/reveal: rate-limited per
 // remote address on the node the client reached, answered from local
 // state when the action is settled there, and otherwise handled as a
-// write (demoReveal), on the leader.
+// write (demoReveal).
 func (s *Server) demoRevealRoute() http.Handler {
 	write := s.plainWrite(s.demoReveal)
 	return s.limitByAddr(s.demoReveals, "too many demo reveals from this address; retry later",
@@ -175,7 +175,8 @@ func (s *Server) demoRevealRoute() http.Handler {
 		}))
 }
 
-// demoReveal consumes a demo action on the leader. What the state already
+// demoReveal consumes a demo action (on the leader, through Backend.Apply
+// wherever this node stands). What the state already
 // decides is answered from it, without a log entry: an id this node does
 // not know (the reveal URLs of random ids cost the cluster nothing), and
 // an action consumed, canceled or expired. Unknown and expired are only
@@ -210,7 +211,10 @@ func (s *Server) demoReveal(w http.ResponseWriter, r *http.Request, _ []byte) {
 		WriteError(w, errNoAction, "", nil)
 		return
 	}
-	if s.answerRevealFromState(w, a, true) {
+	// Expiry is judged from state only on the leader, whose clock is at
+	// most the next stamp; a follower's clock may run ahead, so there the
+	// leader decides.
+	if s.answerRevealFromState(w, a, s.b.IsLeader()) {
 		return
 	}
 	s.consume(w, r, fsm.DemoClientID, a.ID, nil, nil)
@@ -240,7 +244,7 @@ func (s *Server) demoAction(w http.ResponseWriter, r *http.Request) (*fsm.Action
 // consume, with the body its decision renders to. It returns false,
 // having written nothing, for an action a consume could still take.
 //
-// Expiry is only judged on the leader after a read barrier (demoReveal):
+// expired is only set on the leader after a read barrier (demoReveal):
 // there s.now() is at most the stamp the next entry would get, so an
 // action expired at s.now() is expired for the state machine too.
 func (s *Server) answerRevealFromState(w http.ResponseWriter, a *fsm.Action, expired bool) bool {

@@ -9,8 +9,7 @@ import (
 
 // jsonGuard makes every answer of the API JSON, whoever writes it. The
 // API's own handlers always answer JSON; a handler mounted through
-// Config.Extra may not: http.ServeMux (cluster.Node.InternalHandler)
-// answers an unknown path with a plain-text 404, a wrong method with a
+// Config.Extra may not: an http.ServeMux answers an unknown path with a plain-text 404, a wrong method with a
 // plain-text 405, and an unclean path with a 301 redirect. jsonGuard turns
 // any answer of status 300 or more that is not JSON into the API's JSON
 // error for that status, and a redirect into 404 not_found: the path as

@@ -45,7 +45,11 @@ func (s *Server) LeaderRead(ctx context.Context, query []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: leader read: %w", err)
 	}
-	s.verifyHere(rec, r, q.ClientID, q.ActionID)
+	// The follower checked the credentials; the client may have been
+	// revoked since, which the leader's state (after its barrier) shows.
+	if s.stillAllowed(rec, r, q.ClientID) {
+		s.verifyHere(rec, r, q.ClientID, q.ActionID)
+	}
 	out, err := json.Marshal(leaderAnswer{Status: rec.status, Body: bytes.TrimSpace(rec.body.Bytes())})
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: leader read: encode answer: %w", err)

@@ -134,11 +134,12 @@ func parseListQuery(r *http.Request, clientID string) (fsm.ListQuery, string, er
 }
 
 func (s *Server) listActions(w http.ResponseWriter, r *http.Request) {
-	if !s.readBarrier(w, r, nil) {
-		return
-	}
+	// Credentials first: an anonymous call costs no read barrier.
 	clientID, ok := s.authClient(w, r)
 	if !ok {
+		return
+	}
+	if !s.readBarrier(w, r, nil) || !s.stillAllowed(w, r, clientID) {
 		return
 	}
 	q, fp, err := parseListQuery(r, clientID)

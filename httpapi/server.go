@@ -295,7 +295,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 // quietRoute reports routes polled by machines (probes, scrapes, node to
 // node calls) whose access log lines are Debug unless they fail.
 func quietRoute(route string) bool {
-	return route == "/healthz" || route == "/readyz" || route == "/metrics" || strings.HasPrefix(route, "/internal/")
+	return route == "/healthz" || route == "/readyz" || route == "/metrics" || strings.HasPrefix(route, "/internal/") // the chaostest clock
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

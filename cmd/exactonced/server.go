@@ -111,7 +111,7 @@ func (s *server) run(ctx context.Context) error {
 
 	if u, err := url.Parse(cfg.HTTPAdvertise); err == nil {
 		if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
-			log.Warn("the advertised API URL has an unspecified host; other nodes cannot forward to it: set --http-advertise",
+			log.Warn("the advertised API URL has an unspecified host; clients cannot reach it through the URLs this node gives out: set --http-advertise",
 				"http_advertise", cfg.HTTPAdvertise)
 		}
 	}
@@ -207,6 +207,7 @@ func (s *server) run(ctx context.Context) error {
 		PublicURL:             cfg.HTTPAdvertise,
 		MaxActionsPerClient:   cfg.MaxActionsPerClient,
 		MaxConcurrentRequests: cfg.MaxConcurrentRequests,
+		DemoRatePerMinute:     cfg.DemoPerMinute,
 		BodyReadTimeout:       cfg.BodyReadTimeout,
 		MaxStaleness:          cfg.MaxStaleness,
 		Registry:              reg,
@@ -601,7 +602,7 @@ func loadPool(pool *x509.CertPool, file string) (*x509.CertPool, error) {
 }
 
 // withRoutes mounts every non-nil route set in order (earlier routes win in
-// gorilla/mux, so the test routes go before the /internal/v1/ prefix).
+// gorilla/mux).
 func withRoutes(sets ...func(r *mux.Router)) func(r *mux.Router) {
 	return func(r *mux.Router) {
 		for _, set := range sets {

@@ -68,7 +68,7 @@ func (c *Config) contradictions() error {
 		return usagef("--http-advertise %q: want scheme://host:port", c.HTTPAdvertise)
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		// Forwarding appends the request's path to this base URL.
+		// Reveal URLs append a path to this base URL.
 		return usagef("--http-advertise %q: want scheme://host:port, without a path, query or user", c.HTTPAdvertise)
 	}
 	switch {

@@ -79,6 +79,9 @@ type Config struct {
 	// MaxActionsPerClient is the quota of stored actions per client
 	// (httpapi.Config.MaxActionsPerClient); negative means no quota.
 	MaxActionsPerClient int64
+	// DemoPerMinute is how many demo actions one address may create per
+	// minute (httpapi.Config.DemoRatePerMinute); -1 turns the demo off.
+	DemoPerMinute int
 	// MaxConcurrentRequests caps the requests a node serves at once
 	// (httpapi.Config.MaxConcurrentRequests); -1: no cap.
 	MaxConcurrentRequests int
@@ -168,6 +171,7 @@ const (
 	// DefaultMaxConcurrentRequests, DefaultBodyReadTimeout and
 	// DefaultMaxStaleness are httpapi's defaults.
 	DefaultMaxConcurrentRequests = 1024
+	DefaultDemoPerMinute         = 10
 	DefaultBodyReadTimeout       = 10 * time.Second
 	DefaultMaxStaleness          = 5 * time.Second
 	// DefaultMaxActionsPerClient is httpapi.DefaultMaxActionsPerClient.
@@ -245,6 +249,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.StringVar(&r.defaultTTL, "default-ttl", "24h", "expiry of an action created without expires_at (Go duration or Nd)")
 	fs.StringVar(&r.maxTTL, "max-ttl", "366d", "longest allowed time from now to expires_at (Go duration or Nd)")
 	fs.Int64Var(&c.MaxActionsPerClient, "max-actions-per-client", DefaultMaxActionsPerClient, "most actions one client may store (creates beyond get 429 quota_exceeded); -1: no quota")
+	fs.IntVar(&c.DemoPerMinute, "demo-per-minute", DefaultDemoPerMinute, "demo actions one remote address may create per minute, reveals five times as many (-1: no demo; POST /v1/demo and reveals answer 404)")
 	fs.IntVar(&c.MaxConcurrentRequests, "max-concurrent-requests", DefaultMaxConcurrentRequests, "requests one node serves at once; more get 503 overloaded with Retry-After (-1: no cap)")
 	fs.DurationVar(&c.BodyReadTimeout, "body-read-timeout", DefaultBodyReadTimeout, "longest time a request body may take to arrive (408 request_timeout beyond)")
 	fs.DurationVar(&c.MaxStaleness, "max-staleness", DefaultMaxStaleness, "a ?consistency=stale read on a node that has not heard from a leader for longer answers 503 (negative: no bound)")
@@ -422,6 +427,9 @@ func (c *Config) finish(r *raw) error {
 	}
 	if c.MaxPayloadBytes < 2 || c.MaxPayloadBytes > c.MaxBodyBytes {
 		return usagef("--max-payload-bytes %d: between 2 and --max-body-bytes", c.MaxPayloadBytes)
+	}
+	if c.DemoPerMinute == 0 || c.DemoPerMinute < -1 {
+		return usagef("--demo-per-minute %d: a positive count, or -1 for no demo", c.DemoPerMinute)
 	}
 	if c.MaxConcurrentRequests == 0 || c.MaxConcurrentRequests < -1 {
 		return usagef("--max-concurrent-requests %d: a positive count, or -1 for no cap", c.MaxConcurrentRequests)

@@ -34,6 +34,8 @@ const KeyFileName = "cluster.key"
 type Keys struct {
 	aead   cipher.AEAD
 	pinKey []byte
+	// fpKey keys request fingerprints (RequestFingerprint).
+	fpKey []byte
 	// checkValue identifies the cluster key without revealing it, so nodes
 	// can detect a mismatched key before they corrupt anything.
 	checkValue []byte
@@ -52,6 +54,10 @@ func NewKeys(clusterKey []byte) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("derive pin key: %w", err)
 	}
+	fpKey, err := hkdf.Key(sha256.New, clusterKey, nil, "exactonce request fingerprint hmac-sha256 v1", 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive fingerprint key: %w", err)
+	}
 	check, err := hkdf.Key(sha256.New, clusterKey, nil, "exactonce key check v1", 16)
 	if err != nil {
 		return nil, fmt.Errorf("derive key check: %w", err)
@@ -64,7 +70,21 @@ func NewKeys(clusterKey []byte) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("payload gcm: %w", err)
 	}
-	return &Keys{aead: aead, pinKey: pinKey, checkValue: check}, nil
+	return &Keys{aead: aead, pinKey: pinKey, fpKey: fpKey, checkValue: check}, nil
+}
+
+// RequestFingerprint is the keyed hash (HMAC-SHA256) of a request's
+// method, path and body that an idempotency record keeps. Keyed, because
+// a body holds the payload and PIN: a plain hash in the state file and
+// the log would let whoever holds them confirm a guessed payload or PIN.
+func (k *Keys) RequestFingerprint(method, path string, body []byte) []byte {
+	m := hmac.New(sha256.New, k.fpKey)
+	m.Write([]byte(method))
+	m.Write([]byte{0})
+	m.Write([]byte(path))
+	m.Write([]byte{0})
+	m.Write(body)
+	return m.Sum(nil)
 }
 
 // ParseKey decodes a cluster key given as standard or URL-safe base64.
