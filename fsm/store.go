@@ -93,21 +93,18 @@ func stateIxPrefix(clientID string, group, order byte) []byte {
 	return append(clientPrefix(clientID), group, order)
 }
 
-// stateIxKeys are the three state-index keys of a in group g.
-func stateIxKeys(a *Action, g byte) [3][]byte {
-	var out [3][]byte
-	for i, f := range []struct {
-		ob OrderBy
-		t  int64
-	}{{OrderCreatedAt, a.CreatedAt}, {OrderActiveAt, a.ActiveAt}, {OrderExpiresAt, a.ExpiresAt}} {
-		p := stateIxPrefix(a.ClientID, g, cursorTag(f.ob, false))
-		k := make([]byte, len(p)+8+len(a.ID))
-		n := copy(k, p)
-		putTime(k[n:], f.t)
-		copy(k[n+8:], a.ID)
-		out[i] = k
-	}
-	return out
+// stateIxKey is a's state-index key in group g: in creation order, the
+// default order of a list. Lists in another order with a state filter walk
+// that field's index under the scan budget instead: one key per action
+// keeps a write's index work small (three orderings cost a consume six
+// index writes; measured in docs/performance.md).
+func stateIxKey(a *Action, g byte) []byte {
+	p := stateIxPrefix(a.ClientID, g, cursorTag(OrderCreatedAt, false))
+	k := make([]byte, len(p)+8+len(a.ID))
+	n := copy(k, p)
+	putTime(k[n:], a.CreatedAt)
+	copy(k[n+8:], a.ID)
+	return k
 }
 
 // idemKey is the idempotency record key: clientID 0 key.
@@ -296,10 +293,8 @@ func (s *store) putAction(prev, next *Action) error {
 		if pg == g {
 			return nil
 		}
-		for _, k := range stateIxKeys(prev, pg) {
-			if err := s.ixState.Delete(k); err != nil {
-				return fatal(fmt.Errorf("delete state index: %w", err))
-			}
+		if err := s.ixState.Delete(stateIxKey(prev, pg)); err != nil {
+			return fatal(fmt.Errorf("delete state index: %w", err))
 		}
 	} else {
 		for _, ix := range []struct {
@@ -311,10 +306,8 @@ func (s *store) putAction(prev, next *Action) error {
 			}
 		}
 	}
-	for _, k := range stateIxKeys(next, g) {
-		if err := s.ixState.Put(k, nil); err != nil {
-			return fatal(fmt.Errorf("put state index: %w", err))
-		}
+	if err := s.ixState.Put(stateIxKey(next, g), nil); err != nil {
+		return fatal(fmt.Errorf("put state index: %w", err))
 	}
 	return nil
 }

@@ -197,10 +197,11 @@ func narrowByState(q *ListQuery, from, to int64) (int64, int64) {
 
 // List returns one page of the client's actions. It walks the index of the
 // ordering field within the client's key range (narrowed by a time filter
-// on that same field), so other clients' actions are never scanned; a state
-// or consumed_reason filter walks only the client's actions in that state
-// group (state index), narrowed further by what the state implies about
-// the ordering field. At most ScanBudget entries are examined.
+// on that same field), so other clients' actions are never scanned; in
+// creation order a state or consumed_reason filter walks only the client's
+// actions in that state group (state index); in every order the range is
+// narrowed by what the state implies about the ordering field. At most
+// ScanBudget entries are examined.
 func (v *View) List(q ListQuery) (ListPage, error) {
 	if q.Limit <= 0 {
 		q.Limit = DefaultListLimit
@@ -225,9 +226,11 @@ func (v *View) List(q ListQuery) (ListPage, error) {
 	}
 	prefix := clientPrefix(q.ClientID)
 	if g := listGroup(&q); g != 0 {
-		bucket = bucketIxState
-		prefix = stateIxPrefix(q.ClientID, g, cursorTag(q.OrderBy, false))
 		from, to = narrowByState(&q, from, to)
+		if q.OrderBy == OrderCreatedAt {
+			bucket = bucketIxState
+			prefix = stateIxPrefix(q.ClientID, g, cursorTag(q.OrderBy, false))
+		}
 	}
 	lo := prefix
 	// The first key after the range: the prefix's last byte (0 or an
