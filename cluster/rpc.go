@@ -73,8 +73,8 @@ func (n *Node) startRPC(ln net.Listener) *rpcServer {
 	mux.HandleFunc("POST "+rpcApply, n.serveApply)
 	mux.HandleFunc("GET "+rpcReadIndex, n.serveReadIndex)
 	mux.HandleFunc("GET "+rpcStatus, n.serveNodeStatus)
-	mux.HandleFunc("POST "+rpcTransfer, n.serveTransfer)
-	mux.HandleFunc("POST "+rpcRemove, n.serveRemove)
+	mux.HandleFunc("POST "+rpcTransfer, n.serveOperator("leadership transfer", n.transferHere))
+	mux.HandleFunc("POST "+rpcRemove, n.serveOperator("server removal", n.removeHere))
 	mux.HandleFunc("POST "+rpcRead, n.serveLeaderRead)
 	s := &rpcServer{
 		hs: &http.Server{
@@ -168,22 +168,17 @@ type serverRequest struct {
 	ID string `json:"id"`
 }
 
-func (n *Node) serveTransfer(w http.ResponseWriter, r *http.Request) {
-	var req serverRequest
-	if !readJSONBody(w, r, &req) {
-		return
+// serveOperator serves an operator call a peer carries to this node (the
+// leader): what names it in the log, here runs it.
+func (n *Node) serveOperator(what string, here func(context.Context, string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req serverRequest
+		if !readJSONBody(w, r, &req) {
+			return
+		}
+		n.log.Info(what+" requested by a peer", "peer", peerOf(r), "server", req.ID)
+		n.answerOperator(w, here(r.Context(), req.ID))
 	}
-	n.log.Info("leadership transfer requested by a peer", "peer", peerOf(r), "to", req.ID)
-	n.answerOperator(w, n.transferHere(r.Context(), req.ID))
-}
-
-func (n *Node) serveRemove(w http.ResponseWriter, r *http.Request) {
-	var req serverRequest
-	if !readJSONBody(w, r, &req) {
-		return
-	}
-	n.log.Info("server removal requested by a peer", "peer", peerOf(r), "server", req.ID)
-	n.answerOperator(w, n.removeHere(r.Context(), req.ID))
 }
 
 // answerOperator answers an operator call run here.

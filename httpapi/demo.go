@@ -161,18 +161,9 @@ func (s *Server) revealURL(actionID string) string {
 }
 
 // demoRevealRoute serves GET /v1/demo/{id}/reveal: rate-limited per
-// remote address on the node the client reached, answered from local
-// state when the action is settled there, and otherwise handled as a
-// write (demoReveal).
+// remote address on the node the client reached, then demoReveal.
 func (s *Server) demoRevealRoute() http.Handler {
-	write := s.plainWrite(s.demoReveal)
-	return s.limitByAddr(s.demoReveals, "too many demo reveals from this address; retry later",
-		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if a, ok := s.demoAction(w, r); !ok || a != nil && s.answerRevealFromState(w, a, false) {
-				return
-			}
-			write.ServeHTTP(w, r)
-		}))
+	return s.limitByAddr(s.demoReveals, "too many demo reveals from this address; retry later", s.plainWrite(s.demoReveal))
 }
 
 // demoReveal consumes a demo action (on the leader, through Backend.Apply
@@ -248,15 +239,11 @@ func (s *Server) demoAction(w http.ResponseWriter, r *http.Request) (*fsm.Action
 // there s.now() is at most the stamp the next entry would get, so an
 // action expired at s.now() is expired for the state machine too.
 func (s *Server) answerRevealFromState(w http.ResponseWriter, a *fsm.Action, expired bool) bool {
-	res := &fsm.Result{Action: a}
-	switch {
-	case a.CanceledAt != 0:
-		res.Code = fsm.CodeCanceled
-	case a.ConsumedAt != 0:
-		res.Code = fsm.CodeAlreadyUsed
-	case expired && s.now() >= a.ExpiresAt:
+	res := &fsm.Result{Action: a, Code: settledCode(a)}
+	if res.Code == fsm.CodeOK && expired && s.now() >= a.ExpiresAt {
 		res.Code = fsm.CodeExpired
-	default:
+	}
+	if res.Code == fsm.CodeOK {
 		return false
 	}
 	s.metrics.consumes.WithLabelValues(string(res.Code)).Inc()

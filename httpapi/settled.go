@@ -9,7 +9,6 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/exactonce/exactonce/fsm"
-	"github.com/exactonce/exactonce/internal/secure"
 )
 
 // consumeWrite is clientWrite for the consume route with one shortcut: a
@@ -60,9 +59,9 @@ func (s *Server) waitBehindConsume(q *inflightConsumes, w http.ResponseWriter, r
 // It falls through (returns false, having written nothing) whenever the
 // shortcut could differ from the replicated decision: a request carrying an
 // Idempotency-Key (its outcome must be remembered in the replicated state),
-// a body the normal path would reject, credentials this node does not know
-// yet (a client created a moment ago on the leader), and an action that is
-// unknown here or still open.
+// a body the normal path would reject, the demo client (whose reveals have
+// their own route), and an action that is unknown here or still open. The
+// credentials were checked already (clientWrite).
 //
 // Only actions this node settled recently (fsm.FSM.RecentlySettled) are
 // looked up: most consumes are of open actions, and for them the lookup
@@ -76,13 +75,8 @@ func (s *Server) answerSettledConsume(w http.ResponseWriter, r *http.Request, bo
 	if c, _, _ := s.parseConsume(actionID, body); c == nil {
 		return false
 	}
-	clientID, ok1 := singleHeader(r, headerClientID)
-	secret, ok2 := singleHeader(r, headerClientSecret)
-	if !ok1 || !ok2 || clientID == "" || secret == "" || clientID == fsm.DemoClientID {
-		return false
-	}
-	c, err := s.clients.lookup(s.b.FSM(), clientID)
-	if err != nil || c == nil || c.RevokedAt != 0 || !secure.SecretMatches(secret, c.SecretHash) {
+	clientID := clientOf(r)
+	if clientID == "" || clientID == fsm.DemoClientID {
 		return false
 	}
 	if ans, ok := s.settledAnswers.get(actionID); ok && ans.clientID == clientID {
@@ -92,7 +86,7 @@ func (s *Server) answerSettledConsume(w http.ResponseWriter, r *http.Request, bo
 		return true
 	}
 	var a *fsm.Action
-	err = s.b.FSM().View(func(v *fsm.View) error {
+	err := s.b.FSM().View(func(v *fsm.View) error {
 		var err error
 		a, err = v.Action(clientID, actionID)
 		return err
@@ -100,13 +94,8 @@ func (s *Server) answerSettledConsume(w http.ResponseWriter, r *http.Request, bo
 	if err != nil || a == nil {
 		return false
 	}
-	res := &fsm.Result{Action: a}
-	switch {
-	case a.CanceledAt != 0:
-		res.Code = fsm.CodeCanceled
-	case a.ConsumedAt != 0:
-		res.Code = fsm.CodeAlreadyUsed
-	default:
+	res := &fsm.Result{Action: a, Code: settledCode(a)}
+	if res.Code == fsm.CodeOK {
 		return false
 	}
 	status, out := resultError(res)
@@ -119,6 +108,19 @@ func (s *Server) answerSettledConsume(w http.ResponseWriter, r *http.Request, bo
 	s.metrics.settled.Inc()
 	writeJSONBytes(w, status, b)
 	return true
+}
+
+// settledCode is the state machine's answer to a consume of a settled
+// action (410 canceled, 409 already_used, in the consume's order of
+// checks), or CodeOK for an action a consume could still take.
+func settledCode(a *fsm.Action) fsm.Code {
+	switch {
+	case a.CanceledAt != 0:
+		return fsm.CodeCanceled
+	case a.ConsumedAt != 0:
+		return fsm.CodeAlreadyUsed
+	}
+	return fsm.CodeOK
 }
 
 // settledAnswersMax bounds the answers settledAnswers keeps.
