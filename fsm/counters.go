@@ -2,9 +2,11 @@ package fsm
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -104,41 +106,67 @@ func changeOf(prev, next *Action) countsChange {
 }
 
 // counts accumulates counter deltas within one apply transaction; flush
-// writes them once per batch (a batch of one client's commands shares most
-// trie buckets).
-type counts map[string]int64
+// writes them once per batch. A series delta is kept as one point (its
+// time) and spread over the trie's levels only at flush, where the points,
+// sorted, share their upper buckets: adding a point is one map update
+// instead of one per level.
+type counts struct {
+	scalars map[scalarID]int64
+	points  map[pointID]int64
+}
 
-// add adds d to the counter at key.
-func (c counts) add(key []byte, d int64) {
+// scalarID names a client's scalar counter.
+type scalarID struct {
+	client string
+	kind   byte
+}
+
+// pointID names a time in a client's series.
+type pointID struct {
+	client string
+	series byte
+	t      int64
+}
+
+func newCounts() counts {
+	return counts{scalars: map[scalarID]int64{}, points: map[pointID]int64{}}
+}
+
+// addScalar adds d to a client's scalar counter.
+func (c counts) addScalar(clientID string, kind byte, d int64) {
 	if d != 0 {
-		c[string(key)] += d
+		c.scalars[scalarID{clientID, kind}] += d
 	}
 }
 
-// addSeries adds d at time t to every level of a client's series.
-func (c counts) addSeries(prefix []byte, series byte, t int64, d int64) {
-	u := timeKeyU(t)
-	for level := 0; level < trieLevels; level++ {
-		c.add(seriesKey(prefix, series, level, u>>(trieDigitBits*level)), d)
+// addSeries adds d at time t to a client's series.
+func (c counts) addSeries(clientID string, series byte, t int64, d int64) {
+	if d != 0 {
+		c.points[pointID{clientID, series, t}] += d
 	}
 }
 
 // apply records ch for the action a of client a.ClientID.
 func (c counts) apply(a *Action, ch countsChange) {
-	p := clientPrefix(a.ClientID)
-	c.add(scalarKey(a.ClientID, cntTotal), ch.total)
-	c.add(scalarKey(a.ClientID, cntConsumed), ch.consumed)
-	c.add(scalarKey(a.ClientID, cntBurned), ch.burned)
-	c.add(scalarKey(a.ClientID, cntCanceled), ch.canceled)
+	c.addScalar(a.ClientID, cntTotal, ch.total)
+	c.addScalar(a.ClientID, cntConsumed, ch.consumed)
+	c.addScalar(a.ClientID, cntBurned, ch.burned)
+	c.addScalar(a.ClientID, cntCanceled, ch.canceled)
+	forEachSeries(a, ch, func(series byte, t, d int64) { c.addSeries(a.ClientID, series, t, d) })
+}
+
+// forEachSeries calls fn with each series point ch adds for the action a
+// (the one definition the counters and the journal's readers share).
+func forEachSeries(a *Action, ch countsChange, fn func(series byte, t, d int64)) {
 	if ch.created {
-		c.addSeries(p, seriesCreated, a.CreatedAt, 1)
+		fn(seriesCreated, a.CreatedAt, 1)
 	}
 	if ch.consumedOK {
-		c.addSeries(p, seriesConsumed, a.ConsumedAt, 1)
+		fn(seriesConsumed, a.ConsumedAt, 1)
 	}
 	if ch.open != 0 {
-		c.addSeries(p, seriesExpires, a.ExpiresAt, ch.open)
-		c.addSeries(p, seriesActive, a.ActiveAt, ch.open)
+		fn(seriesExpires, a.ExpiresAt, ch.open)
+		fn(seriesActive, a.ActiveAt, ch.open)
 	}
 }
 
@@ -158,35 +186,81 @@ func getCount(b *bolt.Bucket, key []byte) (int64, error) {
 // them. A stored counter that cannot be read is a corrupt state file: the
 // batch fails.
 func (c counts) flush(b *bolt.Bucket) error {
-	keys := make([]string, 0, len(c))
-	for k, d := range c {
+	type delta struct {
+		key []byte
+		d   int64
+	}
+	var ds []delta
+	for id, d := range c.scalars {
 		if d != 0 {
-			keys = append(keys, k)
+			ds = append(ds, delta{scalarKey(id.client, id.kind), d})
 		}
 	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		key := []byte(k)
-		n, err := getCount(b, key)
+	type point struct {
+		pointID
+		u uint64
+		d int64
+	}
+	pts := make([]point, 0, len(c.points))
+	for id, d := range c.points {
+		if d != 0 {
+			pts = append(pts, point{id, timeKeyU(id.t), d})
+		}
+	}
+	slices.SortFunc(pts, func(x, y point) int {
+		if n := strings.Compare(x.client, y.client); n != 0 {
+			return n
+		}
+		if x.series != y.series {
+			return int(x.series) - int(y.series)
+		}
+		return cmp.Compare(x.u, y.u)
+	})
+	// Per client and series, the sorted points' buckets at each level come
+	// in order: runs of one bucket sum into one delta.
+	for i := 0; i < len(pts); {
+		j := i + 1
+		for j < len(pts) && pts[j].client == pts[i].client && pts[j].series == pts[i].series {
+			j++
+		}
+		prefix := clientPrefix(pts[i].client)
+		for level := 0; level < trieLevels; level++ {
+			shift := trieDigitBits * level
+			for k := i; k < j; {
+				bucket, sum := pts[k].u>>shift, int64(0)
+				for ; k < j && pts[k].u>>shift == bucket; k++ {
+					sum += pts[k].d
+				}
+				if sum != 0 {
+					ds = append(ds, delta{seriesKey(prefix, pts[i].series, level, bucket), sum})
+				}
+			}
+		}
+		i = j
+	}
+	slices.SortFunc(ds, func(x, y delta) int { return bytes.Compare(x.key, y.key) })
+	for _, e := range ds {
+		n, err := getCount(b, e.key)
 		if err != nil {
 			return fatal(err)
 		}
-		n += c[k]
+		n += e.d
 		switch {
 		case n < 0:
-			return fatal(fmt.Errorf("counter %q would fall below zero", key))
+			return fatal(fmt.Errorf("counter %q would fall below zero", e.key))
 		case n == 0:
-			err = b.Delete(key)
+			err = b.Delete(e.key)
 		default:
 			var v [8]byte
 			binary.BigEndian.PutUint64(v[:], uint64(n))
-			err = b.Put(key, v[:])
+			err = b.Put(e.key, v[:])
 		}
 		if err != nil {
 			return fatal(fmt.Errorf("write counter: %w", err))
 		}
 	}
-	clear(c)
+	clear(c.scalars)
+	clear(c.points)
 	return nil
 }
 

@@ -176,11 +176,11 @@ func TestCountAtOrBefore(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		c := counts{}
+		c := newCounts()
 		for _, tm := range times {
-			c.addSeries(prefix, seriesCreated, tm, 1)
+			c.addSeries(clA, seriesCreated, tm, 1)
 		}
-		c.addSeries(clientPrefix(clB), seriesCreated, t0, 5) // another client's counts are not seen
+		c.addSeries(clB, seriesCreated, t0, 5) // another client's counts are not seen
 		if err := c.flush(b); err != nil {
 			return err
 		}

@@ -69,6 +69,10 @@ type FSM struct {
 	// loaded (and so mapped) since the mapping was last released; guarded
 	// by writeMu.
 	nodesSinceRelease int64
+	// journal is the writer's account of the journal bucket (journal.go):
+	// nil until the first batch after Open or Restore loads it. Batches
+	// use it under writeMu (and mu shared); Restore resets it under mu.
+	journal *journalState
 
 	applied  atomic.Uint64
 	lastTime atomic.Int64
@@ -241,7 +245,12 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if err != nil {
 			return err
 		}
-		st := newStore(tx)
+		if f.journal == nil {
+			if f.journal, err = loadJournalState(tx); err != nil {
+				return fatal(err)
+			}
+		}
+		st := newStore(tx, f.journal)
 		changed := false
 		for i, l := range logs {
 			if l == nil || l.Index <= applied {
@@ -275,6 +284,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 				res = &Result{Code: CodeInternal, Message: "internal error", Time: last}
 			}
 			out[i] = res
+			if err := st.endEntry(l.Index); err != nil {
+				return err
+			}
 		}
 		if !changed {
 			return nil
@@ -294,6 +306,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		return nil
 	})
 	if err != nil {
+		f.journal = nil // the rolled-back transaction's account of it is wrong
 		f.log.Error("fsm: apply batch failed", "err", err)
 		panic(fmt.Sprintf("fsm: apply batch: %v", err))
 	}

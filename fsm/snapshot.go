@@ -109,6 +109,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	syncDir(filepath.Dir(f.opts.Path))
 	old := f.db
 	f.db = db
+	f.journal = nil // the next batch reads the restored journal
 	f.clientsVersion.Add(1)
 	f.applied.Store(applied)
 	f.lastTime.Store(last)

@@ -28,7 +28,8 @@ var (
 	bucketCounts  = []byte("counts") // per-client counters (counters.go)
 
 	allBuckets = [][]byte{bucketMeta, bucketClients, bucketActions, bucketIxCreated,
-		bucketIxActive, bucketIxExpires, bucketIdem, bucketIdemExp, bucketIxState, bucketCounts}
+		bucketIxActive, bucketIxExpires, bucketIdem, bucketIdemExp, bucketIxState, bucketCounts,
+		bucketJournal}
 
 	keyApplied  = []byte("applied")
 	keyLastTime = []byte("lastTime")
@@ -172,9 +173,13 @@ type store struct {
 	meta, clients, actions         *bolt.Bucket
 	ixCreated, ixActive, ixExpires *bolt.Bucket
 	idem, idemExp                  *bolt.Bucket
-	ixState, countsB               *bolt.Bucket
+	ixState, countsB, journalB     *bolt.Bucket
 	// counts holds this transaction's counter deltas until flushCounts.
 	counts counts
+	// journal is the FSM's account of the journal bucket, and
+	// entryChanges the changes of the entry being applied (journal.go).
+	journal      *journalState
+	entryChanges []change
 	// allowed remembers clientAllowed's answers within this transaction
 	// (one Raft batch), so a batch of one client's commands decodes its
 	// record once. putClient forgets the client it writes.
@@ -184,8 +189,10 @@ type store struct {
 	settled []string
 }
 
-func newStore(tx *bolt.Tx) *store {
+func newStore(tx *bolt.Tx, j *journalState) *store {
 	return &store{
+		journalB:  tx.Bucket(bucketJournal),
+		journal:   j,
 		tx:        tx,
 		meta:      tx.Bucket(bucketMeta),
 		clients:   tx.Bucket(bucketClients),
@@ -197,19 +204,18 @@ func newStore(tx *bolt.Tx) *store {
 		idemExp:   tx.Bucket(bucketIdemExp),
 		ixState:   tx.Bucket(bucketIxState),
 		countsB:   tx.Bucket(bucketCounts),
-		counts:    counts{},
+		counts:    newCounts(),
 	}
 }
 
 // storedActions is how many actions the client stores, this transaction's
-// creates included.
+// creates and the journal's included.
 func (s *store) storedActions(clientID string) (int64, error) {
-	k := scalarKey(clientID, cntTotal)
-	n, err := getCount(s.countsB, k)
+	n, err := getCount(s.countsB, scalarKey(clientID, cntTotal))
 	if err != nil {
 		return 0, err
 	}
-	return n + s.counts[string(k)], nil
+	return n + s.counts.scalars[scalarID{clientID, cntTotal}] + s.journal.totals[clientID], nil
 }
 
 // flushCounts writes the transaction's counter deltas (once per batch).
@@ -283,20 +289,10 @@ func (s *store) putAction(prev, next *Action) error {
 	if err := s.actions.Put([]byte(next.ID), encodeAction(next)); err != nil {
 		return fatal(fmt.Errorf("put action: %w", err))
 	}
-	s.counts.apply(next, changeOf(prev, next))
-	g := groupOf(next)
-	if prev != nil {
-		if g != groupOpen {
-			s.settled = append(s.settled, next.ID)
-		}
-		pg := groupOf(prev)
-		if pg == g {
-			return nil
-		}
-		if err := s.ixState.Delete(stateIxKey(prev, pg)); err != nil {
-			return fatal(fmt.Errorf("delete state index: %w", err))
-		}
-	} else {
+	if prev != nil && groupOf(next) != groupOpen {
+		s.settled = append(s.settled, next.ID)
+	}
+	if prev == nil {
 		for _, ix := range []struct {
 			b *bolt.Bucket
 			t int64
@@ -306,10 +302,19 @@ func (s *store) putAction(prev, next *Action) error {
 			}
 		}
 	}
-	if err := s.ixState.Put(stateIxKey(next, g), nil); err != nil {
-		return fatal(fmt.Errorf("put state index: %w", err))
+	// The counters and the state index follow through the journal.
+	c := change{next: derivedFields(next)}
+	if prev != nil {
+		c.prev = derivedFields(prev)
 	}
+	s.entryChanges = append(s.entryChanges, c)
 	return nil
+}
+
+// derivedFields copies what the counters and the state index read of a.
+func derivedFields(a *Action) *Action {
+	return &Action{ID: a.ID, ClientID: a.ClientID, CreatedAt: a.CreatedAt, ActiveAt: a.ActiveAt,
+		ExpiresAt: a.ExpiresAt, ConsumedAt: a.ConsumedAt, CanceledAt: a.CanceledAt, ConsumedReason: a.ConsumedReason}
 }
 
 // putClient writes a client.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"sort"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -225,11 +226,18 @@ func (v *View) List(q ListQuery) (ListPage, error) {
 		return ListPage{}, fmt.Errorf("fsm: unknown order %q", q.OrderBy)
 	}
 	prefix := clientPrefix(q.ClientID)
+	// extra holds the state-index keys the journal adds (journal.go).
+	var extra [][]byte
 	if g := listGroup(&q); g != 0 {
 		from, to = narrowByState(&q, from, to)
 		if q.OrderBy == OrderCreatedAt {
 			bucket = bucketIxState
 			prefix = stateIxPrefix(q.ClientID, g, cursorTag(q.OrderBy, false))
+			chs, err := v.journal(q.ClientID)
+			if err != nil {
+				return ListPage{}, fmt.Errorf("fsm: list: %w", err)
+			}
+			extra = stateIxAdditions(chs, g)
 		}
 	}
 	lo := prefix
@@ -266,6 +274,10 @@ func (v *View) List(q ListQuery) (ListPage, error) {
 	var k []byte
 	var step func() ([]byte, []byte)
 	var inRange func([]byte) bool
+	// ei is the next extra key to merge in: extra is sorted, and walked
+	// from the first key at or after lo (ascending) or the last key before
+	// hi (descending); after is exclusive.
+	var ei, estep int
 	if q.Desc {
 		k, _ = c.Seek(hi)
 		if k == nil {
@@ -275,6 +287,8 @@ func (v *View) List(q ListQuery) (ListPage, error) {
 		}
 		step = c.Prev
 		inRange = func(k []byte) bool { return bytes.Compare(k, lo) >= 0 }
+		ei = sort.Search(len(extra), func(i int) bool { return bytes.Compare(extra[i], hi) >= 0 }) - 1
+		estep = -1
 	} else {
 		k, _ = c.Seek(lo)
 		if after != nil && bytes.Equal(k, after) {
@@ -282,12 +296,34 @@ func (v *View) List(q ListQuery) (ListPage, error) {
 		}
 		step = c.Next
 		inRange = func(k []byte) bool { return bytes.Compare(k, hi) < 0 }
+		ei = sort.Search(len(extra), func(i int) bool { return bytes.Compare(extra[i], lo) >= 0 })
+		if after != nil && ei < len(extra) && bytes.Equal(extra[ei], after) {
+			ei++
+		}
+		estep = 1
+	}
+	// next yields the index's and the journal's keys merged in walk order.
+	boltKey := k
+	next := func() []byte {
+		var e []byte
+		if ei >= 0 && ei < len(extra) {
+			e = extra[ei]
+		}
+		switch {
+		case e == nil:
+		case boltKey == nil, q.Desc == (bytes.Compare(e, boltKey) > 0):
+			ei += estep
+			return e
+		}
+		out := boltKey
+		boltKey, _ = step()
+		return out
 	}
 
 	var page ListPage
 	var lastKey, lastSeen []byte
 	position := func(k []byte) []byte { return append([]byte{tag}, k[len(prefix):]...) }
-	for ; k != nil && inRange(k); k, _ = step() {
+	for k = next(); k != nil && inRange(k); k = next() {
 		if page.Scanned == budget {
 			// More entries remain: resume after the last one examined
 			// (every entry up to it was examined, matches returned).
@@ -383,12 +419,21 @@ func (v *View) stats(clientID string, now int64) (Stats, error) {
 		}
 		scalars[i] = n
 	}
-	total, consumed, burned, canceled := scalars[0], scalars[1], scalars[2], scalars[3]
+	chs, err := v.journal(clientID)
+	if err != nil {
+		return Stats{}, err
+	}
+	js := statsOfChanges(chs)
+	total, consumed := scalars[0]+js.total, scalars[1]+js.consumed
+	burned, canceled := scalars[2]+js.burned, scalars[3]+js.canceled
 	_, last, err := readMeta(v.tx)
 	if err != nil {
 		return Stats{}, err
 	}
-	upTo := func(series byte, t int64) (int64, error) { return countAtOrBefore(b, prefix, series, t) }
+	upTo := func(series byte, t int64) (int64, error) {
+		n, err := countAtOrBefore(b, prefix, series, t)
+		return n + js.upTo(series, t), err
+	}
 	since := now - dayMS
 	// Every createdAt and consumedAt is at or before the FSM time, so for
 	// the usual now >= last the count at or before now is the total.
