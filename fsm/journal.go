@@ -13,22 +13,34 @@ import (
 // the state index are derived from the actions alone, and writing them with
 // every Raft batch dirtied about thirteen more B+tree pages per commit than
 // the actions themselves (a one-consume batch went from 6 to 19 pages, and
-// from 33 to 140 µs). So an entry's action writes are recorded as changes
-// in the small "journal" bucket, and the journal is folded into the
-// counters and the state index once it holds journalMaxEntries entries or
+// from 33 to 140 µs). So an entry records only which actions it wrote, in
+// the small "journal" bucket, and the journal is folded into the counters
+// and the state index once it holds journalMaxEntries entries or
 // journalMaxChanges changes. Readers add the journal to what they read
 // (View.journal), so Stats and List stay exact.
+//
+// A record names the actions, not their values: an action written in the
+// journal's window was open when the window began, or did not exist
+// (terminal actions are never written), so its change over the window is
+// from "absent" (created in the window) or from its own open form to what
+// is stored now, and the counters' changes add up (changeOf(a, b) +
+// changeOf(b, c) = changeOf(a, c)). Small records keep the journal on one
+// bbolt page, so an entry's record costs its commit one page.
 //
 // The fold happens right after the entry that fills the journal, inside
 // whatever batch holds it: the journal's content at every applied index is
 // a function of the log alone, so replicas that split the log into other
 // batches hold the same state (TestDeterminism).
-var bucketJournal = []byte("journal") // index8 -> encoded changes of that entry
+var bucketJournal = []byte("journal") // index8 -> the ids of the actions that entry wrote
 
 const (
 	journalMaxEntries = 64
 	journalMaxChanges = 1024
-	journalRecordV1   = 1
+	// journalRecordV2 is the record format: flags and id per action.
+	// (Version 1 carried the actions' fields; no release wrote it.)
+	journalRecordV2 = 2
+	// journalCreated marks an action the entry created.
+	journalCreated = 1
 )
 
 // change is one write of an action, reduced to what the derived state
@@ -37,24 +49,53 @@ type change struct {
 	prev, next *Action
 }
 
+// journaled is one action written in the journal's window.
+type journaled struct {
+	id, clientID string
+	// created: the action did not exist when the window began.
+	created bool
+}
+
 // journalState is what the writer keeps in memory about the journal
 // bucket; nil until the first batch after Open or Restore reads it.
 type journalState struct {
 	entries, changes int
+	// actions are the distinct actions written in the window, in the order
+	// of their first write; index maps an id to its place there.
+	actions []journaled
+	index   map[string]int
 	// totals are the clients' stored-action deltas not yet in the counters
 	// (the quota reads them).
 	totals map[string]int64
 }
 
-// add accounts for one entry's changes.
-func (j *journalState) add(chs []change) {
+func newJournalState() *journalState {
+	return &journalState{index: map[string]int{}, totals: map[string]int64{}}
+}
+
+// add accounts for one entry's writes.
+func (j *journalState) add(ws []journaled) {
 	j.entries++
-	j.changes += len(chs)
-	for _, c := range chs {
-		if c.prev == nil {
-			j.totals[c.next.ClientID]++
+	j.changes += len(ws)
+	for _, w := range ws {
+		if i, ok := j.index[w.id]; ok {
+			j.actions[i].created = j.actions[i].created || w.created
+		} else {
+			j.index[w.id] = len(j.actions)
+			j.actions = append(j.actions, w)
+		}
+		if w.created {
+			j.totals[w.clientID]++
 		}
 	}
+}
+
+// reset empties the account after a fold.
+func (j *journalState) reset() {
+	j.entries, j.changes = 0, 0
+	j.actions = j.actions[:0]
+	clear(j.index)
+	clear(j.totals)
 }
 
 // full reports whether the journal must be folded now.
@@ -64,9 +105,20 @@ func (j *journalState) full() bool {
 
 // loadJournalState reads the journal bucket into a journalState.
 func loadJournalState(tx *bolt.Tx) (*journalState, error) {
-	j := &journalState{totals: map[string]int64{}}
-	err := forEachJournalEntry(tx.Bucket(bucketJournal), func(_ []byte, chs []change) error {
-		j.add(chs)
+	j := newJournalState()
+	actions := tx.Bucket(bucketActions)
+	err := forEachJournalEntry(tx.Bucket(bucketJournal), func(_ []byte, ws []journaled) error {
+		for i := range ws {
+			a, err := loadAction(actions, ws[i].id)
+			if err != nil {
+				return err
+			}
+			if a == nil {
+				return fmt.Errorf("journal: action %s is not stored", ws[i].id)
+			}
+			ws[i].clientID = a.ClientID
+		}
+		j.add(ws)
 		return nil
 	})
 	if err != nil {
@@ -77,72 +129,56 @@ func loadJournalState(tx *bolt.Tx) (*journalState, error) {
 
 // forEachJournalEntry calls fn with every journal entry, in log order. A
 // record that does not decode is a corrupt (or newer) state file: it is an
-// error, never skipped.
-func forEachJournalEntry(b *bolt.Bucket, fn func(k []byte, chs []change) error) error {
+// error, never skipped. The records carry no client ids.
+func forEachJournalEntry(b *bolt.Bucket, fn func(k []byte, ws []journaled) error) error {
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		chs, err := decodeChanges(v)
+		ws, err := decodeJournalRecord(v)
 		if err != nil {
 			return fmt.Errorf("journal entry %x: %w", k, err)
 		}
-		if err := fn(k, chs); err != nil {
+		if err := fn(k, ws); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// encodeChanges encodes one entry's changes. A change keeps the fields the
-// counters and the state index read; prev shares the immutable ones
-// (id, client, createdAt, activeAt, expiresAt) with next.
-func encodeChanges(chs []change) []byte {
-	w := binWriter{b: make([]byte, 0, 16+64*len(chs))}
-	w.byte1(journalRecordV1)
+// encodeJournalRecord encodes the actions one entry wrote.
+func encodeJournalRecord(chs []change) []byte {
+	w := binWriter{b: make([]byte, 0, 4+36*len(chs))}
+	w.byte1(journalRecordV2)
 	w.uvarintInt(len(chs))
 	for _, c := range chs {
-		n := c.next
-		w.boolean(c.prev != nil)
-		w.str(n.ID)
-		w.str(n.ClientID)
-		w.varint(n.CreatedAt)
-		w.varint(n.ActiveAt)
-		w.varint(n.ExpiresAt)
-		w.varint(n.ConsumedAt)
-		w.varint(n.CanceledAt)
-		w.str(n.ConsumedReason)
-		if p := c.prev; p != nil {
-			w.varint(p.ConsumedAt)
-			w.varint(p.CanceledAt)
-			w.str(p.ConsumedReason)
+		var flags byte
+		if c.prev == nil {
+			flags |= journalCreated
 		}
+		w.byte1(flags)
+		w.str(c.next.ID)
 	}
 	return w.b
 }
 
-// decodeChanges decodes encodeChanges.
-func decodeChanges(b []byte) ([]change, error) {
-	if len(b) == 0 || b[0] != journalRecordV1 {
+// decodeJournalRecord decodes encodeJournalRecord.
+func decodeJournalRecord(b []byte) ([]journaled, error) {
+	if len(b) == 0 || b[0] != journalRecordV2 {
 		return nil, fmt.Errorf("decode journal entry: unknown encoding")
 	}
 	r := binReader{b: b[1:]}
-	n := r.count(9)
-	chs := make([]change, 0, n)
+	n := r.count(2)
+	ws := make([]journaled, 0, n)
 	for i := 0; i < n && r.err == nil; i++ {
-		hasPrev := r.boolean()
-		next := &Action{ID: r.str(), ClientID: r.str(), CreatedAt: r.varint(), ActiveAt: r.varint(),
-			ExpiresAt: r.varint(), ConsumedAt: r.varint(), CanceledAt: r.varint(), ConsumedReason: r.str()}
-		c := change{next: next}
-		if hasPrev {
-			p := *next
-			p.ConsumedAt, p.CanceledAt, p.ConsumedReason = r.varint(), r.varint(), r.str()
-			c.prev = &p
+		flags := r.byte1()
+		if flags&^journalCreated != 0 {
+			return nil, fmt.Errorf("decode journal entry: unknown flags %#x", flags)
 		}
-		chs = append(chs, c)
+		ws = append(ws, journaled{created: flags&journalCreated != 0, id: r.str()})
 	}
 	if err := r.end(); err != nil {
 		return nil, fmt.Errorf("decode journal entry: %w", err)
 	}
-	return chs, nil
+	return ws, nil
 }
 
 // journalKey is the journal key of log index i.
@@ -156,45 +192,70 @@ func (s *store) endEntry(index uint64) error {
 	if len(chs) == 0 {
 		return nil
 	}
-	s.entryChanges = nil
+	s.entryChanges = s.entryChanges[:0]
 	if len(chs) >= journalMaxChanges {
 		if err := s.foldJournal(); err != nil {
 			return err
 		}
 		return s.applyChanges(chs)
 	}
-	if err := s.journalB.Put(journalKey(index), encodeChanges(chs)); err != nil {
+	if err := s.journalB.Put(journalKey(index), encodeJournalRecord(chs)); err != nil {
 		return fatal(fmt.Errorf("put journal entry: %w", err))
 	}
-	s.journal.add(chs)
+	ws := make([]journaled, len(chs))
+	for i, c := range chs {
+		ws[i] = journaled{id: c.next.ID, clientID: c.next.ClientID, created: c.prev == nil}
+	}
+	s.journal.add(ws)
 	if s.journal.full() {
 		return s.foldJournal()
 	}
 	return nil
 }
 
-// foldJournal applies every journal entry to the counters and the state
-// index, in log order, and empties the journal.
+// foldJournal applies the journal's net change of every action it names
+// to the counters and the state index, and empties the journal.
 func (s *store) foldJournal() error {
 	if s.journal.entries == 0 {
 		return nil
 	}
-	var keys [][]byte
-	err := forEachJournalEntry(s.journalB, func(k []byte, chs []change) error {
-		keys = append(keys, bytes.Clone(k))
-		return s.applyChanges(chs)
-	})
-	if err != nil {
-		return fatal(err)
-	}
-	for _, k := range keys {
-		if err := s.journalB.Delete(k); err != nil {
-			return fatal(fmt.Errorf("delete journal entry: %w", err))
+	for _, w := range s.journal.actions {
+		c, err := netChange(s.actions, w)
+		if err != nil {
+			return fatal(err)
+		}
+		if err := s.applyChanges([]change{c}); err != nil {
+			return err
 		}
 	}
-	s.journal.entries, s.journal.changes = 0, 0
-	clear(s.journal.totals)
+	c := s.journalB.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.First() {
+		if err := c.Delete(); err != nil {
+			return fatal(fmt.Errorf("empty the journal: %w", err))
+		}
+	}
+	s.journal.reset()
 	return nil
+}
+
+// netChange is the change the journal's window made to the action w names:
+// from nothing (created in the window) or from its open form to what is
+// stored now.
+func netChange(actions *bolt.Bucket, w journaled) (change, error) {
+	a, err := loadAction(actions, w.id)
+	if err != nil {
+		return change{}, err
+	}
+	if a == nil {
+		return change{}, fmt.Errorf("journal: action %s is not stored", w.id)
+	}
+	c := change{next: derivedFields(a)}
+	if !w.created {
+		p := *c.next
+		p.ConsumedAt, p.CanceledAt, p.ConsumedReason = 0, 0, ""
+		c.prev = &p
+	}
+	return c, nil
 }
 
 // applyChanges writes changes into the counters (as deltas, flushed once
@@ -219,20 +280,37 @@ func (s *store) applyChanges(chs []change) error {
 	return nil
 }
 
-// journal returns the client's changes not yet folded, in log order.
+// journal returns the client's net changes not yet folded.
 func (v *View) journal(clientID string) ([]change, error) {
-	var out []change
-	err := forEachJournalEntry(v.tx.Bucket(bucketJournal), func(_ []byte, chs []change) error {
-		for _, c := range chs {
-			if c.next.ClientID == clientID {
-				out = append(out, c)
+	var ws []journaled
+	seen := map[string]int{}
+	err := forEachJournalEntry(v.tx.Bucket(bucketJournal), func(_ []byte, rec []journaled) error {
+		for _, w := range rec {
+			if i, ok := seen[w.id]; ok {
+				ws[i].created = ws[i].created || w.created
+				continue
 			}
+			seen[w.id] = len(ws)
+			ws = append(ws, w)
 		}
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	actions := v.tx.Bucket(bucketActions)
+	var out []change
+	for _, w := range ws {
+		c, err := netChange(actions, w)
+		if err != nil {
+			return nil, err
+		}
+		if c.next.ClientID == clientID {
+			out = append(out, c)
+		}
+	}
+	return out, nil
 }
-
 // seriesPoint is one series delta: d at time t.
 type seriesPoint struct {
 	series byte

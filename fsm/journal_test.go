@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -148,4 +149,34 @@ func TestJournalEntryThatDoesNotDecodeStopsTheBatch(t *testing.T) {
 		}
 	}()
 	h.apply(createCmd(clA, t0, CreateRow{ActionID: "act_2"}))
+}
+
+// TestJournalFitsOnePage: a journal one entry short of a fold, every entry
+// a consume, is one bbolt leaf: an entry's record costs its commit one
+// page, not a leaf and a branch (DESIGN.md, "Net changes").
+func TestJournalFitsOnePage(t *testing.T) {
+	h := newHarness(t)
+	c := &CreateActions{CSV: true}
+	for i := range journalMaxEntries {
+		c.Rows = append(c.Rows, CreateRow{Row: i, ActionID: fmt.Sprintf("act_%032d", i), SealedPayload: benchPayload})
+	}
+	h.mustOK(&Command{Type: CmdCreateActions, Time: t0, ClientID: clA, Create: c})
+	for h.f.journal.entries != 0 { // an empty journal to start from
+		h.mustOK(createCmd(clA, t0, CreateRow{ActionID: fmt.Sprintf("act_pad_%d", h.f.AppliedIndex())}))
+	}
+	for i := range journalMaxEntries - 1 {
+		h.mustOK(consumeCmd(clA, t0+1, fmt.Sprintf("act_%032d", i)))
+	}
+	if n := journalLen(t, h.f); n != journalMaxEntries-1 {
+		t.Fatalf("journal holds %d entries, want %d", n, journalMaxEntries-1)
+	}
+	if err := h.f.View(func(v *View) error {
+		st := v.tx.Bucket(bucketJournal).Stats()
+		if st.BranchPageN != 0 || st.LeafPageN > 1 {
+			t.Fatalf("a journal of %d consumes spans %d leaves and %d branches, want one leaf", st.KeyN, st.LeafPageN, st.BranchPageN)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
