@@ -311,6 +311,7 @@ func (v *View) journal(clientID string) ([]change, error) {
 	}
 	return out, nil
 }
+
 // seriesPoint is one series delta: d at time t.
 type seriesPoint struct {
 	series byte
