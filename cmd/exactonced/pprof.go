@@ -14,10 +14,10 @@ import (
 // loopback address (--pprof-addr; config refuses any other, since the
 // endpoints have no authentication). It binds before returning, so a taken
 // port fails the start; stop shuts it down.
-func pprofListener(addr string, log *slog.Logger) (bound net.Addr, stop func(), err error) {
+func pprofListener(addr string, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("listen on --pprof-addr: %w", err)
+		return nil, fmt.Errorf("listen on --pprof-addr: %w", err)
 	}
 	// Its own mux: importing net/http/pprof also registers on
 	// http.DefaultServeMux, which nothing here serves.
@@ -42,7 +42,7 @@ func pprofListener(addr string, log *slog.Logger) (bound net.Addr, stop func(), 
 		}
 	}()
 	log.Warn("profiling endpoints served without authentication on a loopback address", "pprof", ln.Addr().String())
-	return ln.Addr(), func() {
+	return func() {
 		// Close, not Shutdown: a profile in progress must not hold up the
 		// node's exit.
 		_ = hs.Close()

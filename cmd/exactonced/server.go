@@ -149,7 +149,7 @@ func (s *server) run(ctx context.Context) error {
 	}
 	defer ln.Close()
 	if cfg.PprofAddr != "" {
-		_, stopPprof, err := pprofListener(cfg.PprofAddr, log.With("component", "pprof"))
+		stopPprof, err := pprofListener(cfg.PprofAddr, log.With("component", "pprof"))
 		if err != nil {
 			return err
 		}
