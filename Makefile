@@ -74,7 +74,8 @@ cluster-stop: ## stops exactly the nodes `make cluster` started
 
 # Container tests (internal/containertest): a scratch image, three nodes under
 # docker-compose, leader killed, a follower cut off and reconnected, all
-# restarted. Needs a Docker engine and docker-compose.
+# restarted. Needs a Docker engine, docker-compose and root (the secret files
+# are handed to the image's non-root user, uid 65532, as docs/deploy.md does).
 test-cluster: ## three containers: kill, partition, restart; no acknowledged write lost
 	$(GO) test -count=1 -tags container -timeout 15m -v ./internal/containertest/
 
