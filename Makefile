@@ -9,7 +9,7 @@ BENCHSTAT   ?= golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4d
 TEST_TIMEOUT ?= 15m
 LDFLAGS     ?= -s -w
 
-.PHONY: all build test lint fmt run clean help print-staticcheck
+.PHONY: all build test lint fmt run clean help print-staticcheck install
 
 all: build
 
@@ -39,6 +39,27 @@ run: ## a single dev node on 127.0.0.1:8080 (prints the dev client's credentials
 clean: ## remove built binaries
 	rm -rf $(BIN)
 
+# Install on an on-prem host (docs/deploy.md, "systemd on on-prem hosts"):
+# the binaries of `make build`, the docs the unit's Documentation= names,
+# the unit, and the environment template (mode 0600; an existing one is
+# kept). DESTDIR stages the files elsewhere.
+PREFIX  ?= /usr/local
+UNITDIR ?= /etc/systemd/system
+CONFDIR ?= /etc/exactonce
+DOCDIR  ?= $(PREFIX)/share/doc/exactonce
+INSTALL_DOCS = docs/deploy.md docs/operations.md docs/security.md docs/api.md
+install: ## install binaries, docs, systemd unit and env template (PREFIX=/usr/local DESTDIR=)
+	@test -x $(BIN)/exactonced -a -x $(BIN)/exactonce || { echo "run make build first" >&2; exit 2; }
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BIN)/exactonced $(BIN)/exactonce $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 $(INSTALL_DOCS) $(DESTDIR)$(DOCDIR)/
+	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/usr/local/share/doc/exactonce/|$(DOCDIR)/|g' \
+		-e 's|/etc/exactonce/|$(CONFDIR)/|g' deploy/exactonced.service > $(DESTDIR)$(UNITDIR)/exactonced.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/exactonced.service
+	install -d -m 0700 $(DESTDIR)$(CONFDIR)
+	@if [ -e $(DESTDIR)$(CONFDIR)/exactonced.env ]; then echo "kept $(DESTDIR)$(CONFDIR)/exactonced.env"; \
+	else install -m 0600 deploy/exactonced.env $(DESTDIR)$(CONFDIR)/exactonced.env; fi
+
 print-staticcheck:
 	@echo $(STATICCHECK)
 
@@ -53,7 +74,8 @@ cluster-stop: ## stops exactly the nodes `make cluster` started
 
 # Container tests (internal/containertest): a scratch image, three nodes under
 # docker-compose, leader killed, a follower cut off and reconnected, all
-# restarted. Needs a Docker engine and docker-compose.
+# restarted. Needs a Docker engine, docker-compose and root (the secret files
+# are handed to the image's non-root user, uid 65532, as docs/deploy.md does).
 test-cluster: ## three containers: kill, partition, restart; no acknowledged write lost
 	$(GO) test -count=1 -tags container -timeout 15m -v ./internal/containertest/
 

@@ -90,7 +90,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.PprofPort, "pprof-port", 18601, "first ExactOnce node's pprof port (with -pprof)")
 	fs.IntVar(&cfg.EtcdClientPort, "etcd-client-port", 23791, "first etcd member's client port")
 	fs.IntVar(&cfg.EtcdPeerPort, "etcd-peer-port", 23801, "first etcd member's peer port")
-	fs.BoolVar(&o.pprof, "pprof", false, "build the server with a pprof listener and profile every node during extra consume, verify and CSV runs")
+	fs.BoolVar(&o.pprof, "pprof", false, "start every node with a loopback --pprof-addr and profile it during extra consume, verify and CSV runs")
 	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", 8, "length of the CPU profile")
 	fs.IntVar(&cfg.ProfileConc, "profile-conc", 64, "concurrency of the profiled runs")
 	fs.StringVar(&o.outDir, "out", "bin/bench", "directory for results.jsonl, report.json, table.txt and profiles")
@@ -128,7 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 
 	if o.build {
-		if err := buildServer(ctx, log, cfg.ServerBin, o.pprof); err != nil {
+		if err := buildServer(ctx, log, cfg.ServerBin); err != nil {
 			fmt.Fprintln(stderr, "exactonce-bench:", err)
 			return 1
 		}
@@ -219,9 +219,6 @@ func complete(cfg *bench.Config, o *options) error {
 	}
 	if o.pprof {
 		cfg.ProfileDir = o.outDir
-		if !strings.HasSuffix(cfg.ServerBin, "-pprof") {
-			cfg.ServerBin += "-pprof"
-		}
 	}
 	return nil
 }
@@ -245,55 +242,10 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// pprofOverlay is added to package main of cmd/exactonced at build time
-// (go build -overlay) when profiling: it serves net/http/pprof on
-// BENCH_PPROF_ADDR. The source tree is not touched.
-const pprofOverlay = `package main
-
-import (
-	"net/http"
-	"net/http/pprof"
-	"os"
-)
-
-func init() {
-	addr := os.Getenv("BENCH_PPROF_ADDR")
-	if addr == "" {
-		return
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	go func() { _ = http.ListenAndServe(addr, mux) }()
-}
-`
-
-// buildServer builds ./cmd/exactonced into bin (with the pprof overlay when asked).
-func buildServer(ctx context.Context, log *slog.Logger, bin string, withPprof bool) error {
+// buildServer builds ./cmd/exactonced into bin. Profiling needs no special
+// build: the nodes serve pprof through their own --pprof-addr.
+func buildServer(ctx context.Context, log *slog.Logger, bin string) error {
 	args := []string{"build", "-o", bin}
-	if withPprof {
-		dir, err := os.MkdirTemp("", "exactonce-bench-overlay-")
-		if err != nil {
-			return fmt.Errorf("overlay dir: %w", err)
-		}
-		defer os.RemoveAll(dir)
-		src := filepath.Join(dir, "pprof.go")
-		if err := os.WriteFile(src, []byte(pprofOverlay), 0o644); err != nil {
-			return fmt.Errorf("write overlay: %w", err)
-		}
-		target, err := filepath.Abs(filepath.Join("cmd", "exactonced", "zz_bench_pprof.go"))
-		if err != nil {
-			return fmt.Errorf("overlay path: %w", err)
-		}
-		ov, _ := json.Marshal(map[string]map[string]string{"Replace": {target: src}})
-		ovPath := filepath.Join(dir, "overlay.json")
-		if err := os.WriteFile(ovPath, ov, 0o644); err != nil {
-			return fmt.Errorf("write overlay: %w", err)
-		}
-		args = append(args, "-overlay", ovPath)
-	}
 	args = append(args, "./cmd/exactonced")
 	log.Info("building server", "cmd", "go "+strings.Join(args, " "))
 	var last error

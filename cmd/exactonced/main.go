@@ -1,6 +1,7 @@
 // Command exactonced is the ExactOnce server: one node of a Raft-replicated
 // service for one-time actions (see SPEC.md). Every flag is also an
 // environment variable EXACTONCE_<FLAG>; run with -h for the list.
+// `exactonced healthcheck` probes a running node (the image's HEALTHCHECK).
 package main
 
 import (
@@ -15,6 +16,7 @@ import (
 
 	"github.com/exactonce/exactonce/internal/config"
 	"github.com/exactonce/exactonce/internal/logbuf"
+	"github.com/exactonce/exactonce/internal/sdnotify"
 )
 
 func main() {
@@ -34,8 +36,12 @@ func main() {
 // run is the whole server; it returns the process exit status: 0 after a
 // graceful shutdown, 2 for bad or contradicting flags, 3 when the cluster
 // key is not the one of the data dir or of the cluster (exitKeyMismatch),
-// 1 for any other failure.
+// 1 for any other failure. `exactonced healthcheck ...` probes a running
+// node instead (healthcheck).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == healthcheckCommand {
+		return healthcheck(ctx, args[1:], getenv, stdout, stderr)
+	}
 	cfg, err := config.Parse(args, getenv, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -54,7 +60,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	flushed := make(chan struct{})
 	go func() { logOut.Run(flushCtx); close(flushed) }()
 	defer func() { stopFlush(); <-flushed }()
-	srv := &server{cfg: cfg, log: logger, stdout: stdout}
+	notify, err := sdnotify.New(getenv(sdnotify.EnvSocket))
+	if err != nil {
+		// The node serves all the same; only the service manager's view of
+		// its readiness is missing.
+		logger.Warn("no readiness notifications", "err", err)
+	}
+	srv := &server{cfg: cfg, log: logger, stdout: stdout, notify: notify}
 	if err := srv.run(ctx); err != nil {
 		var km *keyMismatchError
 		if errors.As(err, &km) {

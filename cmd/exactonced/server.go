@@ -29,6 +29,7 @@ import (
 	"github.com/exactonce/exactonce/httpapi"
 	"github.com/exactonce/exactonce/internal/config"
 	"github.com/exactonce/exactonce/internal/logbuf"
+	"github.com/exactonce/exactonce/internal/sdnotify"
 	"github.com/exactonce/exactonce/internal/secure"
 )
 
@@ -70,6 +71,17 @@ type server struct {
 	stdout io.Writer
 	// keys are derived from the cluster key (loadClusterKey).
 	keys *secure.Keys
+	// notify tells systemd (Type=notify) when the node is ready and when
+	// it stops; it sends nothing outside systemd.
+	notify *sdnotify.Notifier
+}
+
+// notifyManager sends one state change to the service manager; a failure
+// is logged, never fatal.
+func (s *server) notifyManager(send func(*sdnotify.Notifier) error) {
+	if err := send(s.notify); err != nil {
+		s.log.Warn("notify service manager", "err", err)
+	}
 }
 
 func (s *server) run(ctx context.Context) error {
@@ -136,6 +148,13 @@ func (s *server) run(ctx context.Context) error {
 		return fmt.Errorf("listen on --http-addr: %w", err)
 	}
 	defer ln.Close()
+	if cfg.PprofAddr != "" {
+		stopPprof, err := pprofListener(cfg.PprofAddr, log.With("component", "pprof"))
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 
 	// The Raft log is fsynced before an entry commits, so the state file
 	// is not fsynced per batch (fsm.Options.DeferSync, fsm/durability.go);
@@ -248,6 +267,9 @@ func (s *server) run(ctx context.Context) error {
 		"raft", cfg.RaftAddr, "gossip", cfg.GossipAddr, "tls", apiTLS != nil, "internal_certs", identityKind(identity),
 		"bootstrap_expect", cfg.BootstrapExpect, "join", strings.Join(cfg.Join, ","))
 
+	s.notifyManager(func(n *sdnotify.Notifier) error {
+		return n.Status("serving " + ln.Addr().String() + "; waiting for a leader and to catch up")
+	})
 	startupDone := make(chan error, 1)
 	go func() { startupDone <- s.afterStart(ctx, node, state, api, adminToken) }()
 	memCtx, stopMem := context.WithCancel(ctx)
@@ -258,7 +280,6 @@ func (s *server) run(ctx context.Context) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down", "reason", context.Cause(ctx))
 	case err := <-serveErr:
 		runErr = fmt.Errorf("http server: %w", err)
 	case err := <-startupDone:
@@ -268,10 +289,17 @@ func (s *server) run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			log.Info("shutting down", "reason", context.Cause(ctx))
 		case err := <-serveErr:
 			runErr = fmt.Errorf("http server: %w", err)
 		}
+	}
+	if runErr == nil {
+		log.Info("shutting down", "reason", context.Cause(ctx))
+		s.notifyManager(func(n *sdnotify.Notifier) error {
+			return n.Stopping("shutting down: draining requests, handing over leadership")
+		})
+	} else {
+		s.notifyManager(func(n *sdnotify.Notifier) error { return n.Status("failed: " + runErr.Error()) })
 	}
 
 	sctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
@@ -325,6 +353,13 @@ func (s *server) afterStart(ctx context.Context, node *cluster.Node, state *fsm.
 		}
 		return err
 	}
+	// READY=1 only now: a Type=notify unit counts as started once the node
+	// knows a leader, has caught up and has checked the cluster key, so
+	// `systemctl restart` of one node at a time never takes down a second
+	// node before the first serves again.
+	s.notifyManager(func(n *sdnotify.Notifier) error {
+		return n.Ready(fmt.Sprintf("ready; leader %t, leader API %s", node.IsLeader(), node.LeaderHTTP()))
+	})
 	if !s.cfg.Dev {
 		return nil
 	}

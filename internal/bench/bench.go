@@ -93,9 +93,8 @@ type Config struct {
 	EtcdClientPort, EtcdPeerPort   int
 
 	// ProfileDir, when set, receives CPU profiles of every ExactOnce node
-	// taken during extra consume, verify and CSV runs (the server binary must honour
-	// BENCH_PPROF_ADDR; see the harness's pprof overlay), and PprofPort is
-	// the first node's pprof port.
+	// taken during extra consume, verify and CSV runs (through each node's
+	// --pprof-addr), and PprofPort is the first node's pprof port.
 	ProfileDir     string
 	ProfileSeconds int
 	ProfileConc    int

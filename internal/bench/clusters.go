@@ -49,9 +49,8 @@ type EOClusterConfig struct {
 	// HTTPPort, RaftPort, GossipPort are the first node's ports; node i
 	// adds i.
 	HTTPPort, RaftPort, GossipPort int
-	// PprofPort, when not 0, is passed to node i as BENCH_PPROF_ADDR
-	// 127.0.0.1:PprofPort+i (honoured only by a binary built with the
-	// harness's pprof overlay).
+	// PprofPort, when not 0, gives node i the profiling listener
+	// --pprof-addr 127.0.0.1:PprofPort+i (as EXACTONCE_PPROF_ADDR).
 	PprofPort int
 	Log       *slog.Logger
 }
@@ -102,7 +101,7 @@ func StartEOCluster(ctx context.Context, cfg EOClusterConfig) (*EOCluster, error
 		}
 		if cfg.PprofPort != 0 {
 			n.PprofAddr = "127.0.0.1:" + strconv.Itoa(cfg.PprofPort+i)
-			n.Env = append(n.Env, "BENCH_PPROF_ADDR="+n.PprofAddr)
+			n.Env = append(n.Env, "EXACTONCE_PPROF_ADDR="+n.PprofAddr)
 		}
 		c.Nodes = append(c.Nodes, n)
 	}

@@ -17,6 +17,13 @@ const missingClusterKey = "a node of a multi-node cluster (--join, or --bootstra
 	"the same on every node: --cluster-key-file PATH (a file of mode 0600), EXACTONCE_CLUSTER_KEY, or --cluster-key; " +
 	"make one with `exactonce keygen` (a key generated into each data dir would differ from node to node)"
 
+// missingAdminToken is the message given to a node of a multi-node
+// cluster started without an explicit admin token.
+const missingAdminToken = "a node of a multi-node cluster (--join, or --bootstrap-expect above 1) needs the admin token given explicitly, " +
+	"the same on every node: --admin-token-file PATH (a file of mode 0600), EXACTONCE_ADMIN_TOKEN, or --admin-token; " +
+	"make one with `head -c32 /dev/urandom | base64` (a token generated into each data dir would differ from node to node, " +
+	"and each node would accept only its own)"
+
 // secrets reads the *-file secrets and checks the cluster key and the admin
 // token. origin names where a flag's value came from.
 func (c *Config) secrets(origin func(string) string) error {
@@ -50,6 +57,9 @@ func (c *Config) secrets(origin func(string) string) error {
 			return usagef("%s: %v", origin("admin-token-file"), err)
 		}
 		c.AdminToken = v
+	}
+	if c.AdminToken == "" && c.MultiNode() {
+		return usagef("%s", missingAdminToken)
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		if c.AdminTokenFile != "" {

@@ -95,6 +95,16 @@ func TestContradictions(t *testing.T) {
 		{"multi-node without a key", multi, nil,
 			[]string{"--cluster-key-file", "EXACTONCE_CLUSTER_KEY", "--cluster-key", "exactonce keygen"}},
 		{"joining without a key", []string{"--join", "10.0.0.2:8400"}, nil, []string{"exactonce keygen"}},
+		{"multi-node without an admin token", cat(multi, []string{"--cluster-key", testKey}), nil,
+			[]string{"admin token", "--admin-token-file", "EXACTONCE_ADMIN_TOKEN", "differ from node to node"}},
+		{"joining without an admin token", []string{"--join", "10.0.0.2:8400", "--cluster-key-file", keyFile}, nil,
+			[]string{"admin token"}},
+		{"pprof on every interface", []string{"--pprof-addr", "0.0.0.0:6060"}, nil, []string{"--pprof-addr", "loopback", "127.0.0.1:6060"}},
+		{"pprof on a private address from env", nil, map[string]string{"EXACTONCE_PPROF_ADDR": "10.0.0.1:6060"},
+			[]string{"EXACTONCE_PPROF_ADDR", "loopback"}},
+		{"pprof on a name", []string{"--pprof-addr", "localhost:6060"}, nil, []string{"loopback"}},
+		{"pprof without a host", []string{"--pprof-addr", ":6060"}, nil, []string{"loopback"}},
+		{"pprof without a port", []string{"--pprof-addr", "127.0.0.1"}, nil, []string{"--pprof-addr"}},
 		{"expecting three without a key", []string{"--bootstrap-expect", "3"}, nil, []string{"exactonce keygen"}},
 		{"key and key file", []string{"--cluster-key", testKey, "--cluster-key-file", keyFile}, nil,
 			[]string{"--cluster-key and --cluster-key-file"}},
@@ -109,9 +119,9 @@ func TestContradictions(t *testing.T) {
 			[]string{"--admin-token and --admin-token-file"}},
 		{"world-readable token file", []string{"--admin-token-file", openToken}, nil, []string{"chmod 600"}},
 		{"short token in file", []string{"--admin-token-file", shortToken}, nil, []string{"16 characters"}},
-		{"multi-node advertising every interface", cat(multi, []string{"--cluster-key", testKey, "--http-addr", "0.0.0.0:8080",
+		{"multi-node advertising every interface", cat(multi, []string{"--cluster-key", testKey, "--admin-token-file", tokenFile, "--http-addr", "0.0.0.0:8080",
 			"--raft-advertise", "10.0.0.1:8300"}), nil, []string{"--http-advertise", "reach"}},
-		{"multi-node raft on every interface without advertise", cat(multi, []string{"--cluster-key", testKey,
+		{"multi-node raft on every interface without advertise", cat(multi, []string{"--cluster-key", testKey, "--admin-token-file", tokenFile,
 			"--http-advertise", "http://10.0.0.1:8080", "--raft-addr", "0.0.0.0:8300"}), nil, []string{"--raft-advertise"}},
 		{"http and raft on one address", []string{"--http-addr", "127.0.0.1:9000", "--raft-addr", "127.0.0.1:9000"}, nil,
 			[]string{"--http-addr and --raft-addr"}},
@@ -142,7 +152,8 @@ func TestAccepted(t *testing.T) {
 	tokenFile := writeFile(t, dir, "admin.token", "0123456789abcdef0123\n", 0o600)
 	apiCA := writeFile(t, dir, "api-ca.pem", caPEM(t, "api clients"), 0o644)
 	internalCA := writeFile(t, dir, "internal-ca.pem", caPEM(t, "nodes"), 0o644)
-	multi := []string{"--join", "10.0.0.2:8400", "--bootstrap-expect", "3", "--http-advertise", "http://10.0.0.1:8080"}
+	multi := []string{"--join", "10.0.0.2:8400", "--bootstrap-expect", "3", "--http-advertise", "http://10.0.0.1:8080",
+		"--admin-token-file", tokenFile}
 	cases := []struct {
 		name  string
 		args  []string
@@ -183,6 +194,17 @@ func TestAccepted(t *testing.T) {
 		{"separate internal and api client CAs", []string{"--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", apiCA,
 			"--internal-tls-cert", "n.pem", "--internal-tls-key", "n.key", "--internal-tls-ca", internalCA}, nil, nil},
 		{"single node on every interface", []string{"--http-addr", "0.0.0.0:8080", "--raft-addr", "0.0.0.0:8300"}, nil, nil},
+		{"pprof on loopback", []string{"--pprof-addr", "127.0.0.1:6060"}, nil, func(t *testing.T, c *Config) {
+			if c.PprofAddr != "127.0.0.1:6060" {
+				t.Errorf("pprof addr %q", c.PprofAddr)
+			}
+		}},
+		{"pprof on IPv6 loopback from env", nil, map[string]string{"EXACTONCE_PPROF_ADDR": "[::1]:0"}, nil},
+		{"pprof off by default", nil, nil, func(t *testing.T, c *Config) {
+			if c.PprofAddr != "" {
+				t.Errorf("pprof addr %q, want off", c.PprofAddr)
+			}
+		}},
 		{"free ports", []string{"--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0"}, nil, nil},
 	}
 	for _, tc := range cases {

@@ -42,9 +42,10 @@ type Config struct {
 	// cluster, never bootstrap) by default with Join.
 	BootstrapExpect int
 
-	// AdminToken is empty when not given; the server then uses the token
-	// kept in the data dir (generated on first start). --admin-token-file
-	// fills it from a file.
+	// AdminToken is empty when not given (a single node only: a node of a
+	// multi-node cluster is refused without one); the server then uses the
+	// token kept in the data dir (generated on first start).
+	// --admin-token-file fills it from a file.
 	AdminToken string
 	// AdminTokenFile is the file the admin token was read from, "" when none.
 	AdminTokenFile string
@@ -99,6 +100,9 @@ type Config struct {
 	// the node hands the state file's mapped pages back
 	// (fsm.Options.MappedBudget).
 	MappedStateMiB int64
+	// PprofAddr is the loopback host:port of the opt-in net/http/pprof
+	// listener; "" (the default) serves none.
+	PprofAddr string
 
 	// TestClockOffset is the initial shift of this node's clock (leader
 	// stamps and read states). A fault-injection hook for the chaos harness,
@@ -216,7 +220,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs := flag.NewFlagSet("exactonced", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: exactonced [flags]\n\nRuns one ExactOnce node. Every flag is also an environment variable\n%s<FLAG> (upper case, - as _); a flag on the command line wins.\n\n", EnvPrefix)
+		fmt.Fprintf(out, "Usage: exactonced [flags]\n       exactonced healthcheck [flags]  (probe a running node; -h for its flags)\n\n"+
+			"Runs one ExactOnce node. Every flag is also an environment variable\n%s<FLAG> (upper case, - as _); a flag on the command line wins.\n\n", EnvPrefix)
 		fs.PrintDefaults()
 	}
 
@@ -256,6 +261,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.StringVar(&r.logLevel, "log-level", "info", "debug|info|warn|error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text|json")
 	fs.BoolVar(&c.AccessLog, "access-log", false, "log every client request at info (default: only failed ones; the rest at debug)")
+	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "loopback host:port for Go's profiling endpoints (/debug/pprof/), unauthenticated, so refused on any other address (default: off)")
 	fs.Int64Var(&c.MappedStateMiB, "mapped-state-mib", DefaultMappedStateMiB, "MiB of the state file a node keeps mapped before handing its pages back (more: faster reads and writes of a large state, more resident memory)")
 
 	if err := fs.Parse(args); err != nil {
@@ -465,6 +471,27 @@ func (c *Config) finish(r *raw) error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return usagef("--log-format %q: want text or json", c.LogFormat)
+	}
+	if c.PprofAddr != "" {
+		if err := checkLoopback(c.PprofAddr); err != nil {
+			return usagef("%s %q: %v", r.origin("pprof-addr"), c.PprofAddr, err)
+		}
+	}
+	return nil
+}
+
+// checkLoopback accepts a host:port whose host is a loopback IP literal
+// (127.0.0.0/8, ::1). A name such as "localhost" is refused: what it
+// resolves to is up to /etc/hosts, and the profiling endpoints have no
+// authentication, so they must never be reachable from another machine.
+func checkLoopback(hostPort string) error {
+	if err := checkHostPort(hostPort); err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(hostPort)
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return errors.New("the profiling endpoints are unauthenticated: give a loopback address such as 127.0.0.1:6060 or [::1]:6060")
 	}
 	return nil
 }

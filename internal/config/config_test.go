@@ -68,6 +68,7 @@ func TestEnvUsed(t *testing.T) {
 		"EXACTONCE_TLS_CERT":    "c.pem",
 		"EXACTONCE_TLS_KEY":     "k.pem",
 		"EXACTONCE_CLUSTER_KEY": testKey,
+		"EXACTONCE_ADMIN_TOKEN": "0123456789abcdef",
 	})
 	c, err := Parse(nil, e, io.Discard)
 	if err != nil {
@@ -79,7 +80,8 @@ func TestEnvUsed(t *testing.T) {
 	if c.BootstrapExpect != 0 {
 		t.Errorf("BootstrapExpect = %d, want 0 with --join", c.BootstrapExpect)
 	}
-	c3, err := Parse([]string{"--join", "10.0.0.1:8400"}, env(map[string]string{"EXACTONCE_BOOTSTRAP_EXPECT": "3", "EXACTONCE_CLUSTER_KEY": testKey}), io.Discard)
+	c3, err := Parse([]string{"--join", "10.0.0.1:8400"}, env(map[string]string{"EXACTONCE_BOOTSTRAP_EXPECT": "3", "EXACTONCE_CLUSTER_KEY": testKey,
+		"EXACTONCE_ADMIN_TOKEN": "0123456789abcdef"}), io.Discard)
 	if err != nil || c3.BootstrapExpect != 3 {
 		t.Errorf("BootstrapExpect from env = %v, %v; want 3", c3, err)
 	}

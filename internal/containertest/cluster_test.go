@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -135,6 +136,31 @@ func (c *cluster) ready(t *testing.T, n node) bool {
 	return st == 200
 }
 
+// nodeUID is the numeric user of deploy/Dockerfile (USER).
+const nodeUID = 65532
+
+// newShellEnv is the environment of a new shell: the test's own without
+// any EXACTONCE_* variable.
+func newShellEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "EXACTONCE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// health is the container's health status as Docker's HEALTHCHECK last
+// judged it ("starting", "healthy", "unhealthy").
+func (c *cluster) health(t *testing.T, n node) string {
+	out, err := exec.Command("docker", "inspect", "-f", "{{.State.Health.Status}}", container(n.service)).Output()
+	if err != nil {
+		t.Fatalf("docker inspect %s: %v", container(n.service), err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
 // leader asks a node who leads and maps the answer to one of nodes.
 func (c *cluster) leader(via node) (node, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -176,10 +202,19 @@ func TestThreeNodeCluster(t *testing.T) {
 	// CGO_ENABLED=0: the image is FROM scratch, so the binaries must be static.
 	// The secrets are files (mode 0600) in the directory the compose file
 	// mounts at /run/secrets, as docs/deploy.md sets them up.
-	secrets := t.TempDir()
+	// The nodes run as the image's user (nodeUID), which must own them.
+	secrets := filepath.Join(t.TempDir(), "secrets")
+	if err := os.Mkdir(secrets, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	for name, v := range map[string]string{"cluster.key": randomB64(32), "admin.token": c.admin} {
 		if err := os.WriteFile(filepath.Join(secrets, name), []byte(v+"\n"), 0o600); err != nil {
 			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{secrets, filepath.Join(secrets, "cluster.key"), filepath.Join(secrets, "admin.token")} {
+		if err := os.Chown(p, nodeUID, nodeUID); err != nil {
+			t.Fatalf("give %s to the image's user %d (as docs/deploy.md does with sudo chown; run the container tests as root): %v", p, nodeUID, err)
 		}
 	}
 	c.env = []string{"CGO_ENABLED=0", "EXACTONCE_SECRETS_DIR=" + secrets, "EXACTONCE_IMAGE=exactonce:test"}
@@ -190,7 +225,8 @@ func TestThreeNodeCluster(t *testing.T) {
 
 	downArgs := []string{"-p", project, "-f", "deploy/docker-compose.yml", "down", "-v", "--remove-orphans", "-t", "5"}
 	down := exec.Command("docker-compose", downArgs...)
-	down.Dir, down.Env = c.root, append(os.Environ(), c.env...)
+	// `down` as from a new shell: none of the variables `up` had.
+	down.Dir, down.Env = c.root, newShellEnv()
 	_ = down.Run() // leftovers of an earlier crashed run
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -200,14 +236,25 @@ func TestThreeNodeCluster(t *testing.T) {
 			t.Logf("container logs:\n%s", out)
 		}
 		down := exec.Command("docker-compose", downArgs...)
-		down.Dir, down.Env = c.root, append(os.Environ(), c.env...)
+		down.Dir, down.Env = c.root, newShellEnv()
 		if out, err := down.CombinedOutput(); err != nil {
-			t.Logf("compose down: %v\n%s", err, out)
+			t.Errorf("compose down from a new shell (no EXACTONCE_* variable): %v\n%s", err, out)
 		}
 	})
 	c.compose("up", "-d")
 	for _, n := range nodes {
 		waitFor(t, n.service+" ready", 90*time.Second, func() bool { return c.ready(t, n) })
+	}
+	// The image's HEALTHCHECK (the binary probing its own /readyz, as the
+	// non-root user) turns every node healthy.
+	for _, n := range nodes {
+		user := strings.TrimSpace(c.run("docker", "inspect", "-f", "{{.Config.User}}", container(n.service)))
+		if uid, _, _ := strings.Cut(user, ":"); uid != strconv.Itoa(nodeUID) {
+			t.Errorf("%s runs as %q, want uid %d", n.service, user, nodeUID)
+		}
+		waitFor(t, n.service+" healthy", 60*time.Second, func() bool {
+			return c.health(t, n) == "healthy"
+		})
 	}
 
 	// A client for the traffic, created through any node (forwarded to the leader).
