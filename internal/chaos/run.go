@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/exactonce/exactonce/fsm"
-	"github.com/exactonce/exactonce/internal/client"
+	"github.com/exactonce/exactonce/client"
 )
 
 // Options configures a harness run.
