@@ -11,11 +11,13 @@ package testnode
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -54,9 +56,22 @@ type Options struct {
 	HTTP func(*httpapi.Config)
 }
 
+// T is the part of testing.TB a node needs; Standalone provides one
+// outside tests.
+type T interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+}
+
+var _ T = testing.TB(nil)
+
 // Start opens a node in t.TempDir, waits until it is ready and creates
 // one client. Everything is closed when the test ends.
-func Start(t testing.TB, opts Options) *Node {
+func Start(t T, opts Options) *Node {
 	t.Helper()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -83,6 +98,9 @@ func Start(t testing.TB, opts Options) *Node {
 		FSM:           state,
 		Logger:        log,
 		NoSync:        true,
+		// Short timeouts: a single voter elects itself sooner.
+		HeartbeatTimeout: 100 * time.Millisecond,
+		ElectionTimeout:  100 * time.Millisecond,
 	})
 	if err != nil {
 		_ = ln.Close()
@@ -139,7 +157,7 @@ func Start(t testing.TB, opts Options) *Node {
 
 // NewClient registers an API client through Raft (as the admin API does)
 // and returns its id and secret.
-func (n *Node) NewClient(t testing.TB, name string) (id, secret string) {
+func (n *Node) NewClient(t T, name string) (id, secret string) {
 	t.Helper()
 	id, secret = secure.NewClientID(), secure.NewSecret()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -157,3 +175,50 @@ func (n *Node) NewClient(t testing.TB, name string) (id, secret string) {
 
 // String names the node in test messages.
 func (n *Node) String() string { return fmt.Sprintf("testnode %s", n.URL) }
+
+// Standalone starts a node outside a test, for runnable examples: stop
+// closes it and removes its files.
+func Standalone(opts Options) (n *Node, stop func(), err error) {
+	st := &standaloneT{}
+	stop = func() {
+		for i := len(st.cleanups) - 1; i >= 0; i-- {
+			st.cleanups[i]()
+		}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(standaloneFailure)
+			if !ok {
+				panic(r)
+			}
+			stop()
+			n, stop, err = nil, nil, errors.New(string(f))
+		}
+	}()
+	return Start(st, opts), stop, nil
+}
+
+// standaloneFailure is the panic that ends a Standalone start.
+type standaloneFailure string
+
+// standaloneT is a T outside tests: a fatal error panics (recovered by
+// Standalone), cleanups run at stop.
+type standaloneT struct{ cleanups []func() }
+
+func (*standaloneT) Helper()           {}
+func (*standaloneT) Fatal(args ...any) { panic(standaloneFailure(fmt.Sprint(args...))) }
+func (*standaloneT) Errorf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+}
+func (*standaloneT) Fatalf(format string, args ...any) {
+	panic(standaloneFailure(fmt.Sprintf(format, args...)))
+}
+func (s *standaloneT) Cleanup(f func()) { s.cleanups = append(s.cleanups, f) }
+func (s *standaloneT) TempDir() string {
+	dir, err := os.MkdirTemp("", "exactonce-testnode")
+	if err != nil {
+		s.Fatalf("testnode: temp dir: %v", err)
+	}
+	s.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
