@@ -87,7 +87,7 @@ var codes = []error{
 // have reached the server); only a retry with the same Idempotency-Key is
 // safe. The error also wraps the underlying cause, so errors.Is(err,
 // context.DeadlineExceeded) still works.
-var ErrConnection = errors.New("exactonce: connection failed")
+var ErrConnection = errors.New("connection failed")
 
 // APIError is a non-2xx answer from the server.
 type APIError struct {

@@ -195,7 +195,7 @@ func (s *server) run(ctx context.Context) error {
 	defer closeNode()
 
 	reg.MustRegister(nodeGauges(node, state)...)
-	reg.MustRegister(buildInfoGauge(buildinfo.Get()))
+	reg.MustRegister(buildinfo.Collector(buildinfo.Get()))
 	api, err := httpapi.New(httpapi.Config{
 		MaxBodyBytes:          cfg.MaxBodyBytes,
 		MaxCSVBodyBytes:       cfg.MaxCSVBodyBytes,

@@ -27,6 +27,7 @@ import (
 	"github.com/exactonce/exactonce/cluster"
 	"github.com/exactonce/exactonce/fsm"
 	"github.com/exactonce/exactonce/httpapi"
+	"github.com/exactonce/exactonce/internal/buildinfo"
 	"github.com/exactonce/exactonce/internal/secure"
 	"github.com/exactonce/exactonce/internal/testport"
 )
@@ -119,6 +120,7 @@ func Start(t T, opts Options) *Node {
 		t.Fatalf("testnode: keys: %v", err)
 	}
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(buildinfo.Collector(buildinfo.Get()))
 	cfg := httpapi.Config{
 		AdminTokenHash: secure.HashSecret(AdminToken),
 		Keys:           keys,
