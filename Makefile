@@ -8,8 +8,15 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCHSTAT   ?= golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 TEST_TIMEOUT ?= 15m
 LDFLAGS     ?= -s -w
+# The version `exactonced --version`, `exactonce version`, GET /v1/cluster
+# and exactonce_build_info report (internal/buildinfo): the git tag, or
+# what `git describe` says between tags; "dev" outside a git checkout.
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BUILDINFO    = github.com/exactonce/exactonce/internal/buildinfo
+VERSION_LDFLAGS = -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).revision=$(REVISION)
 
-.PHONY: all build test lint fmt run clean help print-staticcheck install
+.PHONY: all build test lint fmt run clean help print-staticcheck print-version install
 
 all: build
 
@@ -17,8 +24,8 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## static binaries bin/exactonced and bin/exactonce
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/exactonced ./cmd/exactonced
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/exactonce ./cmd/exactonce
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS) $(VERSION_LDFLAGS)' -o $(BIN)/exactonced ./cmd/exactonced
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS) $(VERSION_LDFLAGS)' -o $(BIN)/exactonce ./cmd/exactonce
 
 test: ## go vet and every test
 	$(GO) vet ./...
@@ -62,6 +69,9 @@ install: ## install binaries, docs, systemd unit and env template (PREFIX=/usr/l
 
 print-staticcheck:
 	@echo $(STATICCHECK)
+
+print-version: ## the version and revision `make build` stamps into the binaries
+	@echo $(VERSION) $(REVISION)
 
 # Local three-node cluster on loopback (scripts/cluster.sh): node N serves
 # HTTP on 127.0.0.1:808N, Raft on 830N, gossip on 840N, data in .cluster/.

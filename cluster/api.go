@@ -48,6 +48,10 @@ type Config struct {
 	// (e.g. "http://127.0.0.1:8080"); carried in gossip metadata and shown
 	// to operators. Nodes never call each other's API.
 	HTTPAdvertise string
+	// Version is the build's version (internal/buildinfo), carried in
+	// gossip metadata and shown per member in Status, so that an operator
+	// sees which nodes a rolling upgrade has reached. Empty: not shown.
+	Version string
 	// GossipAddr is the memberlist bind address ("" disables gossip: single node).
 	GossipAddr      string
 	GossipAdvertise string

@@ -28,6 +28,8 @@ type memberMeta struct {
 	// replicated to by a leader). A fresh node that sees such a member never
 	// bootstraps: it waits to be added.
 	State bool `json:"state,omitempty"`
+	// Version is the node's build version (Config.Version).
+	Version string `json:"version,omitempty"`
 }
 
 // member is one gossip member as last seen.
@@ -116,7 +118,7 @@ func (n *Node) localMeta() memberMeta {
 	// The transport's address, not the configured string: it is what the
 	// Raft configuration holds for this node (a hostname is resolved), so
 	// reconciliation never sees a spurious address change.
-	m := memberMeta{ID: string(n.nodeID), Raft: string(n.transport.LocalAddr()), HTTP: n.cfg.HTTPAdvertise, State: n.hasState.Load()}
+	m := memberMeta{ID: string(n.nodeID), Raft: string(n.transport.LocalAddr()), HTTP: n.cfg.HTTPAdvertise, State: n.hasState.Load(), Version: n.cfg.Version}
 	if n.mux != nil {
 		m.RPC = n.mux.raft.Addr().String()
 	}

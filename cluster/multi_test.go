@@ -134,7 +134,8 @@ func assertSameState(t *testing.T, nodes []*testNode) {
 }
 
 func TestThreeNodeCluster(t *testing.T) {
-	nodes := newGossipCluster(t, 3, nil)
+	// Each node its own build version, as in a rolling upgrade.
+	nodes := newGossipCluster(t, 3, func(c *Config) { c.Version = "v0.0.0-" + c.NodeID })
 	for _, tn := range nodes {
 		tn.mustOpen()
 	}
@@ -225,6 +226,12 @@ func TestThreeNodeCluster(t *testing.T) {
 		if m.Gossip != "alive" || m.HTTP == "" {
 			t.Fatalf("member %+v: want alive with an HTTP address", m)
 		}
+		if m.Version != "v0.0.0-"+m.ID {
+			t.Errorf("member %s: version %q, want the one it advertises, %q", m.ID, m.Version, "v0.0.0-"+m.ID)
+		}
+	}
+	if st.Version != "v0.0.0-"+st.NodeID {
+		t.Errorf("status version %q, want the node's own %q", st.Version, "v0.0.0-"+st.NodeID)
 	}
 
 	// Kill the leader: a new one within a few seconds, and writes work.

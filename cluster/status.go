@@ -14,6 +14,8 @@ import (
 // Status is an operator's view of this node and the cluster.
 type Status struct {
 	NodeID string `json:"nodeId"`
+	// Version is this node's build version (Config.Version).
+	Version string `json:"version,omitempty"`
 	// State is Raft's state: Follower, Candidate, Leader or Shutdown.
 	State string `json:"state"`
 	// Ready is Ready(); IsLeader is IsLeader().
@@ -59,6 +61,10 @@ type MemberStatus struct {
 	// or "unknown" when gossip has not seen it.
 	Gossip string `json:"gossip"`
 	Leader bool   `json:"leader"`
+	// Version is the member's build version as its gossip metadata
+	// gives it ("" when gossip has not seen it, or from a node of a
+	// release before versions were advertised).
+	Version string `json:"version,omitempty"`
 }
 
 // Status reports this node's Raft state and the cluster membership, and,
@@ -68,6 +74,7 @@ func (n *Node) Status(ctx context.Context, withHash bool) (Status, error) {
 	leaderAddr, leaderID := n.raft.LeaderWithID()
 	st := Status{
 		NodeID:      string(n.nodeID),
+		Version:     n.cfg.Version,
 		State:       n.raft.State().String(),
 		Ready:       n.Ready(),
 		IsLeader:    n.IsLeader(),
@@ -109,9 +116,11 @@ func (n *Node) Status(ctx context.Context, withHash bool) (Status, error) {
 		if m, ok := n.members.get(string(s.ID)); ok {
 			ms.HTTP = m.HTTP
 			ms.Gossip = m.Gossip
+			ms.Version = m.Version
 		}
 		if s.ID == n.nodeID {
 			ms.HTTP = n.cfg.HTTPAdvertise
+			ms.Version = n.cfg.Version
 			if n.ml == nil {
 				ms.Gossip = gossipAlive
 			}
@@ -125,7 +134,7 @@ func (n *Node) Status(ctx context.Context, withHash bool) (Status, error) {
 		if seen[m.ID] || m.Gossip != gossipAlive {
 			continue
 		}
-		st.Members = append(st.Members, MemberStatus{ID: m.ID, Suffrage: "none", RaftAddress: m.Raft, HTTP: m.HTTP, Gossip: m.Gossip})
+		st.Members = append(st.Members, MemberStatus{ID: m.ID, Suffrage: "none", RaftAddress: m.Raft, HTTP: m.HTTP, Gossip: m.Gossip, Version: m.Version})
 	}
 	return st, nil
 }

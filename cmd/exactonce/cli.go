@@ -16,7 +16,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/exactonce/exactonce/internal/client"
+	"github.com/exactonce/exactonce/client"
+	"github.com/exactonce/exactonce/internal/buildinfo"
 )
 
 // globals are the persistent flags shared by every command.
@@ -30,6 +31,8 @@ type globals struct {
 	insecure       bool
 	stale          bool
 	timeout        time.Duration
+	// output is -o: formatDefault, formatJSON or formatTable.
+	output string
 }
 
 // app is one CLI invocation.
@@ -52,9 +55,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetErr(stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
 		a.printError(err)
-		return 1
+		return exitCode(err)
 	}
-	return 0
+	return exitOK
 }
 
 // envOr fills a string flag from the environment when not given.
@@ -68,11 +71,20 @@ func (a *app) envOr(cmd *cobra.Command, flag, env string, dst *string) {
 
 func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "exactonce",
-		Short:         "Command-line client for ExactOnce, the one-time action service",
+		Use:   "exactonce",
+		Short: "Command-line client for ExactOnce, the one-time action service",
+		Long: "Command-line client for ExactOnce, the one-time action service.\n\n" +
+			"It prints the server's answer on stdout: pretty JSON, or with -o table as text tables.\n" +
+			"An error goes to stderr with its code and the error body.\n\n" + exitCodesHelp,
+		Version:       buildinfo.Get().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			switch a.g.output {
+			case formatDefault, formatJSON, formatTable:
+			default:
+				return fmt.Errorf("-o %q: want json or table", a.g.output)
+			}
 			a.envOr(cmd, "addr", "EXACTONCE_ADDR", &a.g.addr)
 			a.envOr(cmd, "client-id", "EXACTONCE_CLIENT_ID", &a.g.clientID)
 			a.envOr(cmd, "client-secret", "EXACTONCE_CLIENT_SECRET", &a.g.clientSecret)
@@ -91,9 +103,12 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.BoolVar(&a.g.insecure, "insecure", false, "skip TLS certificate verification (testing only)")
 	pf.BoolVar(&a.g.stale, "stale", false, "allow a possibly stale local read (consistency=stale) for get, list and stats")
 	pf.DurationVar(&a.g.timeout, "timeout", 30*time.Second, "deadline of the whole command")
+	pf.StringVarP(&a.g.output, "output", "o", formatDefault, "output format: json or table (default: pretty JSON; plain text for keygen and version)")
 
+	root.SetVersionTemplate("exactonce {{.Version}}\n")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
 	root.AddCommand(a.createCmd(), a.consumeCmd(), a.getCmd(), a.listCmd(), a.cancelCmd(),
-		a.statsCmd(), a.clientsCmd(), a.clusterCmd(), a.demoCmd(), a.keygenCmd())
+		a.statsCmd(), a.clientsCmd(), a.clusterCmd(), a.demoCmd(), a.keygenCmd(), a.versionCmd())
 	return root
 }
 
@@ -127,7 +142,8 @@ func (a *app) client() (*client.Client, error) {
 }
 
 // call runs fn with the API client, a deadline and a body capture, then
-// prints the captured body.
+// prints the captured body in the -o format. An error of the call carries
+// its exit status (apiFailure).
 func (a *app) call(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client, opts []client.CallOption) error, extra ...client.CallOption) error {
 	c, err := a.client()
 	if err != nil {
@@ -138,9 +154,23 @@ func (a *app) call(cmd *cobra.Command, fn func(ctx context.Context, c *client.Cl
 	var raw []byte
 	opts := append([]client.CallOption{client.CaptureBody(&raw)}, extra...)
 	if err := fn(ctx, c, opts); err != nil {
-		return err
+		return apiFailure(err)
 	}
-	return a.printJSON(raw)
+	return a.print(raw)
+}
+
+// print writes a JSON answer in the -o format.
+func (a *app) print(raw []byte) error {
+	var err error
+	if a.g.output == formatTable && len(bytes.TrimSpace(raw)) > 0 {
+		err = writeTable(a.stdout, raw)
+	} else {
+		err = a.printJSON(raw)
+	}
+	if err != nil {
+		return &exitError{exitFailure, err}
+	}
+	return nil
 }
 
 func (a *app) writeOpts() []client.CallOption {

@@ -78,14 +78,14 @@ func TestCreatePrintsPrettyJSONAndSendsFlags(t *testing.T) {
 	}
 }
 
-func TestErrorStatusExitsOneWithCode(t *testing.T) {
+func TestAPIErrorExitsFourWithCode(t *testing.T) {
 	url, _ := fakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(409)
 		io.WriteString(w, `{"error":"already_used","message":"already consumed","consumedAt":"2030-01-01T00:00:00.000Z","consumedReason":"consumed"}`)
 	})
 	code, out, errs := runCLI(t, nil, "", "--addr", url, "consume", "act_1", "--pin", "1234", "--consumer", `{"ip":"1.2.3.4"}`)
-	if code != 1 {
-		t.Fatalf("exit %d, want 1", code)
+	if code != exitAPI {
+		t.Fatalf("exit %d, want %d (API error)", code, exitAPI)
 	}
 	if out != "" {
 		t.Errorf("stdout should be empty on error: %q", out)
@@ -107,7 +107,7 @@ func TestBadInputNeverCallsServer(t *testing.T) {
 		{"consume", "a", "--consumer", "x"},
 	} {
 		code, _, errs := runCLI(t, nil, "", append([]string{"--addr", url}, args...)...)
-		if code != 1 || errs == "" {
+		if code != exitUsage || errs == "" {
 			t.Errorf("%v: exit %d stderr %q", args, code, errs)
 		}
 	}
@@ -221,7 +221,7 @@ func TestTLSFlags(t *testing.T) {
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake is expected
 	srv.StartTLS()
 	defer srv.Close()
-	if code, _, errs := runCLI(t, nil, "", "--addr", srv.URL, "stats"); code != 1 || !strings.Contains(errs, "certificate") {
+	if code, _, errs := runCLI(t, nil, "", "--addr", srv.URL, "stats"); code != exitUnknown || !strings.Contains(errs, "certificate") {
 		t.Errorf("untrusted server: exit %d stderr %q", code, errs)
 	}
 	if code, out, errs := runCLI(t, nil, "", "--addr", srv.URL, "--insecure", "stats"); code != 0 || !strings.Contains(out, `"total": 0`) {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/exactonce/exactonce/internal/client"
+	"github.com/exactonce/exactonce/client"
 )
 
 func (a *app) createCmd() *cobra.Command {
@@ -37,10 +37,18 @@ func (a *app) createCmd() *cobra.Command {
 					defer f.Close()
 					r = f
 				}
-				return a.call(cmd, func(ctx context.Context, c *client.Client, opts []client.CallOption) error {
-					_, err := c.CreateCSV(ctx, r, opts...)
+				var res *client.CSVResult
+				if err := a.call(cmd, func(ctx context.Context, c *client.Client, opts []client.CallOption) error {
+					var err error
+					res, err = c.CreateCSV(ctx, r, opts...)
 					return err
-				}, a.writeOpts()...)
+				}, a.writeOpts()...); err != nil {
+					return err
+				}
+				if res.Failed > 0 {
+					return &exitError{exitPartial, fmt.Errorf("%d of %d rows failed, %d created: see \"results\"", res.Failed, res.Total, res.Created)}
+				}
+				return nil
 			}
 			if payload == "" {
 				return errors.New("--payload (a JSON object) or --csv is required")
@@ -154,28 +162,28 @@ func (a *app) listCmd() *cobra.Command {
 				var raw []byte
 				page, err := c.List(ctx, q, append(a.readOpts(), client.CaptureBody(&raw))...)
 				if err != nil {
-					return err
+					return apiFailure(err)
 				}
 				var body struct {
 					Actions []json.RawMessage `json:"actions"`
 				}
 				if err := json.Unmarshal(raw, &body); err != nil {
-					return fmt.Errorf("decode list page: %w", err)
+					return &exitError{exitFailure, fmt.Errorf("decode list page: %w", err)}
 				}
 				actions = append(actions, body.Actions...)
 				if page.NextToken == nil || *page.NextToken == "" {
 					break
 				}
 				if *page.NextToken == q.NextToken {
-					return fmt.Errorf("list: server repeated nextToken %q", q.NextToken)
+					return &exitError{exitFailure, fmt.Errorf("list: server repeated nextToken %q", q.NextToken)}
 				}
 				q.NextToken = *page.NextToken
 			}
 			out, err := json.Marshal(map[string]any{"actions": actions, "nextToken": nil})
 			if err != nil {
-				return fmt.Errorf("encode list: %w", err)
+				return &exitError{exitFailure, fmt.Errorf("encode list: %w", err)}
 			}
-			return a.printJSON(out)
+			return a.print(out)
 		},
 	}
 	f := cmd.Flags()

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -32,8 +33,7 @@ func (a *app) keygenCmd() *cobra.Command {
 			if checkFile == "" {
 				key := make([]byte, secure.KeySize)
 				rand.Read(key) // never fails (crypto/rand panics on an unusable source)
-				_, err := fmt.Fprintln(a.stdout, base64.StdEncoding.EncodeToString(key))
-				return err
+				return a.printText("key", base64.StdEncoding.EncodeToString(key))
 			}
 			var raw []byte
 			var err error
@@ -53,10 +53,26 @@ func (a *app) keygenCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--check-value %s: %w", checkFile, err)
 			}
-			_, err = fmt.Fprintf(a.stdout, "%x\n", keys.CheckValue())
-			return err
+			return a.printText("checkValue", fmt.Sprintf("%x", keys.CheckValue()))
 		},
 	}
 	cmd.Flags().StringVar(&checkFile, "check-value", "", "print the check value of the cluster key in this file (\"-\": stdin) instead of a new key")
 	return cmd
+}
+
+// printText prints one value: as it is by default (so that `exactonce
+// keygen > cluster.key` writes just the key), or as {"name": value} for
+// -o json and a FIELD/VALUE line for -o table.
+func (a *app) printText(name, value string) error {
+	if a.g.output == formatDefault {
+		if _, err := fmt.Fprintln(a.stdout, value); err != nil {
+			return &exitError{exitFailure, err}
+		}
+		return nil
+	}
+	raw, err := json.Marshal(map[string]string{name: value})
+	if err != nil {
+		return &exitError{exitFailure, err}
+	}
+	return a.print(raw)
 }

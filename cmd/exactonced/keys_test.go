@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/exactonce/exactonce/internal/client"
+	"github.com/exactonce/exactonce/client"
 	"github.com/exactonce/exactonce/internal/config"
 	"github.com/exactonce/exactonce/internal/secure"
 )

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/exactonce/exactonce/internal/buildinfo"
 	"github.com/exactonce/exactonce/internal/config"
 	"github.com/exactonce/exactonce/internal/logbuf"
 	"github.com/exactonce/exactonce/internal/sdnotify"
@@ -45,6 +46,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cfg, err := config.Parse(args, getenv, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		if errors.Is(err, config.ErrVersion) {
+			fmt.Fprintf(stdout, "exactonced %s\n", buildinfo.Get())
 			return 0
 		}
 		fmt.Fprintf(stderr, "exactonced: %v\n", err)

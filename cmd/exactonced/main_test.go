@@ -17,7 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/exactonce/exactonce/internal/client"
+	"github.com/exactonce/exactonce/client"
+	"github.com/exactonce/exactonce/internal/buildinfo"
 	"github.com/exactonce/exactonce/internal/testport"
 )
 
@@ -269,13 +270,25 @@ func TestDevServerEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if raw, err := admin.ClusterStatus(ctx); err != nil {
+	var raw []byte
+	if st, err := admin.ClusterStatus(ctx, client.CaptureBody(&raw)); err != nil {
 		t.Errorf("cluster status with the generated admin token: %v", err)
-	} else if strings.Contains(string(raw), "stateHash") {
-		t.Errorf("cluster status hashes the state without being asked: %s", raw)
+	} else {
+		if strings.Contains(string(raw), "stateHash") {
+			t.Errorf("cluster status hashes the state without being asked: %s", raw)
+		}
+		if st.Version == "" || len(st.Members) != 1 || st.Members[0].Version != st.Version {
+			t.Errorf("cluster status: version %q, members %+v: want the node's version on it and on its member", st.Version, st.Members)
+		}
+		if v, err := admin.ServerVersion(ctx); err != nil || v != st.Version {
+			t.Errorf("ServerVersion with the admin token = %q, %v; want %q", v, err, st.Version)
+		}
+		if v, err := c.ServerVersion(ctx); err != nil || v != st.Version {
+			t.Errorf("ServerVersion from /metrics = %q, %v; want %q", v, err, st.Version)
+		}
 	}
-	if raw, err := admin.ClusterStatusWithHash(ctx); err != nil || !strings.Contains(string(raw), `"stateHash":"`) {
-		t.Errorf("cluster status ?stateHash=true: %v %s", err, raw)
+	if st, err := admin.ClusterStatusWithHash(ctx); err != nil || len(st.StateHash) != 64 {
+		t.Errorf("cluster status ?stateHash=true: %v %+v", err, st)
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/v1/cluster?hash=1", nil)
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
@@ -331,8 +344,29 @@ func TestBadFlagsExitTwo(t *testing.T) {
 		}
 	}
 	var errb bytes.Buffer
-	if code := run(context.Background(), []string{"-h"}, nil, io.Discard, &errb); code != 0 || !strings.Contains(errb.String(), "-data-dir") {
+	if code := run(context.Background(), []string{"-h"}, nil, io.Discard, &errb); code != 0 || !strings.Contains(errb.String(), "  --data-dir string\n") {
 		t.Errorf("-h: exit %d, usage %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run(context.Background(), []string{"--nope"}, nil, io.Discard, &errb); code != 2 ||
+		!strings.Contains(errb.String(), "--nope") || strings.Contains(errb.String(), " -nope") {
+		t.Errorf("--nope: exit %d, message %q: want 2 and the flag spelled --nope", code, errb.String())
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	var out, errb bytes.Buffer
+	// A contradicting setting in the environment does not stop --version.
+	env := func(k string) string {
+		if k == "EXACTONCE_LOG_FORMAT" {
+			return "xml"
+		}
+		return ""
+	}
+	code := run(context.Background(), []string{"--version"}, env, &out, &errb)
+	want := "exactonced " + buildinfo.Get().String() + "\n"
+	if code != 0 || out.String() != want || errb.Len() != 0 {
+		t.Errorf("--version: exit %d, stdout %q, stderr %q; want 0 and %q", code, out.String(), errb.String(), want)
 	}
 }
 

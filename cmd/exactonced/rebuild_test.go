@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/exactonce/exactonce/internal/client"
+	"github.com/exactonce/exactonce/client"
 )
 
 // TestStateRebuiltAfterMachineCrash: the state file is not fsynced per

@@ -27,6 +27,7 @@ import (
 	"github.com/exactonce/exactonce/cluster"
 	"github.com/exactonce/exactonce/fsm"
 	"github.com/exactonce/exactonce/httpapi"
+	"github.com/exactonce/exactonce/internal/buildinfo"
 	"github.com/exactonce/exactonce/internal/config"
 	"github.com/exactonce/exactonce/internal/logbuf"
 	"github.com/exactonce/exactonce/internal/sdnotify"
@@ -178,6 +179,7 @@ func (s *server) run(ctx context.Context) error {
 		RaftAddr:        cfg.RaftAddr,
 		RaftAdvertise:   cfg.RaftAdvertise,
 		HTTPAdvertise:   cfg.HTTPAdvertise,
+		Version:         buildinfo.Get().Version,
 		GossipAddr:      cfg.GossipAddr,
 		GossipAdvertise: cfg.GossipAdvertise,
 		Join:            cfg.Join,
@@ -212,6 +214,7 @@ func (s *server) run(ctx context.Context) error {
 	defer closeNode()
 
 	reg.MustRegister(nodeGauges(node, state)...)
+	reg.MustRegister(buildinfo.Collector(buildinfo.Get()))
 	api, err := httpapi.New(httpapi.Config{
 		MaxBodyBytes:          cfg.MaxBodyBytes,
 		MaxCSVBodyBytes:       cfg.MaxCSVBodyBytes,

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/exactonce/exactonce/internal/client"
+	"github.com/exactonce/exactonce/client"
 )
 
 // writeCerts writes a CA and a node certificate for 127.0.0.1 (server and

@@ -6,9 +6,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -20,6 +19,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/exactonce/exactonce/client"
 )
 
 // EOCluster is a three-node (or n-node) ExactOnce cluster on loopback run by
@@ -151,33 +152,20 @@ func (c *EOCluster) Procs() []*Proc {
 func (c *EOCluster) CreateClient(ctx context.Context, name string) (id, secret string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	body, _ := json.Marshal(map[string]string{"name": name})
+	admin, err := client.New(c.Nodes[0].URL, client.WithAdminToken(c.AdminToken), client.WithUserAgent("exactonce-bench"))
+	if err != nil {
+		return "", "", fmt.Errorf("create client: %w", err)
+	}
 	var last string
 	for {
-		req, rerr := http.NewRequestWithContext(ctx, http.MethodPost, c.Nodes[0].URL+"/v1/admin/clients", bytes.NewReader(body))
-		if rerr != nil {
-			return "", "", fmt.Errorf("create client: %w", rerr)
-		}
-		req.Header.Set("Authorization", "Bearer "+c.AdminToken)
-		req.Header.Set("Content-Type", "application/json")
-		resp, derr := http.DefaultClient.Do(req)
-		if derr == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusCreated || resp.StatusCode == http.StatusOK {
-				var r struct {
-					ClientID     string `json:"clientId"`
-					ClientSecret string `json:"clientSecret"`
-				}
-				if err := json.Unmarshal(b, &r); err != nil || r.ClientID == "" {
-					return "", "", fmt.Errorf("create client: bad response %q", b)
-				}
-				return r.ClientID, r.ClientSecret, nil
+		nc, err := admin.CreateClient(ctx, name)
+		if err == nil {
+			if nc.ClientID == "" {
+				return "", "", errors.New("create client: the answer has no clientId")
 			}
-			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
-		} else {
-			last = derr.Error()
+			return nc.ClientID, nc.ClientSecret, nil
 		}
+		last = err.Error()
 		select {
 		case <-ctx.Done():
 			return "", "", fmt.Errorf("create client (last answer %s): %w", last, ctx.Err())
@@ -244,22 +232,12 @@ func (c *EOCluster) leaderFromStatus(ctx context.Context) int {
 		if !n.Running() {
 			continue
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL+"/v1/cluster", nil)
+		admin, err := client.New(n.URL, client.WithAdminToken(c.AdminToken), client.WithUserAgent("exactonce-bench"))
 		if err != nil {
 			continue
 		}
-		req.Header.Set("Authorization", "Bearer "+c.AdminToken)
-		resp, err := http.DefaultClient.Do(req)
+		st, err := admin.ClusterStatus(ctx)
 		if err != nil {
-			continue
-		}
-		var st struct {
-			IsLeader   bool   `json:"isLeader"`
-			LeaderHTTP string `json:"leaderHttp"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&st)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
 			continue
 		}
 		if st.IsLeader {

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/exactonce/exactonce/client"
 )
 
 // ExactOnce drives the ExactOnce HTTP API, either through a pooled
@@ -322,9 +324,6 @@ func counterValue(exposition []byte, name string) (int, error) {
 	return 0, fmt.Errorf("%s not exposed", name)
 }
 
-// nodeStatusPath is the admin status of a node (its applied index).
-const nodeStatusPath = "/v1/cluster"
-
 // Settle implements Settler: it waits until every node has applied at
 // least what the most advanced node had applied when it was called.
 func (e *ExactOnce) Settle(ctx context.Context) error {
@@ -333,26 +332,13 @@ func (e *ExactOnce) Settle(ctx context.Context) error {
 	applied := func() ([]uint64, error) {
 		out := make([]uint64, len(e.URLs))
 		for i, u := range e.URLs {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+nodeStatusPath, nil)
+			admin, err := client.New(u, client.WithAdminToken(e.AdminToken), client.WithHTTPClient(e.HTTP), client.WithUserAgent("exactonce-bench"))
 			if err != nil {
 				return nil, err
 			}
-			req.Header.Set("Authorization", "Bearer "+e.AdminToken)
-			res, err := e.HTTP.Do(req)
+			st, err := admin.ClusterStatus(ctx)
 			if err != nil {
-				return nil, err
-			}
-			body, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-			res.Body.Close()
-			if err != nil {
-				return nil, err
-			}
-			status := res.StatusCode
-			var st struct {
-				AppliedIndex uint64 `json:"appliedIndex"`
-			}
-			if status != http.StatusOK || json.Unmarshal(body, &st) != nil {
-				return nil, fmt.Errorf("node status %s: %d %s", u, status, body)
+				return nil, fmt.Errorf("node status %s: %w", u, err)
 			}
 			out[i] = st.AppliedIndex
 		}

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/exactonce/exactonce/internal/client"
+	"github.com/exactonce/exactonce/client"
 )
 
 // ClusterConfig describes the cluster the harness runs.
@@ -44,22 +44,9 @@ type Cluster struct {
 // (start, pause, resume: a docker command for containers).
 const opTimeout = 2 * time.Minute
 
-// NodeStatus is the part of GET /v1/cluster the harness uses.
+// NodeStatus is a node's GET /v1/cluster, with the harness's helpers.
 type NodeStatus struct {
-	NodeID       string `json:"nodeId"`
-	State        string `json:"state"`
-	Ready        bool   `json:"ready"`
-	IsLeader     bool   `json:"isLeader"`
-	LeaderID     string `json:"leaderId"`
-	Term         uint64 `json:"term"`
-	CommitIndex  uint64 `json:"commitIndex"`
-	AppliedIndex uint64 `json:"appliedIndex"`
-	// StateHash is the FSM state hash, when the server exposes one.
-	StateHash string `json:"stateHash"`
-	Members   []struct {
-		ID       string `json:"id"`
-		Suffrage string `json:"suffrage"`
-	} `json:"members"`
+	client.ClusterStatus
 }
 
 // Voters counts the voters in the node's view of the Raft configuration.
@@ -222,15 +209,11 @@ func (c *Cluster) status(ctx context.Context, n int, withHash bool) (*NodeStatus
 	if withHash {
 		get = c.admin[n-1].ClusterStatusWithHash
 	}
-	raw, err := get(ctx)
+	st, err := get(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("node%d status: %w", n, err)
 	}
-	var st NodeStatus
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return nil, fmt.Errorf("node%d status: %w", n, err)
-	}
-	return &st, nil
+	return &NodeStatus{ClusterStatus: *st}, nil
 }
 
 // Ready reports whether node n answers /readyz with 200.

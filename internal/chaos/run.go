@@ -18,8 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/exactonce/exactonce/client"
 	"github.com/exactonce/exactonce/fsm"
-	"github.com/exactonce/exactonce/internal/client"
 )
 
 // Options configures a harness run.

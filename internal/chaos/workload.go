@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/exactonce/exactonce/internal/client"
+	"github.com/exactonce/exactonce/client"
 )
 
 // The PINs the workload uses: every PIN action has RightPIN.

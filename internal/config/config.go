@@ -206,6 +206,49 @@ func usagef(format string, args ...any) error {
 	return &UsageError{Err: fmt.Errorf(format, args...)}
 }
 
+// ErrVersion is returned by Parse for --version: the caller prints the
+// version and exits 0.
+var ErrVersion = errors.New("version requested")
+
+// printUsage writes the help: each flag spelled --name as in the docs,
+// with its kind of value, what it does and its default.
+func printUsage(out io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(out, "Usage: exactonced [flags]\n       exactonced healthcheck [flags]  (probe a running node; -h for its flags)\n\nRuns one ExactOnce node. Every flag is also an environment variable\n%s<FLAG> (upper case, - as _); a flag on the command line wins.\n\n", EnvPrefix)
+	fs.VisitAll(func(f *flag.Flag) {
+		kind, zero := "", ""
+		if g, ok := f.Value.(flag.Getter); ok {
+			switch g.Get().(type) {
+			case bool:
+				zero = "false"
+			case string:
+				kind = " string"
+			case int, int64:
+				kind, zero = " int", "0"
+			case time.Duration:
+				kind, zero = " duration", "0s"
+			}
+		}
+		fmt.Fprintf(out, "  --%s%s\n    \t%s", f.Name, kind, f.Usage)
+		if f.DefValue != "" && f.DefValue != zero {
+			if kind == " string" {
+				fmt.Fprintf(out, " (default %q)", f.DefValue)
+			} else {
+				fmt.Fprintf(out, " (default %s)", f.DefValue)
+			}
+		}
+		fmt.Fprintln(out)
+	})
+}
+
+// flagNameRe finds a flag named in one of the flag package's messages
+// ("flag provided but not defined: -nope", "invalid value ... for flag -x").
+var flagNameRe = regexp.MustCompile(`(^|[\s:])-([A-Za-z0-9])`)
+
+// doubleDash rewrites the flag package's -name into --name.
+func doubleDash(msg string) string {
+	return flagNameRe.ReplaceAllString(msg, "$1--$2")
+}
+
 // EnvName returns the environment variable for a flag name.
 func EnvName(flagName string) string {
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
@@ -218,12 +261,13 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	c := &Config{}
 	var r raw
 	fs := flag.NewFlagSet("exactonced", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: exactonced [flags]\n       exactonced healthcheck [flags]  (probe a running node; -h for its flags)\n\n"+
-			"Runs one ExactOnce node. Every flag is also an environment variable\n%s<FLAG> (upper case, - as _); a flag on the command line wins.\n\n", EnvPrefix)
-		fs.PrintDefaults()
-	}
+	// The flag package's own messages spell flags -name; Parse prints the
+	// usage itself and rewrites the errors, so that every message shows
+	// --name as the docs do.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	var version bool
+	fs.BoolVar(&version, "version", false, "print the version and exit")
 
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory for state, Raft log, keys and tokens")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP API listen address")
@@ -266,9 +310,15 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printUsage(out, fs)
 			return nil, err
 		}
-		return nil, &UsageError{Err: err}
+		return nil, &UsageError{Err: fmt.Errorf("%s (exactonced --help lists the flags)", doubleDash(err.Error()))}
+	}
+	if version {
+		// Before the environment and the checks: --version answers even
+		// where the settings would not start a node.
+		return nil, ErrVersion
 	}
 	if fs.NArg() > 0 {
 		return nil, usagef("unexpected argument %q", fs.Arg(0))

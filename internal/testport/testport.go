@@ -8,8 +8,14 @@ import (
 	"os"
 	"strconv"
 	"sync/atomic"
-	"testing"
 )
+
+// TB is the part of testing.TB that Free uses, so that code outside a
+// test (a runnable example's node) can ask for a port too.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+}
 
 // next walks the ports of this process.
 var next atomic.Int64
@@ -21,7 +27,7 @@ var next atomic.Int64
 // which made tests fail with "address already in use". Each process starts
 // at an offset derived from its pid, so parallel test binaries rarely meet,
 // and never hands out a port twice.
-func Free(t testing.TB) string {
+func Free(t TB) string {
 	t.Helper()
 	const lo, span = 20000, 12768
 	next.CompareAndSwap(0, int64(os.Getpid()*131%span)+1)

@@ -1,12 +1,28 @@
-// Package client is a small typed Go client for the ExactOnce HTTP API
-// (SPEC.md): actions, stats, the demo, client administration and cluster
-// operations. It is used by the exactonce CLI, the benchmark and the chaos
-// harness.
+// Package client is the Go SDK of ExactOnce, a replicated store of
+// one-time actions (magic links, vouchers, confirmations) that are
+// consumed exactly once. It covers the whole HTTP API of docs/api.md:
+// actions (create, CSV batch, consume, verify, list, cancel), stats, the
+// demo, client administration and cluster operations.
 //
-// Every call takes a context and returns a *APIError for any non-2xx
-// status, carrying the status, the typed error code, the message and the
-// raw body. Connections are pooled. The client never retries on its own:
-// a write is only safe to retry with the same Idempotency-Key.
+// Every call takes a context.Context. A non-2xx answer is an *APIError
+// carrying the status, the error code, the message and the body's extra
+// fields; it matches its code's sentinel under errors.Is:
+//
+//	_, err := c.Consume(ctx, id, nil)
+//	switch {
+//	case errors.Is(err, client.ErrAlreadyUsed): // someone else got it
+//	case errors.Is(err, client.ErrExpired):     // too late
+//	case client.Temporary(err):                 // outcome unknown: retry with the same Idempotency-Key
+//	}
+//
+// A failure to talk to the node at all wraps ErrConnection. Calls are not
+// retried unless asked: ConsumeWithRetry, or WithRetry on any call, retry
+// what is safe to retry and keep one Idempotency-Key across the attempts,
+// so a consume whose answer was lost is answered, on the next attempt,
+// with the first attempt's outcome instead of being done twice. The
+// client is safe for concurrent use and pools its connections.
+//
+// docs/sdk.md is the guide.
 package client
 
 import (
@@ -14,7 +30,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -39,7 +54,7 @@ type Client struct {
 type Option func(*Client)
 
 // WithCredentials sets the client-id and client-secret headers sent on
-// every /v1 call except the demo.
+// every /v1 call except the demo and the admin calls.
 func WithCredentials(clientID, clientSecret string) Option {
 	return func(c *Client) { c.clientID, c.clientSecret = clientID, clientSecret }
 }
@@ -70,7 +85,7 @@ func WithUserAgent(ua string) Option {
 }
 
 // NewTransport returns the pooled transport New uses by default: many idle
-// connections per host, so that benchmarks reuse them.
+// connections per host, so that busy callers reuse them.
 func NewTransport() *http.Transport {
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -106,55 +121,6 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 // BaseURL returns the node's base URL.
 func (c *Client) BaseURL() string { return c.base.String() }
 
-// APIError is a non-2xx answer from the server.
-type APIError struct {
-	// Status is the HTTP status code.
-	Status int
-	// Code is the "error" field, e.g. "already_used"; empty when the body
-	// was not a JSON error.
-	Code string
-	// Message is the "message" field.
-	Message string
-	// Body is the raw response body.
-	Body []byte
-	// Fields holds every field of the JSON error body (consumedAt,
-	// attemptsRemaining, ...).
-	Fields map[string]json.RawMessage
-}
-
-func (e *APIError) Error() string {
-	code := e.Code
-	if code == "" {
-		code = http.StatusText(e.Status)
-	}
-	if e.Message != "" {
-		return fmt.Sprintf("%d %s: %s", e.Status, code, e.Message)
-	}
-	return fmt.Sprintf("%d %s", e.Status, code)
-}
-
-// Field decodes one extra field of the error body into v; it reports
-// whether the field was present and decoded.
-func (e *APIError) Field(name string, v any) bool {
-	raw, ok := e.Fields[name]
-	if !ok {
-		return false
-	}
-	return json.Unmarshal(raw, v) == nil
-}
-
-// ErrorCode returns err's API error code, or "" when err is not an *APIError.
-func ErrorCode(err error) string {
-	var ae *APIError
-	if errors.As(err, &ae) {
-		return ae.Code
-	}
-	return ""
-}
-
-// IsCode reports whether err is an *APIError with the given code.
-func IsCode(err error, code string) bool { return code != "" && ErrorCode(err) == code }
-
 // CallOption adjusts one call.
 type CallOption func(*callOpts)
 
@@ -164,9 +130,12 @@ type callOpts struct {
 	raw     *[]byte
 	status  *int
 	header  http.Header
+	retry   *RetryPolicy
 }
 
-// WithIdempotencyKey sends an Idempotency-Key header (create, consume, cancel).
+// WithIdempotencyKey sends an Idempotency-Key header (create, consume,
+// cancel): for 24 hours the same request with the same key gets the first
+// answer replayed instead of being done again (docs/api.md).
 func WithIdempotencyKey(key string) CallOption {
 	return func(o *callOpts) { o.idemKey = key }
 }
@@ -204,25 +173,25 @@ type request struct {
 	method      string
 	path        string // absolute path, or a full URL
 	query       url.Values
-	body        io.Reader
+	body        []byte // nil: no body
 	contentType string
 	auth        authKind
+	// keyed marks the calls that accept an Idempotency-Key (create,
+	// consume, cancel): with a key, retrying them is safe whatever
+	// happened to the first attempt.
+	keyed bool
 }
 
 // Do performs a raw call and returns the status and body of a 2xx answer,
-// or an *APIError. Path is relative to the base URL ("/v1/stats") or a
-// full URL. Body may be nil. It is the escape hatch for endpoints without
-// a typed method.
+// or an error (an *APIError for a non-2xx answer). Path is relative to the
+// base URL ("/v1/stats") or a full URL. Body may be nil. It is the escape
+// hatch for endpoints without a typed method.
 func (c *Client) Do(ctx context.Context, method, path string, body []byte, contentType string, opts ...CallOption) (int, []byte, error) {
-	var r io.Reader
-	if body != nil {
-		r = bytes.NewReader(body)
-	}
 	auth := authClient
 	if strings.HasPrefix(path, "/v1/admin") || strings.HasPrefix(path, "/v1/cluster") {
 		auth = authAdmin
 	}
-	return c.do(ctx, request{method: method, path: path, body: r, contentType: contentType, auth: auth}, nil, opts)
+	return c.do(ctx, request{method: method, path: path, body: body, contentType: contentType, auth: auth}, nil, opts)
 }
 
 func (c *Client) url(path string, q url.Values) (string, error) {
@@ -252,16 +221,47 @@ func (c *Client) url(path string, q url.Values) (string, error) {
 	return u.String(), nil
 }
 
-// do sends req and decodes a 2xx JSON body into out (when non-nil).
+// do sends req, retrying as the call's RetryPolicy allows, and decodes a
+// 2xx JSON body into out (when non-nil).
 func (c *Client) do(ctx context.Context, req request, out any, opts []CallOption) (int, []byte, error) {
 	var o callOpts
 	for _, f := range opts {
 		f(&o)
 	}
+	if o.retry == nil {
+		return c.once(ctx, req, out, &o)
+	}
+	if req.keyed && o.idemKey == "" {
+		// One key for every attempt: the server answers a repeat with the
+		// first attempt's outcome.
+		o.idemKey = NewIdempotencyKey()
+	}
+	p := o.retry.withDefaults()
+	for attempt := 1; ; attempt++ {
+		status, body, err := c.once(ctx, req, out, &o)
+		if err == nil || attempt >= p.MaxAttempts || !retryable(req, o.idemKey != "", err) {
+			return status, body, err
+		}
+		if ctx.Err() != nil {
+			return status, body, err
+		}
+		t := time.NewTimer(p.backoff(attempt, err))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return status, body, fmt.Errorf("%w; stopped retrying after %d attempts: %w", err, attempt, context.Cause(ctx))
+		case <-t.C:
+		}
+	}
+}
+
+// once sends req once.
+func (c *Client) once(ctx context.Context, req request, out any, o *callOpts) (int, []byte, error) {
 	q := req.query
 	if o.stale {
-		if q == nil {
-			q = url.Values{}
+		q = url.Values{}
+		for k, v := range req.query {
+			q[k] = v
 		}
 		q.Set("consistency", "stale")
 	}
@@ -269,7 +269,11 @@ func (c *Client) do(ctx context.Context, req request, out any, opts []CallOption
 	if err != nil {
 		return 0, nil, err
 	}
-	hr, err := http.NewRequestWithContext(ctx, req.method, u, req.body)
+	var rd io.Reader
+	if req.body != nil {
+		rd = bytes.NewReader(req.body)
+	}
+	hr, err := http.NewRequestWithContext(ctx, req.method, u, rd)
 	if err != nil {
 		return 0, nil, fmt.Errorf("build %s %s: %w", req.method, req.path, err)
 	}
@@ -307,7 +311,7 @@ func (c *Client) do(ctx context.Context, req request, out any, opts []CallOption
 	}
 	resp, err := c.hc.Do(hr)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %w", req.method, req.path, err)
+		return 0, nil, fmt.Errorf("%s %s: %w: %w", req.method, req.path, ErrConnection, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -318,10 +322,10 @@ func (c *Client) do(ctx context.Context, req request, out any, opts []CallOption
 		*o.raw = body
 	}
 	if err != nil {
-		return resp.StatusCode, body, fmt.Errorf("%s %s: read response: %w", req.method, req.path, err)
+		return resp.StatusCode, body, fmt.Errorf("%s %s: read response: %w: %w", req.method, req.path, ErrConnection, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return resp.StatusCode, body, newAPIError(resp.StatusCode, body)
+		return resp.StatusCode, body, newAPIError(resp.StatusCode, resp.Header, body)
 	}
 	if out != nil && len(bytes.TrimSpace(body)) > 0 {
 		if err := json.Unmarshal(body, out); err != nil {
@@ -331,26 +335,10 @@ func (c *Client) do(ctx context.Context, req request, out any, opts []CallOption
 	return resp.StatusCode, body, nil
 }
 
-func newAPIError(status int, body []byte) *APIError {
-	e := &APIError{Status: status, Body: body}
-	var fields map[string]json.RawMessage
-	if json.Unmarshal(body, &fields) == nil {
-		e.Fields = fields
-		_ = json.Unmarshal(fields["error"], &e.Code)
-		_ = json.Unmarshal(fields["message"], &e.Message)
-	} else {
-		e.Message = strings.TrimSpace(string(body))
-		if len(e.Message) > 200 {
-			e.Message = e.Message[:200] + "..."
-		}
-	}
-	return e
-}
-
-func jsonBody(v any) (io.Reader, error) {
+func jsonBody(v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("encode request: %w", err)
 	}
-	return bytes.NewReader(b), nil
+	return b, nil
 }

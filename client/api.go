@@ -3,10 +3,12 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"time"
 )
@@ -170,38 +172,120 @@ type Demo struct {
 
 // NewClient is the 201 answer of creating a client; the secret is shown only once.
 type NewClient struct {
-	ClientID     string `json:"clientId"`
-	ClientSecret string `json:"clientSecret"`
-	Name         string `json:"name,omitempty"`
+	ClientID     string    `json:"clientId"`
+	ClientSecret string    `json:"clientSecret"`
+	Name         string    `json:"name,omitempty"`
+	CreatedAt    time.Time `json:"createdAt"`
+}
+
+// ClientInfo is one client in the admin list (never its secret).
+type ClientInfo struct {
+	ClientID  string     `json:"clientId"`
+	Name      string     `json:"name"`
+	CreatedAt time.Time  `json:"createdAt"`
+	RevokedAt *time.Time `json:"revokedAt,omitempty"`
+}
+
+// ClientList is the answer of GET /v1/admin/clients.
+type ClientList struct {
+	Clients []ClientInfo `json:"clients"`
+}
+
+// RevokedClient is the answer of revoking a client.
+type RevokedClient struct {
+	ClientID  string    `json:"clientId"`
+	RevokedAt time.Time `json:"revokedAt"`
+}
+
+// ClusterStatus is a node's view of itself and the cluster (GET /v1/cluster).
+type ClusterStatus struct {
+	NodeID string `json:"nodeId"`
+	// Version is the node's build version.
+	Version string `json:"version,omitempty"`
+	// State is Raft's state: Follower, Candidate, Leader or Shutdown.
+	State        string `json:"state"`
+	Ready        bool   `json:"ready"`
+	IsLeader     bool   `json:"isLeader"`
+	LeaderID     string `json:"leaderId"`
+	LeaderRaft   string `json:"leaderRaftAddress"`
+	LeaderHTTP   string `json:"leaderHttp"`
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commitIndex"`
+	LastIndex    uint64 `json:"lastIndex"`
+	AppliedIndex uint64 `json:"appliedIndex"`
+	// StateHash is set only by ClusterStatusWithHash.
+	StateHash string `json:"stateHash,omitempty"`
+	// LastContact is when a follower last heard from the leader (zero on
+	// the leader).
+	LastContact      time.Time       `json:"lastContact,omitzero"`
+	LeadershipRounds uint64          `json:"leadershipRounds"`
+	ReadIndexRounds  uint64          `json:"readIndexRounds"`
+	Members          []ClusterMember `json:"members"`
+}
+
+// ClusterMember is one server of the cluster.
+type ClusterMember struct {
+	ID string `json:"id"`
+	// Suffrage is voter, nonvoter, staging, or none (a gossip member not
+	// in the Raft configuration yet).
+	Suffrage    string `json:"suffrage"`
+	RaftAddress string `json:"raftAddress"`
+	HTTP        string `json:"http,omitempty"`
+	// Gossip is alive, gone or unknown.
+	Gossip string `json:"gossip"`
+	Leader bool   `json:"leader"`
+	// Version is the member's build version, "" when not known.
+	Version string `json:"version,omitempty"`
+}
+
+// LeadershipTransfer is the answer of a leadership transfer.
+type LeadershipTransfer struct {
+	Transferred bool   `json:"transferred"`
+	To          string `json:"to"`
+	LeaderHTTP  string `json:"leaderHttp"`
+}
+
+// RemovedServer is the answer of removing a server.
+type RemovedServer struct {
+	Removed string `json:"removed"`
 }
 
 func actionPath(id string) string { return "/v1/actions/" + url.PathEscape(id) }
 
-// Create creates one action.
+// Create creates one action. With WithIdempotencyKey (or WithRetry) a
+// repeat of the same create is answered with the first one's action.
 func (c *Client) Create(ctx context.Context, req CreateRequest, opts ...CallOption) (*Created, error) {
 	body, err := jsonBody(req)
 	if err != nil {
 		return nil, err
 	}
 	var out Created
-	if _, _, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/actions", body: body, auth: authClient}, &out, opts); err != nil {
+	if _, _, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/actions", body: body, auth: authClient, keyed: true}, &out, opts); err != nil {
 		return nil, err
 	}
 	return &out, nil
 }
 
 // CreateCSV creates a batch from CSV (header payload_json,pin,active_at,expires_at).
+// The answer is 200 even when rows failed: check CSVResult.Failed.
 func (c *Client) CreateCSV(ctx context.Context, csv io.Reader, opts ...CallOption) (*CSVResult, error) {
+	body, err := io.ReadAll(csv)
+	if err != nil {
+		return nil, fmt.Errorf("read csv: %w", err)
+	}
 	var out CSVResult
-	if _, _, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/actions", body: csv, contentType: "text/csv", auth: authClient}, &out, opts); err != nil {
+	if _, _, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/actions", body: body, contentType: "text/csv", auth: authClient, keyed: true}, &out, opts); err != nil {
 		return nil, err
 	}
 	return &out, nil
 }
 
-// Consume consumes an action; req may be nil for no body.
+// Consume consumes an action; req may be nil for no body. Of any number of
+// concurrent consumes of one action, on any nodes, exactly one succeeds;
+// the others get ErrAlreadyUsed. See ConsumeWithRetry for a consume that
+// survives a lost answer.
 func (c *Client) Consume(ctx context.Context, id string, req *ConsumeRequest, opts ...CallOption) (*Consumed, error) {
-	r := request{method: http.MethodPost, path: actionPath(id) + "/consume", auth: authClient}
+	r := request{method: http.MethodPost, path: actionPath(id) + "/consume", auth: authClient, keyed: true}
 	if req != nil {
 		body, err := jsonBody(req)
 		if err != nil {
@@ -216,7 +300,7 @@ func (c *Client) Consume(ctx context.Context, id string, req *ConsumeRequest, op
 	return &out, nil
 }
 
-// Get verifies an action (read-only).
+// Get verifies an action (read-only; never the payload or the PIN).
 func (c *Client) Get(ctx context.Context, id string, opts ...CallOption) (*Action, error) {
 	var out Action
 	if _, _, err := c.do(ctx, request{method: http.MethodGet, path: actionPath(id), auth: authClient}, &out, opts); err != nil {
@@ -235,7 +319,8 @@ func (c *Client) List(ctx context.Context, q ListQuery, opts ...CallOption) (*Li
 }
 
 // ListAll follows nextToken from q onwards and calls fn with every page
-// until the last one, fn returns an error or ctx ends.
+// until the last one, fn returns an error or ctx ends. A page may hold
+// fewer actions than the limit, even none, before the last one.
 func (c *Client) ListAll(ctx context.Context, q ListQuery, fn func(*ListPage) error, opts ...CallOption) error {
 	for {
 		page, err := c.List(ctx, q, opts...)
@@ -255,10 +340,10 @@ func (c *Client) ListAll(ctx context.Context, q ListQuery, fn func(*ListPage) er
 	}
 }
 
-// Cancel cancels an action.
+// Cancel cancels an action; canceling again answers the same.
 func (c *Client) Cancel(ctx context.Context, id string, opts ...CallOption) (*Canceled, error) {
 	var out Canceled
-	if _, _, err := c.do(ctx, request{method: http.MethodDelete, path: actionPath(id), auth: authClient}, &out, opts); err != nil {
+	if _, _, err := c.do(ctx, request{method: http.MethodDelete, path: actionPath(id), auth: authClient, keyed: true}, &out, opts); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -289,7 +374,8 @@ func (c *Client) Reveal(ctx context.Context, revealURL string, opts ...CallOptio
 	return body, err
 }
 
-// CreateClient registers a client (admin).
+// CreateClient registers an API client (admin); its secret is in the
+// answer only.
 func (c *Client) CreateClient(ctx context.Context, name string, opts ...CallOption) (*NewClient, error) {
 	body, err := jsonBody(map[string]string{"name": name})
 	if err != nil {
@@ -302,56 +388,106 @@ func (c *Client) CreateClient(ctx context.Context, name string, opts ...CallOpti
 	return &out, nil
 }
 
-// ListClients lists clients (admin); the body's shape is the server's.
-func (c *Client) ListClients(ctx context.Context, opts ...CallOption) (json.RawMessage, error) {
-	_, body, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/admin/clients", auth: authAdmin}, nil, opts)
-	return body, err
+// ListClients lists the API clients (admin).
+func (c *Client) ListClients(ctx context.Context, opts ...CallOption) (*ClientList, error) {
+	var out ClientList
+	if _, _, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/admin/clients", auth: authAdmin}, &out, opts); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
-// RevokeClient revokes a client at once on every node (admin).
-func (c *Client) RevokeClient(ctx context.Context, clientID string, opts ...CallOption) (json.RawMessage, error) {
-	_, body, err := c.do(ctx, request{method: http.MethodDelete, path: "/v1/admin/clients/" + url.PathEscape(clientID), auth: authAdmin}, nil, opts)
-	return body, err
+// RevokeClient revokes a client at once on every node (admin); revoking
+// again answers the first revokedAt.
+func (c *Client) RevokeClient(ctx context.Context, clientID string, opts ...CallOption) (*RevokedClient, error) {
+	var out RevokedClient
+	if _, _, err := c.do(ctx, request{method: http.MethodDelete, path: "/v1/admin/clients/" + url.PathEscape(clientID), auth: authAdmin}, &out, opts); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
-// ClusterStatus returns GET /v1/cluster (admin).
-func (c *Client) ClusterStatus(ctx context.Context, opts ...CallOption) (json.RawMessage, error) {
-	_, body, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/cluster", auth: authAdmin}, nil, opts)
-	return body, err
+// ClusterStatus returns the node's view of the cluster (admin).
+func (c *Client) ClusterStatus(ctx context.Context, opts ...CallOption) (*ClusterStatus, error) {
+	var out ClusterStatus
+	if _, _, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/cluster", auth: authAdmin}, &out, opts); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // ClusterStatusWithHash is ClusterStatus with the node's state hash
-// (stateHash), which costs the node a read of its whole state (admin).
-func (c *Client) ClusterStatusWithHash(ctx context.Context, opts ...CallOption) (json.RawMessage, error) {
-	_, body, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/cluster?stateHash=true", auth: authAdmin}, nil, opts)
-	return body, err
+// (StateHash), which costs the node a read of its whole state (admin).
+func (c *Client) ClusterStatusWithHash(ctx context.Context, opts ...CallOption) (*ClusterStatus, error) {
+	var out ClusterStatus
+	if _, _, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/cluster", query: url.Values{"stateHash": {"true"}}, auth: authAdmin}, &out, opts); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // TransferLeadership asks the leader to hand over leadership, to the node
 // with id to, or to any voter when to is empty (admin).
-func (c *Client) TransferLeadership(ctx context.Context, to string, opts ...CallOption) (json.RawMessage, error) {
+func (c *Client) TransferLeadership(ctx context.Context, to string, opts ...CallOption) (*LeadershipTransfer, error) {
 	body, err := jsonBody(map[string]string{"to": to})
 	if err != nil {
 		return nil, err
 	}
-	_, out, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/cluster/transfer-leadership", body: body, auth: authAdmin}, nil, opts)
-	return out, err
+	var out LeadershipTransfer
+	if _, _, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/cluster/transfer-leadership", body: body, auth: authAdmin}, &out, opts); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // RemoveServer removes a node from the Raft configuration (admin).
-func (c *Client) RemoveServer(ctx context.Context, nodeID string, opts ...CallOption) (json.RawMessage, error) {
-	_, out, err := c.do(ctx, request{method: http.MethodDelete, path: "/v1/cluster/servers/" + url.PathEscape(nodeID), auth: authAdmin}, nil, opts)
-	return out, err
+func (c *Client) RemoveServer(ctx context.Context, nodeID string, opts ...CallOption) (*RemovedServer, error) {
+	var out RemovedServer
+	if _, _, err := c.do(ctx, request{method: http.MethodDelete, path: "/v1/cluster/servers/" + url.PathEscape(nodeID), auth: authAdmin}, &out, opts); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
-// Ready reports whether the node answers GET /readyz with 200.
+// Ready reports whether the node answers GET /readyz with 200: it knows a
+// leader and has caught up. A node that answers otherwise is not ready
+// (false, nil); a node that cannot be reached is an error.
 func (c *Client) Ready(ctx context.Context) (bool, error) {
 	status, _, err := c.do(ctx, request{method: http.MethodGet, path: "/readyz", auth: authNone}, nil, nil)
 	if err != nil {
-		if _, ok := err.(*APIError); ok {
+		var ae *APIError
+		if errors.As(err, &ae) {
 			return false, nil
 		}
 		return false, err
 	}
 	return status == http.StatusOK, nil
+}
+
+// buildInfoRe finds the version label of exactonce_build_info on /metrics.
+var buildInfoRe = regexp.MustCompile(`(?m)^exactonce_build_info\{[^}]*\bversion="([^"]*)"`)
+
+// ServerVersion returns the build version of the node: from GET
+// /v1/cluster when the client has an admin token, otherwise from the
+// exactonce_build_info series of GET /metrics (which needs no credentials).
+func (c *Client) ServerVersion(ctx context.Context) (string, error) {
+	if c.adminToken != "" {
+		st, err := c.ClusterStatus(ctx)
+		if err != nil {
+			return "", err
+		}
+		if st.Version == "" {
+			return "", errors.New("the node's GET /v1/cluster carries no version (a release before versions were reported)")
+		}
+		return st.Version, nil
+	}
+	_, body, err := c.do(ctx, request{method: http.MethodGet, path: "/metrics", auth: authNone}, nil, nil)
+	if err != nil {
+		return "", err
+	}
+	m := buildInfoRe.FindSubmatch(body)
+	if m == nil {
+		return "", errors.New("the node's /metrics has no exactonce_build_info (a release before versions were reported)")
+	}
+	return string(m[1]), nil
 }
