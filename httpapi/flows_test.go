@@ -22,7 +22,7 @@ import (
 func TestConcurrentConsume(t *testing.T) {
 	e := newEnv(t, nil)
 	id := e.create(`{"payload":{"prize":1}}`)
-	ts := httptest.NewServer(e.s)
+	ts := httptest.NewServer(e.h)
 	defer ts.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}}
 	const n = 1000
@@ -218,7 +218,7 @@ func (e *env) serveAsClient(method, path string, body io.Reader) *httptest.Respo
 	r.Header.Set("client-id", e.clientID)
 	r.Header.Set("client-secret", e.secret)
 	w := httptest.NewRecorder()
-	e.s.ServeHTTP(w, r)
+	e.h.ServeHTTP(w, r)
 	return w
 }
 
@@ -259,7 +259,7 @@ func TestChunkedBodyLimit(t *testing.T) {
 	r.Header.Set("client-id", e.clientID)
 	r.Header.Set("client-secret", e.secret)
 	w := httptest.NewRecorder()
-	e.s.ServeHTTP(w, r)
+	e.h.ServeHTTP(w, r)
 	res := decodeResp(t, w.Code, w.Header(), w.Body.Bytes())
 	expect(t, res, 413, "payload_too_large")
 	if e.stateHash() != before {

@@ -44,7 +44,7 @@ func TestRepeatedAuthorizationIs400(t *testing.T) {
 		r.Header.Add("Authorization", "Bearer "+e.admin)
 		r.Header.Add("Authorization", "Bearer other")
 		w := httptest.NewRecorder()
-		e.s.ServeHTTP(w, r)
+		e.h.ServeHTTP(w, r)
 		got := decodeResp(t, w.Code, w.Header(), w.Body.Bytes())
 		expect(t, got, http.StatusBadRequest, "invalid_request")
 		if !strings.Contains(got.str("message"), "Authorization") {
@@ -202,7 +202,7 @@ func TestConcurrencyCap(t *testing.T) {
 	hr.Header.Set("client-id", e.clientID)
 	hr.Header.Set("client-secret", e.secret)
 	w := httptest.NewRecorder()
-	e.s.ServeHTTP(w, hr)
+	e.h.ServeHTTP(w, hr)
 	r := decodeResp(t, w.Code, w.Header(), w.Body.Bytes())
 	expect(t, r, http.StatusServiceUnavailable, CodeOverloaded)
 	if r.header.Get("Retry-After") != "1" || body.read.Load() {
@@ -330,7 +330,7 @@ func TestAnonymousBodyIsNotRead(t *testing.T) {
 			r.Header.Set(k, v)
 		}
 		w := httptest.NewRecorder()
-		e.s.ServeHTTP(w, r)
+		e.h.ServeHTTP(w, r)
 		if w.Code != http.StatusUnauthorized {
 			t.Fatalf("%v: status %d %s, want 401", hdr, w.Code, w.Body)
 		}

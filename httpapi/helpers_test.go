@@ -20,6 +20,7 @@ import (
 
 	"github.com/exactonce/exactonce/cluster"
 	"github.com/exactonce/exactonce/fsm"
+	"github.com/exactonce/exactonce/internal/openapitest"
 	"github.com/exactonce/exactonce/internal/secure"
 )
 
@@ -134,10 +135,13 @@ func (b *testBackend) Ready() bool { return b.ready.Load() }
 
 // env is a server over a test backend with one client and an admin token.
 type env struct {
-	t        testing.TB
-	clock    *fakeClock
-	b        *testBackend
-	s        *Server
+	t     testing.TB
+	clock *fakeClock
+	b     *testBackend
+	s     *Server
+	// h serves through s, checking every exchange against the OpenAPI
+	// document (internal/openapitest): tests send requests to h.
+	h        http.Handler
 	keys     *secure.Keys
 	reg      *prometheus.Registry
 	clientID string
@@ -172,9 +176,19 @@ func newEnv(t testing.TB, mod func(*Config)) *env {
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}
-	e.s = s
+	e.serve(s, cfg.Extra == nil)
 	e.clientID, e.secret = e.newClient("tenant-a")
 	return e
+}
+
+// serve makes s the env's server. With check, requests go through the
+// OpenAPI checker; a test that mounts extra routes mounts fakes of its own,
+// which the document does not describe, and is not checked.
+func (e *env) serve(s *Server, check bool) {
+	e.s, e.h = s, s
+	if check {
+		e.h = openapitest.New(e.t).Handler(e.t, s)
+	}
 }
 
 // newClient creates a client directly through the backend.
@@ -215,7 +229,7 @@ type req struct {
 
 func (e *env) do(q req) resp {
 	e.t.Helper()
-	return doHandler(e.t, e.s, q, e.clientID, e.secret)
+	return doHandler(e.t, e.h, q, e.clientID, e.secret)
 }
 
 func doHandler(t testing.TB, h http.Handler, q req, clientID, secret string) resp {

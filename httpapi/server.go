@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/exactonce/exactonce/internal/secure"
+	"github.com/exactonce/exactonce/openapi"
 )
 
 // Server is the HTTP API of one node. It implements http.Handler.
@@ -106,6 +108,7 @@ func (s *Server) routes() *mux.Router {
 	r.Handle("/healthz", http.HandlerFunc(s.healthz)).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/readyz", http.HandlerFunc(s.readyz)).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r.Handle("/v1/openapi.json", openapiHandler()).Methods(http.MethodGet)
 
 	r.Handle("/v1/demo", s.demoLimit(s.plainWrite(s.demoCreate))).Methods(http.MethodPost)
 	r.Handle("/v1/demo/{id}/reveal", s.demoRevealRoute()).Methods(http.MethodGet)
@@ -118,6 +121,36 @@ func (s *Server) routes() *mux.Router {
 		s.cfg.Extra(r)
 	}
 	return r
+}
+
+// Routes lists the routes the server serves as "METHOD /path/{template}",
+// sorted and each once, including those mounted through Config.Extra: what
+// the OpenAPI document must describe (the tests compare the two).
+func (s *Server) Routes() ([]string, error) {
+	seen := map[string]bool{}
+	err := s.router.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		tpl, err := route.GetPathTemplate()
+		if err != nil {
+			return nil // the actionPath matchers, served again by their template routes below
+		}
+		methods, err := route.GetMethods()
+		if err != nil {
+			return fmt.Errorf("route %s has no methods: %w", tpl, err)
+		}
+		for _, m := range methods {
+			seen[m+" "+tpl] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(seen))
+	for r := range seen {
+		out = append(out, r)
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 // Templates of the routes matched by actionPath.
@@ -296,6 +329,18 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 // node calls) whose access log lines are Debug unless they fail.
 func quietRoute(route string) bool {
 	return route == "/healthz" || route == "/readyz" || route == "/metrics" || strings.HasPrefix(route, "/internal/") // the chaostest clock
+}
+
+// openapiHandler serves the OpenAPI document of this API. It needs no
+// credentials: the document is the published description of the API, the
+// same for every node, and holds nothing of the node serving it (no
+// addresses, no settings), so it tells a caller nothing docs/api.md does
+// not; tools (code generators, API explorers) fetch it without secrets.
+func openapiHandler() http.Handler {
+	doc := openapi.Document()
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSONBytes(w, http.StatusOK, doc)
+	})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -39,7 +39,8 @@ func newContactEnv(t *testing.T, mod func(*Config)) (*env, *contactBackend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.s, e.reg = s, reg
+	e.reg = reg
+	e.serve(s, cfg.Extra == nil)
 	return e, cb
 }
 

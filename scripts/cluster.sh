@@ -66,11 +66,12 @@ start() {
     done
     if [ "$ok" != 1 ]; then echo "node$n did not become ready; see $dir/node$n.log" >&2; tail -20 "$dir/node$n.log" >&2; stop; exit 1; fi
   done
-  for _ in $(seq 1 100); do grep -q "client-secret" "$dir/node1.log" && break; sleep 0.1; done
+  for _ in $(seq 1 100); do grep -q "^export SECRET=" "$dir/node1.log" && break; sleep 0.1; done
   echo "ExactOnce cluster is up:"
   for n in 1 2 3; do echo "  node$n  http://127.0.0.1:808$n  (log $dir/node$n.log)"; done
-  grep -E "client-id|client-secret" "$dir/node1.log" | sed 's/^/  /'
-  echo "  admin token: $dir/admin.token"
+  echo "paste these lines into your shell:"
+  grep -E "^export (API|ID|SECRET)=" "$dir/node1.log" | sed 's/^/  /'
+  echo "  export EXACTONCE_ADMIN_TOKEN=\"\$(cat '$dir/admin.token')\""
   echo "stop it with: make cluster-stop"
 }
 

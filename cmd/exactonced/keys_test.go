@@ -137,7 +137,7 @@ func TestWrongClusterKeyRefused(t *testing.T) {
 
 	p := start(t, bin, right...)
 	id, secret := p.devCredentials(t, 60*time.Second)
-	c, err := client.New("http://"+httpAddr, client.WithCredentials(id, secret))
+	c, err := client.New("http://"+httpAddr, client.WithCredentials(id, secret), client.WithHTTPClient(checkedHTTP(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

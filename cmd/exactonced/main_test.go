@@ -19,6 +19,7 @@ import (
 
 	"github.com/exactonce/exactonce/client"
 	"github.com/exactonce/exactonce/internal/buildinfo"
+	"github.com/exactonce/exactonce/internal/openapitest"
 	"github.com/exactonce/exactonce/internal/testport"
 )
 
@@ -143,10 +144,10 @@ func (p *proc) devCredentials(t *testing.T, deadline time.Duration) (id, secret 
 				}
 				t.Fatalf("exactonced exited before printing credentials (%v); stderr:\n%s", status, p.stderr.String())
 			}
-			if v, ok := strings.CutPrefix(line, "client-id: "); ok {
+			if v, ok := strings.CutPrefix(line, "export ID="); ok {
 				id = strings.TrimSpace(v)
 			}
-			if v, ok := strings.CutPrefix(line, "client-secret: "); ok {
+			if v, ok := strings.CutPrefix(line, "export SECRET="); ok {
 				secret = strings.TrimSpace(v)
 			}
 		case <-timer.C:
@@ -170,6 +171,12 @@ func (p *proc) stop(t *testing.T, deadline time.Duration) {
 	case <-time.After(deadline):
 		t.Fatalf("exactonced did not exit within %s of SIGTERM; stderr:\n%s", deadline, p.stderr.String())
 	}
+}
+
+// checkedHTTP is an HTTP client that checks every exchange against the
+// OpenAPI document (internal/openapitest), failing t on a mismatch.
+func checkedHTTP(t *testing.T) *http.Client {
+	return &http.Client{Transport: openapitest.New(t).Transport(t, client.NewTransport())}
 }
 
 func waitHTTPReady(ctx context.Context, t *testing.T, c *client.Client) {
@@ -212,7 +219,8 @@ func TestDevServerEndToEnd(t *testing.T) {
 
 	p := start(t, bin, args...)
 	id, secret := p.devCredentials(t, 60*time.Second)
-	c, err := client.New("http://"+httpAddr, client.WithCredentials(id, secret))
+	hc := checkedHTTP(t)
+	c, err := client.New("http://"+httpAddr, client.WithCredentials(id, secret), client.WithHTTPClient(hc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +274,7 @@ func TestDevServerEndToEnd(t *testing.T) {
 	if !client.IsCode(err, "already_used") {
 		t.Errorf("consume after restart: %v, want already_used", err)
 	}
-	admin, err := client.New("http://"+httpAddr, client.WithAdminToken(strings.TrimSpace(string(token))))
+	admin, err := client.New("http://"+httpAddr, client.WithAdminToken(strings.TrimSpace(string(token))), client.WithHTTPClient(hc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +300,7 @@ func TestDevServerEndToEnd(t *testing.T) {
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/v1/cluster?hash=1", nil)
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusBadRequest {
+	if resp, err := hc.Do(req); err != nil || resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("cluster status with an unknown parameter: %v %v, want 400", err, resp)
 	} else {
 		resp.Body.Close()
@@ -316,7 +324,7 @@ func TestDevServerEndToEnd(t *testing.T) {
 		req, _ := http.NewRequestWithContext(ctx, rt.method, "http://"+httpAddr+rt.path, strings.NewReader(`[]`))
 		req.Header.Set("X-ExactOnce-Forwarded", "1")
 		req.Header.Set("X-ExactOnce-Forward-Auth", "forged")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatalf("%s %s: %v", rt.method, rt.path, err)
 		}

@@ -26,7 +26,7 @@ func TestStateRebuiltAfterMachineCrash(t *testing.T) {
 	defer cancel()
 	p := startEnv(t, bin, env, args...)
 	id, secret := p.devCredentials(t, 60*time.Second)
-	c, err := client.New("http://"+httpAddr, client.WithCredentials(id, secret))
+	c, err := client.New("http://"+httpAddr, client.WithCredentials(id, secret), client.WithHTTPClient(checkedHTTP(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

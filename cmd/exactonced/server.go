@@ -235,8 +235,7 @@ func (s *server) run(ctx context.Context) error {
 		Registry:              reg,
 		Gatherer:              reg,
 		Now:                   cfg.Now,
-		Extra: withRoutes(testRoutes(cfg, secure.HashSecret(adminToken), log.With("component", "test-clock")),
-			clusterRoutes(node, secure.HashSecret(adminToken), log.With("component", "cluster-admin"))),
+		Extra:                 apiRoutes(cfg, node, secure.HashSecret(adminToken), log),
 	}, node)
 	if err != nil {
 		return fmt.Errorf("build http api: %w", err)
@@ -274,7 +273,7 @@ func (s *server) run(ctx context.Context) error {
 		return n.Status("serving " + ln.Addr().String() + "; waiting for a leader and to catch up")
 	})
 	startupDone := make(chan error, 1)
-	go func() { startupDone <- s.afterStart(ctx, node, state, api, adminToken) }()
+	go func() { startupDone <- s.afterStart(ctx, node, state, api, adminToken, tokenPath) }()
 	memCtx, stopMem := context.WithCancel(ctx)
 	memDone := make(chan struct{})
 	go func() { defer close(memDone); releaseMappedMemory(memCtx, state, log) }()
@@ -342,7 +341,9 @@ func releaseMappedMemory(ctx context.Context, state *fsm.FSM, log *slog.Logger) 
 
 // afterStart waits for readiness and, in dev mode, ensures the dev client.
 // It returns nil when ctx ends first (shutdown during startup).
-func (s *server) afterStart(ctx context.Context, node *cluster.Node, state *fsm.FSM, api http.Handler, adminToken string) error {
+// tokenPath is the admin token's file in the data dir ("" when the token
+// was given).
+func (s *server) afterStart(ctx context.Context, node *cluster.Node, state *fsm.FSM, api http.Handler, adminToken, tokenPath string) error {
 	if err := waitReady(ctx, node); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -376,11 +377,41 @@ func (s *server) afterStart(ctx context.Context, node *cluster.Node, state *fsm.
 		}
 		return nil
 	}
-	fmt.Fprintf(s.stdout, "exactonced dev mode: API at %s\nclient-id: %s\nclient-secret: %s\n",
-		s.cfg.HTTPAdvertise, dc.ClientID, dc.ClientSecret)
+	fmt.Fprint(s.stdout, devExports(s.cfg.HTTPAdvertise, dc, tokenPath))
 	s.log.Info("dev client ready (credentials printed to stdout)", "client_id", dc.ClientID,
 		"file", filepath.Join(s.cfg.DataDir, devClientFile))
 	return nil
+}
+
+// devExports is what a dev node prints once its client is ready: shell
+// lines that paste as printed into the README's walkthrough (docs/operations.md).
+// The admin token itself is never printed: when it is kept in the data dir
+// the line reads it from its file.
+func devExports(api string, dc *devClient, tokenPath string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "exactonced dev mode: API at %s; paste these lines into your shell:\n", api)
+	fmt.Fprintf(&b, "export API=%s\n", shellQuote(api))
+	fmt.Fprintf(&b, "export ID=%s\n", shellQuote(dc.ClientID))
+	fmt.Fprintf(&b, "export SECRET=%s\n", shellQuote(dc.ClientSecret))
+	if tokenPath != "" {
+		if abs, err := filepath.Abs(tokenPath); err == nil {
+			tokenPath = abs
+		}
+		fmt.Fprintf(&b, "export EXACTONCE_ADMIN_TOKEN=\"$(cat %s)\"\n", shellQuote(tokenPath))
+	}
+	return b.String()
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but
+// characters that never need it.
+func shellQuote(s string) string {
+	plain := s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@%+=,", r))
+	}) < 0
+	if plain {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // nodeGauges exposes the node's Raft role and progress on /metrics.
@@ -637,6 +668,14 @@ func loadPool(pool *x509.CertPool, file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("no PEM certificates in %s", file)
 	}
 	return pool, nil
+}
+
+// apiRoutes are the routes this binary mounts on the HTTP API beside
+// httpapi's own: the cluster admin endpoints and, in a chaostest build only,
+// the test clock.
+func apiRoutes(cfg *config.Config, node *cluster.Node, adminTokenHash []byte, log *slog.Logger) func(r *mux.Router) {
+	return withRoutes(testRoutes(cfg, adminTokenHash, log.With("component", "test-clock")),
+		clusterRoutes(node, adminTokenHash, log.With("component", "cluster-admin")))
 }
 
 // withRoutes mounts every non-nil route set in order (earlier routes win in

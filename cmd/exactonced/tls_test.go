@@ -11,12 +11,14 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/exactonce/exactonce/client"
+	"github.com/exactonce/exactonce/internal/openapitest"
 )
 
 // writeCerts writes a CA and a node certificate for 127.0.0.1 (server and
@@ -96,8 +98,10 @@ func TestTLSServer(t *testing.T) {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
+	tr := client.NewTransport()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	c, err := client.New("https://"+httpAddr, client.WithCredentials(id, secret),
-		client.WithTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+		client.WithHTTPClient(&http.Client{Transport: openapitest.New(t).Transport(t, tr)}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,15 +21,17 @@ type TB interface {
 var next atomic.Int64
 
 // Free returns a loopback address ("127.0.0.1:port") free for TCP and UDP
-// (gossip uses both) a moment ago. Ports come from 20000-32767, below
+// (gossip uses both) a moment ago. Ports come from 25000-32767, below
 // Linux's ephemeral range (32768-60999): a port taken from that range and
 // closed can be grabbed by any outgoing connection before the node binds it,
-// which made tests fail with "address already in use". Each process starts
+// which made tests fail with "address already in use". They stay above
+// 18000-24999, where make bench and make chaos put their clusters, so that
+// tests can run beside them. Each process starts
 // at an offset derived from its pid, so parallel test binaries rarely meet,
 // and never hands out a port twice.
 func Free(t TB) string {
 	t.Helper()
-	const lo, span = 20000, 12768
+	const lo, span = 25000, 7768
 	next.CompareAndSwap(0, int64(os.Getpid()*131%span)+1)
 	for range span {
 		port := lo + int(next.Add(1))%span
@@ -46,6 +48,6 @@ func Free(t TB) string {
 		_ = u.Close()
 		return addr
 	}
-	t.Fatal("testport: no free loopback port in 20000-32767")
+	t.Fatal("testport: no free loopback port in 25000-32767")
 	return ""
 }
