@@ -204,6 +204,8 @@ func encodeCommandBinary(c *Command) ([]byte, error) {
 		w.str(c.RevokeClient.ID)
 	case CmdRecordKeyCheck:
 		w.bytes(c.KeyCheck.Value)
+	case CmdSetRetention:
+		w.varint(c.SetRetention.RetentionMS)
 	}
 	return w.b, nil
 }
@@ -242,6 +244,8 @@ func decodeCommandBinary(version byte, b []byte) (*Command, error) {
 		c.RevokeClient = &RevokeClient{ID: r.str()}
 	case CmdRecordKeyCheck:
 		c.KeyCheck = &KeyCheck{Value: r.bytes()}
+	case CmdSetRetention:
+		c.SetRetention = &SetRetention{RetentionMS: r.varint()}
 	case CmdNoop:
 	default:
 		if r.err == nil {

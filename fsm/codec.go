@@ -97,6 +97,10 @@ func validateCommand(c *Command) error {
 		if c.KeyCheck == nil {
 			return errors.New("key check without body")
 		}
+	case CmdSetRetention:
+		if c.SetRetention == nil {
+			return errors.New("set retention without body")
+		}
 	case CmdNoop:
 	default:
 		return fmt.Errorf("unknown command type %d", c.Type)

@@ -30,6 +30,7 @@ const (
 	cntConsumed byte = 'u' // consumed, burns included
 	cntBurned   byte = 'b' // burned by the third wrong PIN
 	cntCanceled byte = 'x' // canceled
+	cntPurged   byte = 'p' // deleted by retention (retention.go)
 
 	seriesCreated  byte = 'C' // every action, by createdAt
 	seriesConsumed byte = 'S' // successful consumes, by consumedAt
@@ -63,25 +64,31 @@ func seriesKey(prefix []byte, series byte, level int, b uint64) []byte {
 }
 
 // countsChange is how one write of an action changes its client's
-// counters: scalar deltas, and the series entries to add.
+// counters: scalar deltas, and the series entries to add or remove.
 type countsChange struct {
-	total, consumed, burned, canceled int64
+	total, consumed, burned, canceled, purged int64
 	// open is +1 when the write creates an open action and -1 when it
-	// settles one (consume, burn, cancel): the expiresAt and activeAt series
-	// count open actions only.
+	// settles one (consume, burn, cancel) or deletes it: the expiresAt and
+	// activeAt series count open actions only.
 	open int64
-	// created and consumedOK add the action to the createdAt and
-	// successful-consume series.
-	created, consumedOK bool
+	// created and consumedOK are +1 when the write adds the action to the
+	// createdAt and successful-consume series, -1 when it removes it.
+	created, consumedOK int64
 }
 
 // changeOf is the counters' change for writing next over prev (nil for a
-// create). It is a pure function of the two values: a write that does not
-// change consumed/canceled (a wrong PIN that does not burn) changes nothing.
+// create; next nil for a deletion by retention). It is a pure function of
+// the two values, and changes add up: changeOf(a, b) + changeOf(b, c) =
+// changeOf(a, c) (the journal folds net changes). A write that does not
+// change consumed/canceled (a wrong PIN that does not burn, a payload
+// erased at expiry) changes nothing.
 func changeOf(prev, next *Action) countsChange {
+	if next == nil {
+		return removalOf(prev)
+	}
 	var c countsChange
 	if prev == nil {
-		c.total, c.created = 1, true
+		c.total, c.created = 1, 1
 		if next.ConsumedAt == 0 && next.CanceledAt == 0 {
 			c.open = 1
 		}
@@ -93,13 +100,33 @@ func changeOf(prev, next *Action) countsChange {
 		if next.ConsumedReason == ReasonPINBurned {
 			c.burned = 1
 		} else {
-			c.consumedOK = true
+			c.consumedOK = 1
 		}
 	}
 	if prev.CanceledAt == 0 && next.CanceledAt != 0 {
 		c.canceled = 1
 	}
 	if c.total == 0 && wasOpen && (next.ConsumedAt != 0 || next.CanceledAt != 0) {
+		c.open = -1
+	}
+	return c
+}
+
+// removalOf is the change of deleting a: it leaves every count it was in,
+// and counts as purged.
+func removalOf(a *Action) countsChange {
+	c := countsChange{total: -1, created: -1, purged: 1}
+	switch {
+	case a.ConsumedAt != 0:
+		c.consumed = -1
+		if a.ConsumedReason == ReasonPINBurned {
+			c.burned = -1
+		} else {
+			c.consumedOK = -1
+		}
+	case a.CanceledAt != 0:
+		c.canceled = -1
+	default:
 		c.open = -1
 	}
 	return c
@@ -146,23 +173,25 @@ func (c counts) addSeries(clientID string, series byte, t int64, d int64) {
 	}
 }
 
-// apply records ch for the action a of client a.ClientID.
+// apply records ch for the action a of client a.ClientID (for a deletion,
+// the action deleted).
 func (c counts) apply(a *Action, ch countsChange) {
 	c.addScalar(a.ClientID, cntTotal, ch.total)
 	c.addScalar(a.ClientID, cntConsumed, ch.consumed)
 	c.addScalar(a.ClientID, cntBurned, ch.burned)
 	c.addScalar(a.ClientID, cntCanceled, ch.canceled)
+	c.addScalar(a.ClientID, cntPurged, ch.purged)
 	forEachSeries(a, ch, func(series byte, t, d int64) { c.addSeries(a.ClientID, series, t, d) })
 }
 
 // forEachSeries calls fn with each series point ch adds for the action a
 // (the one definition the counters and the journal's readers share).
 func forEachSeries(a *Action, ch countsChange, fn func(series byte, t, d int64)) {
-	if ch.created {
-		fn(seriesCreated, a.CreatedAt, 1)
+	if ch.created != 0 {
+		fn(seriesCreated, a.CreatedAt, ch.created)
 	}
-	if ch.consumedOK {
-		fn(seriesConsumed, a.ConsumedAt, 1)
+	if ch.consumedOK != 0 {
+		fn(seriesConsumed, a.ConsumedAt, ch.consumedOK)
 	}
 	if ch.open != 0 {
 		fn(seriesExpires, a.ExpiresAt, ch.open)

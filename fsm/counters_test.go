@@ -63,6 +63,12 @@ func statsOf(t testing.TB, f *FSM, clientID string, now int64) Stats {
 func checkStats(t testing.TB, f *FSM, clientID string, now int64) Stats {
 	t.Helper()
 	got, want := statsOf(t, f, clientID, now), bruteStats(t, f, clientID, now)
+	// A scan cannot count what retention deleted: tests that purge assert
+	// Purged themselves.
+	want.Purged = got.Purged
+	if got.Purged < 0 {
+		t.Fatalf("stats of %s at %d: purged %d", clientID, now, got.Purged)
+	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("stats of %s at %d\n got %+v\nwant %+v", clientID, now, got, want)
 	}
@@ -82,14 +88,34 @@ func TestChangeOf(t *testing.T) {
 		prev, next *Action
 		want       countsChange
 	}{
-		{"create", nil, open, countsChange{total: 1, open: 1, created: true}},
-		{"consume", open, consumed, countsChange{consumed: 1, open: -1, consumedOK: true}},
+		{"create", nil, open, countsChange{total: 1, open: 1, created: 1}},
+		{"consume", open, consumed, countsChange{consumed: 1, open: -1, consumedOK: 1}},
 		{"burn", wrongPIN, burned, countsChange{consumed: 1, burned: 1, open: -1}},
 		{"cancel", open, canceled, countsChange{canceled: 1, open: -1}},
 		{"wrong PIN, not burned", open, wrongPIN, countsChange{}},
+		{"expired payload erased", open, with(func(a *Action) { a.SealedPayload = nil }), countsChange{}},
+		{"purge consumed", consumed, nil, countsChange{total: -1, created: -1, consumed: -1, consumedOK: -1, purged: 1}},
+		{"purge burned", burned, nil, countsChange{total: -1, created: -1, consumed: -1, burned: -1, purged: 1}},
+		{"purge canceled", canceled, nil, countsChange{total: -1, created: -1, canceled: -1, purged: 1}},
+		{"purge expired", open, nil, countsChange{total: -1, created: -1, open: -1, purged: 1}},
 	} {
 		if got := changeOf(tc.prev, tc.next); got != tc.want {
 			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+	// Changes add up: the journal folds each action's net change.
+	add := func(a, b countsChange) countsChange {
+		return countsChange{a.total + b.total, a.consumed + b.consumed, a.burned + b.burned, a.canceled + b.canceled,
+			a.purged + b.purged, a.open + b.open, a.created + b.created, a.consumedOK + b.consumedOK}
+	}
+	for _, path := range [][]*Action{{nil, open, consumed}, {nil, wrongPIN, burned}, {open, wrongPIN, burned}, {nil, open, canceled}, {nil, consumed, nil}} {
+		got := add(changeOf(path[0], path[1]), changeOf(path[1], path[2]))
+		want := countsChange{purged: 1} // created and deleted: only the purge remains
+		if path[0] != nil || path[2] != nil {
+			want = changeOf(path[0], path[2])
+		}
+		if got != want {
+			t.Errorf("%v -> %v -> %v: %+v, want %+v", path[0], path[1], path[2], got, want)
 		}
 	}
 }

@@ -128,6 +128,7 @@ func decideConsume(a *Action, c *Consume, now int64) (next *Action, res Result) 
 		if n.FailedPINAttempts >= MaxPINAttempts {
 			n.ConsumedAt = now
 			n.ConsumedReason = ReasonPINBurned
+			n.SealedPayload = nil // terminal: the payload goes (retention.go)
 		}
 		res.Action = resultAction(&n, false)
 		return &n, res
@@ -135,7 +136,10 @@ func decideConsume(a *Action, c *Consume, now int64) (next *Action, res Result) 
 	n.ConsumedAt = now
 	n.ConsumedReason = ReasonConsumed
 	n.Consumer = c.Consumer
+	// The winner's answer (and its idempotency record, for 24 h) carries
+	// the payload; the stored action no longer does.
 	res.Action = resultAction(&n, true)
+	n.SealedPayload = nil
 	return &n, res
 }
 
@@ -157,6 +161,7 @@ func decideCancel(a *Action, now int64) (next *Action, res Result) {
 	default:
 		n := *a
 		n.CanceledAt = now
+		n.SealedPayload = nil // terminal: the payload goes (retention.go)
 		res.Action = resultAction(&n, false)
 		return &n, res
 	}

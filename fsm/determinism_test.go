@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,6 +96,12 @@ func randomLog(t testing.TB, seed uint64, n int) []*raft.Log {
 			cmd = cancelCmd(c, now, id)
 		case k < 88:
 			cmd = noopCmd(now)
+			if len(logs) > 2*n/3 && rng.IntN(4) == 0 {
+				// Late, a short retention, so that sweeps erase and purge
+				// (and most of the state stays for the tests that need
+				// a large one).
+				cmd = retentionCmd(now, minMS*(10+rng.Int64N(180)))
+			}
 		case k < 89 && len(logs) > n/2 && rng.IntN(10) == 0:
 			cmd = revokeCmd("cl_2", now) // late and rare: most clients stay usable
 		default:
@@ -113,6 +120,20 @@ func randomLog(t testing.TB, seed uint64, n int) []*raft.Log {
 		add(cmd)
 	}
 	return logs
+}
+
+// withoutRetention replaces randomLog's retention commands by no-ops, for
+// tests that need all the state the log makes.
+func withoutRetention(t testing.TB, logs []*raft.Log) []*raft.Log {
+	t.Helper()
+	out := make([]*raft.Log, len(logs))
+	for i, l := range logs {
+		out[i] = l
+		if cmd, err := DecodeCommand(l.Data); err == nil && cmd.Type == CmdSetRetention {
+			out[i] = entry(t, l.Index, noopCmd(cmd.Time))
+		}
+	}
+	return out
 }
 
 // applySplit applies logs in batches whose sizes come from rng (max maxBatch).
@@ -156,9 +177,15 @@ func TestDeterminism(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	purged := int64(0)
 	for _, c := range []string{"cl_0", "cl_1", "cl_2", DemoClientID} {
-		checkStats(t, last, c, last.LastTime())
+		purged += checkStats(t, last, c, last.LastTime()).Purged
 	}
+	// Retention ran too: some actions were deleted, leaving nothing behind.
+	if purged == 0 {
+		t.Fatalf("seed %d: no action was purged: retention is not exercised", seed)
+	}
+	checkNoDanglingKeys(t, last)
 	for i := 1; i < len(hashes); i++ {
 		if hashes[i] != hashes[0] {
 			t.Fatalf("seed %d: hash %d %s != %s", seed, i, hashes[i], hashes[0])
@@ -420,8 +447,26 @@ func allActions(t testing.TB, f *FSM) map[string]*Action {
 	return out
 }
 
+// recreatedAfter reports whether a create in logs names id (it may succeed
+// once retention deleted the first action of that id).
+func recreatedAfter(logs []*raft.Log, id string) bool {
+	for _, l := range logs {
+		cmd, err := DecodeCommand(l.Data)
+		if err != nil || cmd.Type != CmdCreateActions {
+			continue
+		}
+		for _, row := range cmd.Create.Rows {
+			if row.ActionID == id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // TestInvariants over a random log: at most one successful consume per
-// action (replays aside), and terminal actions never change afterwards.
+// action (replays aside), and terminal actions never change afterwards
+// (their payload went when they settled); retention may delete them.
 func TestInvariants(t *testing.T) {
 	seed := testSeed(t)
 	logs := randomLog(t, seed, 3000)
@@ -439,24 +484,50 @@ func TestInvariants(t *testing.T) {
 	out = append(out, f.ApplyBatch(logs[1500:])...)
 	after := allActions(t, f)
 	for id, a := range terminal {
+		if after[id] == nil || recreatedAfter(logs[1500:], id) {
+			continue // deleted by retention, the one change allowed
+		}
 		if !reflect.DeepEqual(after[id], a) {
 			t.Fatalf("seed %d: terminal action %s changed:\n%+v\n%+v", seed, id, a, after[id])
 		}
 	}
+	// An id is one action from its create to its deletion by retention:
+	// the log may create it again after that (the server's ids carry 128
+	// random bits and never repeat; this log reuses them on purpose), and
+	// each life has its own winner.
 	winners := map[string]int{}
+	life := map[string]int{}
+	recreated := map[string]bool{}
 	for i, r := range out {
 		res, ok := r.(*Result)
 		cmd, err := DecodeCommand(logs[i].Data)
-		if !ok || err != nil || cmd.Type != CmdConsume || res.Code != CodeOK || res.Replayed {
+		if !ok || err != nil {
 			continue
 		}
-		winners[cmd.Consume.ActionID]++
-	}
-	for id, n := range winners {
-		if n != 1 {
-			t.Fatalf("seed %d: action %s consumed %d times", seed, id, n)
+		if cmd.Type == CmdCreateActions && !res.Replayed {
+			for j, row := range cmd.Create.Rows {
+				created := res.Code == CodeOK && !cmd.Create.CSV || cmd.Create.CSV && j < len(res.Rows) && res.Rows[j].Error == CodeOK
+				if created && row.ActionID != "" {
+					if life[row.ActionID] > 0 && i >= 1500 {
+						recreated[row.ActionID] = true
+					}
+					life[row.ActionID]++
+				}
+			}
 		}
-		if a := after[id]; a.ConsumedReason != ReasonConsumed {
+		if cmd.Type != CmdConsume || res.Code != CodeOK || res.Replayed {
+			continue
+		}
+		winners[fmt.Sprint(cmd.Consume.ActionID, "#", life[cmd.Consume.ActionID])]++
+	}
+	for key, n := range winners {
+		if n != 1 {
+			t.Fatalf("seed %d: action %s consumed %d times", seed, key, n)
+		}
+	}
+	for key := range winners {
+		id := key[:strings.IndexByte(key, '#')]
+		if a := after[id]; a != nil && !recreated[id] && life[id] == 1 && a.ConsumedReason != ReasonConsumed {
 			t.Fatalf("seed %d: winner of %s but stored reason %q", seed, id, a.ConsumedReason)
 		}
 	}

@@ -250,7 +250,10 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 				return fatal(err)
 			}
 		}
-		st := newStore(tx, f.journal)
+		st, err := newStore(tx, f.journal)
+		if err != nil {
+			return fatal(err)
+		}
 		changed := false
 		for i, l := range logs {
 			if l == nil || l.Index <= applied {
@@ -284,7 +287,12 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 				res = &Result{Code: CodeInternal, Message: "internal error", Time: last}
 			}
 			out[i] = res
-			if err := st.endEntry(l.Index); err != nil {
+			if err := st.endEntry(l.Index, last); err != nil {
+				return err
+			}
+			// Retention's sweeps run after every command entry, at its
+			// time, a bounded number each (retention.go).
+			if err := st.sweep(last); err != nil {
 				return err
 			}
 		}

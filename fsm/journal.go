@@ -34,13 +34,21 @@ import (
 var bucketJournal = []byte("journal") // index8 -> the ids of the actions that entry wrote
 
 const (
-	journalMaxEntries = 64
+	journalMaxEntries = 56
 	journalMaxChanges = 1024
+	// journalMaxAgeMS folds a journal whose first entry is older than
+	// this (FSM time), so that an idle cluster's derived state, and the
+	// due indexes retention sweeps (retention.go), lag by at most about
+	// that much: the leader proposes an entry now and then when idle.
+	journalMaxAgeMS = 1000
 	// journalRecordV2 is the record format: flags and id per action.
 	// (Version 1 carried the actions' fields; no release wrote it.)
 	journalRecordV2 = 2
 	// journalCreated marks an action the entry created.
 	journalCreated = 1
+	// journalTimed marks the first record of a journal, which carries the
+	// entry's FSM time (journalMaxAgeMS).
+	journalTimed = 1
 )
 
 // change is one write of an action, reduced to what the derived state
@@ -60,6 +68,8 @@ type journaled struct {
 // bucket; nil until the first batch after Open or Restore reads it.
 type journalState struct {
 	entries, changes int
+	// firstTime is the FSM time of the journal's first entry.
+	firstTime int64
 	// actions are the distinct actions written in the window, in the order
 	// of their first write; index maps an id to its place there.
 	actions []journaled
@@ -73,8 +83,11 @@ func newJournalState() *journalState {
 	return &journalState{index: map[string]int{}, totals: map[string]int64{}}
 }
 
-// add accounts for one entry's writes.
-func (j *journalState) add(ws []journaled) {
+// add accounts for one entry's writes, applied at FSM time t.
+func (j *journalState) add(t int64, ws []journaled) {
+	if j.entries == 0 {
+		j.firstTime = t
+	}
 	j.entries++
 	j.changes += len(ws)
 	for _, w := range ws {
@@ -107,7 +120,7 @@ func (j *journalState) full() bool {
 func loadJournalState(tx *bolt.Tx) (*journalState, error) {
 	j := newJournalState()
 	actions := tx.Bucket(bucketActions)
-	err := forEachJournalEntry(tx.Bucket(bucketJournal), func(_ []byte, ws []journaled) error {
+	err := forEachJournalEntry(tx.Bucket(bucketJournal), func(_ []byte, t int64, ws []journaled) error {
 		for i := range ws {
 			a, err := loadAction(actions, ws[i].id)
 			if err != nil {
@@ -118,7 +131,7 @@ func loadJournalState(tx *bolt.Tx) (*journalState, error) {
 			}
 			ws[i].clientID = a.ClientID
 		}
-		j.add(ws)
+		j.add(t, ws)
 		return nil
 	})
 	if err != nil {
@@ -130,24 +143,33 @@ func loadJournalState(tx *bolt.Tx) (*journalState, error) {
 // forEachJournalEntry calls fn with every journal entry, in log order. A
 // record that does not decode is a corrupt (or newer) state file: it is an
 // error, never skipped. The records carry no client ids.
-func forEachJournalEntry(b *bolt.Bucket, fn func(k []byte, ws []journaled) error) error {
+func forEachJournalEntry(b *bolt.Bucket, fn func(k []byte, t int64, ws []journaled) error) error {
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		ws, err := decodeJournalRecord(v)
+		t, ws, err := decodeJournalRecord(v)
 		if err != nil {
 			return fmt.Errorf("journal entry %x: %w", k, err)
 		}
-		if err := fn(k, ws); err != nil {
+		if err := fn(k, t, ws); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// encodeJournalRecord encodes the actions one entry wrote.
-func encodeJournalRecord(chs []change) []byte {
-	w := binWriter{b: make([]byte, 0, 4+36*len(chs))}
+// encodeJournalRecord encodes the actions one entry wrote; the first
+// record of a journal (first) also carries the entry's FSM time t. Every
+// byte counts: a full journal of one-action records must fit one page
+// (TestJournalFitsOnePage).
+func encodeJournalRecord(first bool, t int64, chs []change) []byte {
+	w := binWriter{b: make([]byte, 0, 12+36*len(chs))}
 	w.byte1(journalRecordV2)
+	if first {
+		w.byte1(journalTimed)
+		w.varint(t)
+	} else {
+		w.byte1(0)
+	}
 	w.uvarintInt(len(chs))
 	for _, c := range chs {
 		var flags byte
@@ -161,33 +183,42 @@ func encodeJournalRecord(chs []change) []byte {
 }
 
 // decodeJournalRecord decodes encodeJournalRecord.
-func decodeJournalRecord(b []byte) ([]journaled, error) {
+func decodeJournalRecord(b []byte) (int64, []journaled, error) {
 	if len(b) == 0 || b[0] != journalRecordV2 {
-		return nil, fmt.Errorf("decode journal entry: unknown encoding")
+		return 0, nil, fmt.Errorf("decode journal entry: unknown encoding")
 	}
 	r := binReader{b: b[1:]}
+	var t int64
+	switch r.byte1() {
+	case 0:
+	case journalTimed:
+		t = r.varint()
+	default:
+		return 0, nil, fmt.Errorf("decode journal entry: unknown record flags")
+	}
 	n := r.count(2)
 	ws := make([]journaled, 0, n)
 	for i := 0; i < n && r.err == nil; i++ {
 		flags := r.byte1()
 		if flags&^journalCreated != 0 {
-			return nil, fmt.Errorf("decode journal entry: unknown flags %#x", flags)
+			return 0, nil, fmt.Errorf("decode journal entry: unknown flags %#x", flags)
 		}
 		ws = append(ws, journaled{created: flags&journalCreated != 0, id: r.str()})
 	}
 	if err := r.end(); err != nil {
-		return nil, fmt.Errorf("decode journal entry: %w", err)
+		return 0, nil, fmt.Errorf("decode journal entry: %w", err)
 	}
-	return ws, nil
+	return t, ws, nil
 }
 
 // journalKey is the journal key of log index i.
 func journalKey(i uint64) []byte { return binary.BigEndian.AppendUint64(nil, i) }
 
-// endEntry journals the changes the entry at index made, and folds the
-// journal when it is full. An entry whose changes alone fill the journal
-// (a large CSV) is folded directly, after the older entries.
-func (s *store) endEntry(index uint64) error {
+// endEntry journals the changes the entry at index, applied at FSM time
+// now, made, and folds the journal when it is full. An entry whose changes
+// alone fill the journal (a large CSV) is folded directly, after the older
+// entries.
+func (s *store) endEntry(index uint64, now int64) error {
 	chs := s.entryChanges
 	if len(chs) == 0 {
 		return nil
@@ -199,14 +230,14 @@ func (s *store) endEntry(index uint64) error {
 		}
 		return s.applyChanges(chs)
 	}
-	if err := s.journalB.Put(journalKey(index), encodeJournalRecord(chs)); err != nil {
+	if err := s.journalB.Put(journalKey(index), encodeJournalRecord(s.journal.entries == 0, now, chs)); err != nil {
 		return fatal(fmt.Errorf("put journal entry: %w", err))
 	}
 	ws := make([]journaled, len(chs))
 	for i, c := range chs {
 		ws[i] = journaled{id: c.next.ID, clientID: c.next.ClientID, created: c.prev == nil}
 	}
-	s.journal.add(ws)
+	s.journal.add(now, ws)
 	if s.journal.full() {
 		return s.foldJournal()
 	}
@@ -263,6 +294,9 @@ func netChange(actions *bolt.Bucket, w journaled) (change, error) {
 func (s *store) applyChanges(chs []change) error {
 	for _, c := range chs {
 		s.counts.apply(c.next, changeOf(c.prev, c.next))
+		if err := s.followSettle(c); err != nil {
+			return err
+		}
 		g := groupOf(c.next)
 		if c.prev != nil {
 			pg := groupOf(c.prev)
@@ -284,7 +318,7 @@ func (s *store) applyChanges(chs []change) error {
 func (v *View) journal(clientID string) ([]change, error) {
 	var ws []journaled
 	seen := map[string]int{}
-	err := forEachJournalEntry(v.tx.Bucket(bucketJournal), func(_ []byte, rec []journaled) error {
+	err := forEachJournalEntry(v.tx.Bucket(bucketJournal), func(_ []byte, _ int64, rec []journaled) error {
 		for _, w := range rec {
 			if i, ok := seen[w.id]; ok {
 				ws[i].created = ws[i].created || w.created
@@ -321,8 +355,8 @@ type seriesPoint struct {
 // journalStats is the journal's part of a client's counts: scalar deltas
 // and series points, which upTo adds to the tries' prefix counts.
 type journalStats struct {
-	total, consumed, burned, canceled int64
-	points                            []seriesPoint
+	total, consumed, burned, canceled, purged int64
+	points                                    []seriesPoint
 }
 
 func statsOfChanges(chs []change) journalStats {
@@ -333,6 +367,7 @@ func statsOfChanges(chs []change) journalStats {
 		js.consumed += ch.consumed
 		js.burned += ch.burned
 		js.canceled += ch.canceled
+		js.purged += ch.purged
 		forEachSeries(c.next, ch, func(series byte, t, d int64) {
 			js.points = append(js.points, seriesPoint{series, t, d})
 		})

@@ -47,7 +47,7 @@ func mappedRSS(t *testing.T, path string) int {
 func TestReleaseMappedMemory(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	f := openFSM(t, path)
-	logs := randomLog(t, testSeed(t), 3000)
+	logs := withoutRetention(t, randomLog(t, testSeed(t), 3000))
 	f.ApplyBatch(logs)
 	want := hashOf(t, f) // reads every page through the mapping
 	before := mappedRSS(t, path)
@@ -66,7 +66,7 @@ func TestReleaseMappedMemory(t *testing.T) {
 		t.Fatal("state differs after releasing the mapping")
 	}
 	// Writes go on as before.
-	more := randomLog(t, testSeed(t)+1, 3100)[3000:]
+	more := withoutRetention(t, randomLog(t, testSeed(t)+1, 3100)[3000:])
 	f.ApplyBatch(more)
 	if f.AppliedIndex() != 3100 {
 		t.Fatalf("applied %d after release, want 3100", f.AppliedIndex())
@@ -89,7 +89,7 @@ func TestTrimMappedMemoryKeepsPagesWithinBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	f.ApplyBatch(randomLog(t, testSeed(t), 3000))
+	f.ApplyBatch(withoutRetention(t, randomLog(t, testSeed(t), 3000)))
 	want := hashOf(t, f)
 	before := mappedRSS(t, path)
 	if before < 256 {

@@ -29,7 +29,7 @@ var (
 
 	allBuckets = [][]byte{bucketMeta, bucketClients, bucketActions, bucketIxCreated,
 		bucketIxActive, bucketIxExpires, bucketIdem, bucketIdemExp, bucketIxState, bucketCounts,
-		bucketJournal}
+		bucketJournal, bucketDueExpiry, bucketDuePurge}
 
 	keyApplied  = []byte("applied")
 	keyLastTime = []byte("lastTime")
@@ -174,6 +174,9 @@ type store struct {
 	ixCreated, ixActive, ixExpires *bolt.Bucket
 	idem, idemExp                  *bolt.Bucket
 	ixState, countsB, journalB     *bolt.Bucket
+	dueExpiry, duePurge            *bolt.Bucket
+	// retention is the recorded retention in ms (retention.go).
+	retention int64
 	// counts holds this transaction's counter deltas until flushCounts.
 	counts counts
 	// journal is the FSM's account of the journal bucket, and
@@ -189,8 +192,15 @@ type store struct {
 	settled []string
 }
 
-func newStore(tx *bolt.Tx, j *journalState) *store {
+func newStore(tx *bolt.Tx, j *journalState) (*store, error) {
+	retention, err := readRetention(tx.Bucket(bucketMeta))
+	if err != nil {
+		return nil, err
+	}
 	return &store{
+		retention: retention,
+		dueExpiry: tx.Bucket(bucketDueExpiry),
+		duePurge:  tx.Bucket(bucketDuePurge),
 		journalB:  tx.Bucket(bucketJournal),
 		journal:   j,
 		tx:        tx,
@@ -205,7 +215,7 @@ func newStore(tx *bolt.Tx, j *journalState) *store {
 		ixState:   tx.Bucket(bucketIxState),
 		countsB:   tx.Bucket(bucketCounts),
 		counts:    newCounts(),
-	}
+	}, nil
 }
 
 // storedActions is how many actions the client stores, this transaction's
@@ -441,6 +451,14 @@ func (s *store) decide(cmd *Command, now int64) (*Result, error) {
 		next, res := decideRevokeClient(c, now)
 		if next != nil {
 			if err := s.putClient(next); err != nil {
+				return nil, err
+			}
+		}
+		return &res, nil
+	case CmdSetRetention:
+		next, res := decideSetRetention(s.retention, cmd.SetRetention, now)
+		if next != 0 {
+			if err := s.setRetention(next); err != nil {
 				return nil, err
 			}
 		}

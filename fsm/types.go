@@ -120,6 +120,7 @@ const (
 	CmdRevokeClient   CommandType = 5
 	CmdNoop           CommandType = 6 // advances time; used by tests and barriers
 	CmdRecordKeyCheck CommandType = 7 // records the cluster key's check value once
+	CmdSetRetention   CommandType = 8 // sets how long terminal actions are kept
 )
 
 // Command is one log entry's content. Time is the leader's stamp (Unix ms);
@@ -138,6 +139,13 @@ type Command struct {
 	CreateClient *CreateClient  `json:"newClient,omitempty"`
 	RevokeClient *RevokeClient  `json:"revokeClient,omitempty"`
 	KeyCheck     *KeyCheck      `json:"keyCheck,omitempty"`
+	SetRetention *SetRetention  `json:"retention,omitempty"`
+}
+
+// SetRetention sets how long a terminal action is kept before the state
+// machine deletes it (DESIGN.md, "Retention").
+type SetRetention struct {
+	RetentionMS int64 `json:"ms"`
 }
 
 // Idempotency identifies a client's retried request.

@@ -394,6 +394,8 @@ type Stats struct {
 	CreatedLast24h int64
 	// ConsumedLast24h counts successful consumes with consumedAt in (now-24h, now].
 	ConsumedLast24h int64
+	// Purged counts the client's actions deleted by retention.
+	Purged int64
 }
 
 // Stats counts the client's actions at time now (Unix ms) from the
@@ -411,8 +413,8 @@ func (v *View) Stats(clientID string, now int64) (Stats, error) {
 func (v *View) stats(clientID string, now int64) (Stats, error) {
 	b := v.tx.Bucket(bucketCounts)
 	prefix := clientPrefix(clientID)
-	var scalars [4]int64
-	for i, kind := range []byte{cntTotal, cntConsumed, cntBurned, cntCanceled} {
+	var scalars [5]int64
+	for i, kind := range []byte{cntTotal, cntConsumed, cntBurned, cntCanceled, cntPurged} {
 		n, err := getCount(b, scalarKey(clientID, kind))
 		if err != nil {
 			return Stats{}, err
@@ -478,5 +480,6 @@ func (v *View) stats(clientID string, now int64) (Stats, error) {
 		Burned:          burned,
 		CreatedLast24h:  createdByNow - createdBefore,
 		ConsumedLast24h: consumedByNow - consumedBefore,
+		Purged:          scalars[4] + js.purged,
 	}, nil
 }
