@@ -1,12 +1,19 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/exactonce/exactonce/fsm"
+	"github.com/exactonce/exactonce/internal/traceparent"
 )
 
 // gathered is one scrape of a registry: the families by name.
@@ -125,21 +132,62 @@ func TestNodeMetrics(t *testing.T) {
 	}
 }
 
+// forwardLog records the traceparent of every "forwarded command" line.
+type forwardLog struct {
+	mu           sync.Mutex
+	traceparents []string
+}
+
+func (l *forwardLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *forwardLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *forwardLog) WithGroup(string) slog.Handler            { return l }
+func (l *forwardLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "forwarded command" {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "traceparent" {
+			l.mu.Lock()
+			l.traceparents = append(l.traceparents, a.Value.String())
+			l.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+func (l *forwardLog) seen() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.traceparents)
+}
+
 // TestFollowerMetrics checks what only a follower shows: the leader it saw
-// elected, recent contact with it, and the writes it forwarded.
+// elected, recent contact with it, and the writes it forwarded; and that
+// a forwarded write's traceparent reaches the leader's log.
 func TestFollowerMetrics(t *testing.T) {
 	nodes := newGossipCluster(t, 3, nil)
 	regs := map[*testNode]*prometheus.Registry{}
+	logs := map[*testNode]*forwardLog{}
 	for _, tn := range nodes {
 		regs[tn] = prometheus.NewRegistry()
 		tn.cfg.Registerer = regs[tn]
+		logs[tn] = &forwardLog{}
+		tn.cfg.Logger = slog.New(logs[tn])
 		tn.mustOpen()
 	}
 	leader := waitOneLeader(t, nodes, 20*time.Second)
 	waitVoters(t, leader, 3)
 	mustApply(t, leader.node, clientCmd("cl_f"))
 	f := followers(nodes, leader)[0]
-	mustApply(t, f.node, createCmd("cl_f", "act_f"))
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	ctx := traceparent.NewContext(ctxTimeout(t, 10*time.Second), tp)
+	if res, err := f.node.Apply(ctx, createCmd("cl_f", "act_f")); err != nil || res.Code != fsm.CodeOK {
+		t.Fatalf("forwarded create: %+v, %v", res, err)
+	}
+	if got := logs[leader].seen(); !slices.Equal(got, []string{tp}) {
+		t.Errorf("traceparents the leader logged for forwarded commands = %q, want [%s]", got, tp)
+	}
 	waitFor(t, "the follower applied the write", 5*time.Second, func() bool {
 		return f.fsm.AppliedIndex() >= leader.fsm.AppliedIndex()
 	})
@@ -159,5 +207,32 @@ func TestFollowerMetrics(t *testing.T) {
 	}
 	if lt, ft := gather(t, regs[leader]).value(t, "exactonce_raft_term"), g.value(t, "exactonce_raft_term"); lt != ft {
 		t.Errorf("follower term %v, leader term %v", ft, lt)
+	}
+}
+
+func TestTraceparentsHeader(t *testing.T) {
+	const a = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	const b = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+	calls := []*fwdCall{{traceparent: a}, {}, {traceparent: b}}
+	h := encodeTraceparents(calls)
+	if got := decodeTraceparents(h, 3); !slices.Equal(got, []string{a, "", b}) {
+		t.Errorf("round trip of %q = %q", h, got)
+	}
+	if h := encodeTraceparents([]*fwdCall{{}, {}}); h != "" {
+		t.Errorf("no traceparents encoded as %q, want no header", h)
+	}
+	for _, tc := range []struct {
+		h     string
+		count int
+		want  []string
+	}{
+		{"", 2, nil},
+		{a, 2, nil},                       // one entry for two commands: ignored whole
+		{a + "," + b, 1, nil},             // two for one
+		{"junk," + b, 2, []string{"", b}}, // an invalid entry is dropped alone
+	} {
+		if got := decodeTraceparents(tc.h, tc.count); !slices.Equal(got, tc.want) {
+			t.Errorf("decodeTraceparents(%q, %d) = %q, want %q", tc.h, tc.count, got, tc.want)
+		}
 	}
 }
