@@ -148,10 +148,10 @@ type fwdCall struct {
 	// traceparent is the W3C traceparent of the request the command
 	// serves ("" when none).
 	traceparent string
-	done     chan struct{}
-	taken    bool // under lane.mu: sent, so it can no longer be withdrawn
-	res      *fsm.Result
-	err      error
+	done        chan struct{}
+	taken       bool // under lane.mu: sent, so it can no longer be withdrawn
+	res         *fsm.Result
+	err         error
 }
 
 func (f *forwarder) lane(leader string) *fwdLane {
