@@ -24,7 +24,8 @@ import (
 // the command to the leader over the cluster service, and the leader
 // proposes it as if it were its own. One hop: the leader never forwards a
 // forwarded command, it answers "not the leader" and the follower looks
-// for the leader again. Nothing the client sent but the command travels.
+// for the leader again. Nothing the client sent but the command travels
+// (and its W3C traceparent, see headerTraceparents).
 //
 // A follower sends one call at a time per leader while the path is idle
 // and, while maxBatchesInFlight calls are already in flight, queues the

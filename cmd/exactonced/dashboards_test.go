@@ -253,7 +253,8 @@ var prometheusOwnSeries = map[string]bool{"up": true}
 // TestDashboardAndAlertSeriesExist runs a real three-node cluster, writes
 // through a follower, and checks that every metric that the Grafana
 // dashboard and the alert rules query is exported by the nodes, so that
-// neither can drift from the code. It also checks what the issue found
+// neither can drift from the code, and that docs/metrics.md lists every
+// exactonce_ family. It also checks what the issue found
 // wrong: a follower counts the writes it answered.
 func TestDashboardAndAlertSeriesExist(t *testing.T) {
 	urls, id, secret := threeNodes(t)
@@ -300,9 +301,24 @@ func TestDashboardAndAlertSeriesExist(t *testing.T) {
 	}
 
 	exported := map[string]bool{}
+	families := map[string]bool{}
 	for _, u := range urls {
-		for name := range seriesNames(scrape(t, u)) {
+		fams := scrape(t, u)
+		for name := range fams {
+			families[name] = true
+		}
+		for name := range seriesNames(fams) {
 			exported[name] = true
+		}
+	}
+	// docs/metrics.md documents every family of ours.
+	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs", "metrics.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range families {
+		if strings.HasPrefix(name, "exactonce_") && !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("%s is exported but not listed in docs/metrics.md", name)
 		}
 	}
 	var queries []query
