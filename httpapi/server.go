@@ -280,9 +280,9 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				rec.status = http.StatusOK
 			}
 			d := time.Since(start)
-			code := strconv.Itoa(rec.status)
-			s.metrics.requests.WithLabelValues(route, r.Method, code).Inc()
-			s.metrics.duration.WithLabelValues(route, r.Method, code).Observe(d.Seconds())
+			code, method := strconv.Itoa(rec.status), methodLabel(r.Method)
+			s.metrics.requests.WithLabelValues(route, method, code).Inc()
+			s.metrics.duration.WithLabelValues(route, method, code).Observe(d.Seconds())
 			// A failed request always logs at Info. With Config.AccessLog,
 			// so does every client request except machine-polled routes;
 			// the rest log at Debug.
@@ -311,6 +311,20 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(&jsonGuard{ResponseWriter: rec}, r.WithContext(ctx))
 	})
+}
+
+// methodLabel is the method label of a request's metrics: the standard
+// methods by name, anything else "other". net/http accepts any token as a
+// method, and one series per made-up method would let a client grow the
+// node's memory and every scrape without bound.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	default:
+		return "other"
+	}
 }
 
 // quietRoute reports routes polled by machines (probes, scrapes, node to

@@ -72,3 +72,26 @@ func logLine(t *testing.T, logs, marker string) string {
 	t.Fatalf("no access log line with %s in:\n%s", marker, logs)
 	return ""
 }
+
+// A made-up method is counted as "other": one series per method a client
+// invents would grow the node's memory and every scrape without bound.
+func TestMetricsMethodLabelBounded(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, m := range []string{"FOO", "BAR1", "PURGE"} {
+		expect(t, e.do(req{method: m, path: "/v1/actions", noAuth: true}), 405, "method_not_allowed")
+	}
+	r := e.do(req{method: "GET", path: "/metrics", noAuth: true})
+	for _, want := range []string{
+		`exactonce_http_requests_total{code="405",method="other",route="unmatched"} 3`,
+		`exactonce_http_request_duration_seconds_count{code="405",method="other",route="unmatched"} 3`,
+	} {
+		if !strings.Contains(string(r.raw), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	for _, m := range []string{"FOO", "BAR1", "PURGE"} {
+		if strings.Contains(string(r.raw), `method="`+m+`"`) {
+			t.Errorf("metrics have a series for method %s", m)
+		}
+	}
+}
