@@ -367,6 +367,7 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	consumes *prometheus.CounterVec
 	creates  prometheus.Counter
+	cancels  prometheus.Counter
 	settled  prometheus.Counter
 }
 
@@ -387,7 +388,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"outcome"}),
 		creates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exactonce_actions_created_total",
-			Help: "Actions created through this node: answered here, decided here or on the leader (first executions, not replays).",
+			Help: "Actions created through this node (API and demo): answered here, decided here or on the leader (first executions, not replays).",
+		}),
+		cancels: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exactonce_actions_canceled_total",
+			Help: "Actions canceled through this node (first cancellations, not repeats or replays).",
 		}),
 		settled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exactonce_consumes_settled_locally_total",
@@ -395,7 +400,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	m.consumes.WithLabelValues("consumed") // exported at zero before the first consume
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.consumes, m.creates, m.settled} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.consumes, m.creates, m.cancels, m.settled} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

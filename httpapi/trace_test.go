@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the server's concurrent logging.
@@ -92,6 +93,30 @@ func TestMetricsMethodLabelBounded(t *testing.T) {
 	for _, m := range []string{"FOO", "BAR1", "PURGE"} {
 		if strings.Contains(string(r.raw), `method="`+m+`"`) {
 			t.Errorf("metrics have a series for method %s", m)
+		}
+	}
+}
+
+// Writes are counted by the node that answered them: each create once,
+// a cancel once however often it is repeated, replays never.
+func TestWriteCounters(t *testing.T) {
+	e := newEnv(t, nil)
+	id := e.create(`{"payload":{"a":1}}`)
+	idem := map[string]string{"Idempotency-Key": "create-once"}
+	for range 2 { // the second is a replay
+		expect(t, e.do(req{method: "POST", path: "/v1/actions", body: `{"payload":{"b":2}}`, ctype: jsonCT, hdr: idem}), 201, "")
+	}
+	for range 2 { // canceling again answers 200 and changes nothing
+		expect(t, e.do(req{method: "DELETE", path: "/v1/actions/" + id}), 200, "")
+		e.clock.Advance(time.Second)
+	}
+	r := e.do(req{method: "GET", path: "/metrics", noAuth: true})
+	for _, want := range []string{
+		"exactonce_actions_created_total 2\n",
+		"exactonce_actions_canceled_total 1\n",
+	} {
+		if !strings.Contains(string(r.raw), want) {
+			t.Errorf("metrics lack %q", strings.TrimSpace(want))
 		}
 	}
 }
