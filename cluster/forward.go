@@ -79,6 +79,11 @@ const (
 // advisory; a command never fails over it.
 const headerTraceparents = "X-ExactOnce-Traceparents"
 
+// A full batch's traceparents (55 characters and a comma each) stay under
+// 8 KiB, well within the internal server's 16 KiB header limit (rpc.go):
+// this fails to compile if maxBatchCommands grows past that.
+const _ = uint(8<<10 - maxBatchCommands*56)
+
 // errForwardRetry: nothing reached a leader; look for it again.
 var errForwardRetry = errors.New("cluster: forward: nothing was sent")
 
