@@ -311,6 +311,16 @@ func TestDashboardAndAlertSeriesExist(t *testing.T) {
 			exported[name] = true
 		}
 	}
+	// hashicorp/raft's per-peer metric names (the peer id inside the name)
+	// are dropped; the labelled forms carry the same figures.
+	for name := range families {
+		if strings.HasPrefix(name, "raft_") && regexp.MustCompile(`node[123]`).MatchString(name) {
+			t.Errorf("%s: a metric name holding a peer id is exported", name)
+		}
+	}
+	if !families["raft_replication_appendEntries_rpc"] && !families["raft_replication_heartbeat"] {
+		t.Error("the leader exports no labelled replication timing (raft_replication_*)")
+	}
 	// docs/metrics.md documents every family of ours.
 	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs", "metrics.md"))
 	if err != nil {
