@@ -7,6 +7,8 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # benchstat compares two `make bench-go` outputs; pinned like staticcheck.
 BENCHSTAT   ?= golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 TEST_TIMEOUT ?= 15m
+# promtool comes with Debian's prometheus package (.ci/run installs it).
+PROMTOOL    ?= promtool
 LDFLAGS     ?= -s -w
 # The version `exactonced --version`, `exactonce version`, GET /v1/cluster
 # and exactonce_build_info report (internal/buildinfo): the git tag, or
@@ -16,7 +18,7 @@ REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 BUILDINFO    = github.com/exactonce/exactonce/internal/buildinfo
 VERSION_LDFLAGS = -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).revision=$(REVISION)
 
-.PHONY: all build test lint fmt run clean help print-staticcheck print-version install
+.PHONY: all build test lint fmt run clean help print-staticcheck print-version install check-rules
 
 all: build
 
@@ -36,6 +38,11 @@ lint: ## gofmt check, go vet, staticcheck
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+
+check-rules: ## promtool: the scrape config, the alert rules and their unit tests (deploy/prometheus*)
+	$(PROMTOOL) check config deploy/prometheus.yml
+	$(PROMTOOL) check rules deploy/prometheus/exactonce-alerts.yml
+	$(PROMTOOL) test rules deploy/prometheus/exactonce-alerts_test.yml
 
 fmt: ## gofmt every Go file
 	gofmt -w .

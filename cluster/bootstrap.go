@@ -30,7 +30,8 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	if cfg.legacyBoltStore {
 		store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, legacyBoltName), NoSync: cfg.NoSync})
 	} else {
-		store, err = openRaftStore(dir, cfg.NoSync, n.log, hlog.Named("raft-store"))
+		store, err = openRaftStore(dir, cfg.NoSync, n.log, hlog.Named("raft-store"),
+			walObservers{fsync: n.metrics.logFsync, collector: n.metrics.wal})
 	}
 	if err != nil {
 		return fmt.Errorf("cluster: open raft log store: %w", err)
@@ -84,11 +85,12 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	if err != nil {
 		return err
 	}
-	r, err := raft.NewRaft(rc, gatedFSM{stateMachine: n.sm, log: n.plog}, logs, store, snaps, n.guard.raftTransport())
+	r, err := raft.NewRaft(rc, gatedFSM{stateMachine: n.sm, log: n.plog, metrics: n.metrics}, logs, store, snaps, n.guard.raftTransport())
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
 	n.raft = r
+	r.RegisterObserver(n.leaderObserver())
 	n.guard.raft.Store(r)
 	n.rpc = n.startRPC(n.mux.rpc)
 

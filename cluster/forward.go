@@ -10,19 +10,22 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/exactonce/exactonce/fsm"
+	"github.com/exactonce/exactonce/internal/traceparent"
 )
 
 // Forwarding writes (DESIGN.md, "Forwarding"): a follower's Apply carries
 // the command to the leader over the cluster service, and the leader
 // proposes it as if it were its own. One hop: the leader never forwards a
 // forwarded command, it answers "not the leader" and the follower looks
-// for the leader again. Nothing the client sent but the command travels.
+// for the leader again. Nothing the client sent but the command travels
+// (and its W3C traceparent, see headerTraceparents).
 //
 // A follower sends one call at a time per leader while the path is idle
 // and, while maxBatchesInFlight calls are already in flight, queues the
@@ -65,6 +68,21 @@ const (
 	// maxForwardCallMillis bounds the deadline a command may carry.
 	maxForwardCallMillis = 60_000
 )
+
+// headerTraceparents carries the W3C traceparents of a forwarded batch's
+// commands (internal/traceparent), one per command in order, separated by
+// commas, an empty entry for a command without one. It is a header rather
+// than part of the command frames so that the frames stay as they are: a
+// leader that does not know the header ignores it and still reads every
+// command right, and a leader that knows it ignores a header whose entry
+// count does not match or whose entries do not parse. Tracing context is
+// advisory; a command never fails over it.
+const headerTraceparents = "X-ExactOnce-Traceparents"
+
+// A full batch's traceparents (55 characters and a comma each) stay under
+// 8 KiB, well within the internal server's 16 KiB header limit (rpc.go):
+// this fails to compile if maxBatchCommands grows past that.
+const _ = uint(8<<10 - maxBatchCommands*56)
 
 // errForwardRetry: nothing reached a leader; look for it again.
 var errForwardRetry = errors.New("cluster: forward: nothing was sent")
@@ -133,10 +151,13 @@ type fwdLane struct {
 type fwdCall struct {
 	data     []byte
 	deadline time.Time
-	done     chan struct{}
-	taken    bool // under lane.mu: sent, so it can no longer be withdrawn
-	res      *fsm.Result
-	err      error
+	// traceparent is the W3C traceparent of the request the command
+	// serves ("" when none).
+	traceparent string
+	done        chan struct{}
+	taken       bool // under lane.mu: sent, so it can no longer be withdrawn
+	res         *fsm.Result
+	err         error
 }
 
 func (f *forwarder) lane(leader string) *fwdLane {
@@ -166,7 +187,7 @@ func (f *forwarder) apply(ctx context.Context, leader string, cmd *fsm.Command) 
 	if err != nil {
 		return nil, fmt.Errorf("cluster: forward: encode command: %w", err)
 	}
-	c := &fwdCall{data: data, done: make(chan struct{})}
+	c := &fwdCall{data: data, done: make(chan struct{}), traceparent: traceparent.FromContext(ctx)}
 	c.deadline, _ = ctx.Deadline()
 	l := f.lane(leader)
 	l.mu.Lock()
@@ -268,6 +289,9 @@ func (f *forwarder) send(leader string, calls []*fwdCall) {
 		return
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
+	if tps := encodeTraceparents(calls); tps != "" {
+		req.Header.Set(headerTraceparents, tps)
+	}
 	res, err := f.n.peers.get(leader).Do(req)
 	if err != nil {
 		if !wrote {
@@ -313,6 +337,38 @@ func (f *forwarder) send(leader string, calls []*fwdCall) {
 		}
 		f.n.metrics.forwards.WithLabelValues(result).Inc()
 	}
+}
+
+// encodeTraceparents is the headerTraceparents value for calls, "" when
+// none has a traceparent.
+func encodeTraceparents(calls []*fwdCall) string {
+	some := false
+	parts := make([]string, len(calls))
+	for i, c := range calls {
+		parts[i] = c.traceparent
+		some = some || c.traceparent != ""
+	}
+	if !some {
+		return ""
+	}
+	return strings.Join(parts, ",")
+}
+
+// decodeTraceparents reads a headerTraceparents value for count commands:
+// nil when it is absent or does not hold count entries, else one entry per
+// command, "" for an entry that is empty or not a valid traceparent.
+func decodeTraceparents(h string, count int) []string {
+	if h == "" {
+		return nil
+	}
+	parts := strings.Split(h, ",")
+	if len(parts) != count {
+		return nil
+	}
+	for i, p := range parts {
+		parts[i], _ = traceparent.Parse(p)
+	}
+	return parts
 }
 
 // decodeApplyAnswer reads an apply answer into calls.
@@ -404,6 +460,10 @@ func (n *Node) serveApply(w http.ResponseWriter, r *http.Request) {
 		writeRPCError(w, http.StatusBadRequest, rpcErrBadRequest, "trailing data after the commands")
 		return
 	}
+	tps := decodeTraceparents(r.Header.Get(headerTraceparents), len(items))
+	if tps == nil && r.Header.Get(headerTraceparents) != "" {
+		n.log.Debug("forwarded batch: ignoring a traceparents header that does not match its commands", "from", peerOf(r))
+	}
 	var wg sync.WaitGroup
 	for i := range items {
 		it := &items[i]
@@ -416,8 +476,18 @@ func (n *Node) serveApply(w http.ResponseWriter, r *http.Request) {
 			}
 			ctx, cancel := context.WithTimeout(r.Context(), it.timeout)
 			defer cancel()
+			tp := ""
+			if tps != nil {
+				tp = tps[i]
+			}
+			if tp != "" {
+				ctx = traceparent.NewContext(ctx, tp)
+			}
 			res, err := n.applyHere(ctx, it.cmd)
 			it.code, it.data = encodeOutcome(res, err)
+			if tp != "" {
+				n.log.Debug("forwarded command", "from", peerOf(r), "type", it.cmd.Type, "outcome", outcomeName(it.code), "traceparent", tp)
+			}
 		})
 	}
 	wg.Wait()
@@ -429,6 +499,30 @@ func (n *Node) serveApply(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	_, _ = w.Write(out)
+}
+
+// outcomeName names an outcome code in logs.
+func outcomeName(code byte) string {
+	switch code {
+	case fwdResult:
+		return "result"
+	case fwdReplayed:
+		return "replayed"
+	case fwdNotLeader:
+		return "not_leader"
+	case fwdUnavailable:
+		return "unavailable"
+	case fwdUnknown:
+		return "outcome_unknown"
+	case fwdRejected:
+		return "rejected"
+	case fwdFailed:
+		return "failed"
+	case fwdNoDeadline:
+		return "no_deadline"
+	default:
+		return fmt.Sprintf("code_%d", code)
+	}
 }
 
 // encodeOutcome turns applyHere's answer into an outcome code and body.

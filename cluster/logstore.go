@@ -15,8 +15,10 @@ import (
 	wal "github.com/hashicorp/raft-wal"
 	walfs "github.com/hashicorp/raft-wal/fs"
 	"github.com/hashicorp/raft-wal/metadb"
+	walmetrics "github.com/hashicorp/raft-wal/metrics"
 	"github.com/hashicorp/raft-wal/segment"
 	"github.com/hashicorp/raft-wal/types"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/bbolt"
 )
 
@@ -104,16 +106,31 @@ func (s *walStore) Close() error {
 	return errors.Join(errs...)
 }
 
+// walObservers are where a node's WAL reports: the fsync histogram and
+// raft-wal's own counters. The zero value reports nowhere (migrations,
+// offline tools).
+type walObservers struct {
+	fsync     prometheus.Histogram
+	collector walmetrics.Collector
+}
+
 // openWAL opens (creating when empty) the raft-wal store in dir. noSync
 // turns the segment files' fsync into a no-op (tests); the meta DB
 // (segment list, term and vote) still syncs, which only costs on
 // elections, segment rotation and truncation.
-func openWAL(dir string, noSync bool, hlog hclog.Logger) (*walStore, error) {
+func openWAL(dir string, noSync bool, hlog hclog.Logger, obs walObservers) (*walStore, error) {
 	var vfs types.VFS = walfs.New()
 	size := walSegmentSize
 	if noSync {
 		vfs = noSyncVFS{vfs}
 		size = testWALSegmentSize
+	}
+	if obs.fsync != nil {
+		vfs = timedSyncVFS{VFS: vfs, observe: obs.fsync}
+	}
+	collector := obs.collector
+	if collector == nil {
+		collector = &walmetrics.NoOpCollector{}
 	}
 	meta := &metadb.BoltMetaDB{}
 	w, err := wal.Open(dir,
@@ -121,6 +138,7 @@ func openWAL(dir string, noSync bool, hlog hclog.Logger) (*walStore, error) {
 		wal.WithSegmentFiler(segment.NewFiler(dir, vfs)),
 		wal.WithSegmentSize(size),
 		wal.WithLogger(hlog),
+		wal.WithMetricsCollector(collector),
 	)
 	if err != nil {
 		if cerr := meta.Close(); cerr != nil {
@@ -133,7 +151,7 @@ func openWAL(dir string, noSync bool, hlog hclog.Logger) (*walStore, error) {
 
 // openRaftStore opens the node's Raft log and stable store in raftDir,
 // first migrating a pre-WAL raft.db into the WAL (see migrateLegacy).
-func openRaftStore(raftDir string, noSync bool, log *slog.Logger, hlog hclog.Logger) (raftStore, error) {
+func openRaftStore(raftDir string, noSync bool, log *slog.Logger, hlog hclog.Logger, obs walObservers) (raftStore, error) {
 	walDir := filepath.Join(raftDir, walDirName)
 	legacy := filepath.Join(raftDir, legacyBoltName)
 	walExists, err := pathExists(walDir)
@@ -161,7 +179,7 @@ func openRaftStore(raftDir string, noSync bool, log *slog.Logger, hlog hclog.Log
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create raft wal dir: %w", err)
 	}
-	return openWAL(walDir, noSync, hlog.Named("wal"))
+	return openWAL(walDir, noSync, hlog.Named("wal"), obs)
 }
 
 // migrateLegacy copies a raft-boltdb raft.db (log and stable store) into a
@@ -196,7 +214,7 @@ func migrateLegacy(raftDir string, noSync bool, log *slog.Logger, hlog hclog.Log
 			err = fmt.Errorf("migrate raft.db: close %s: %w", legacy, cerr)
 		}
 	}()
-	dst, err := openWAL(tmp, noSync, hlog.Named("wal-migrate"))
+	dst, err := openWAL(tmp, noSync, hlog.Named("wal-migrate"), walObservers{})
 	if err != nil {
 		return fmt.Errorf("migrate raft.db: %w", err)
 	}
@@ -323,7 +341,7 @@ func OpenLogStoreReadOnly(dataDir string) (raft.LogStore, io.Closer, error) {
 		if err := probe.Close(); err != nil {
 			return nil, nil, fmt.Errorf("cluster: open raft log %s: close lock probe: %w", walDir, err)
 		}
-		s, err := openWAL(walDir, false, hclog.NewNullLogger())
+		s, err := openWAL(walDir, false, hclog.NewNullLogger(), walObservers{})
 		if err != nil {
 			return nil, nil, fmt.Errorf("cluster: open raft log: %w", err)
 		}

@@ -108,7 +108,7 @@ func writeLegacyStore(t *testing.T, raftDir string, firstIdx, lastIdx uint64) ra
 // what it holds.
 func openMigrated(t *testing.T, raftDir string) raftState {
 	t.Helper()
-	s, err := openRaftStore(raftDir, true, testLogger(t), hclog.NewNullLogger())
+	s, err := openRaftStore(raftDir, true, testLogger(t), hclog.NewNullLogger(), walObservers{})
 	if err != nil {
 		t.Fatalf("open raft store: %v", err)
 	}
@@ -134,7 +134,7 @@ func TestMigrateLegacyStore(t *testing.T) {
 	copyFile(t, filepath.Join(raftDir, legacyBoltName), legacyCopy)
 
 	// A crash mid-migration: wal.migrating holds part of the log.
-	partial, err := openWAL(mkdir(t, filepath.Join(raftDir, walMigratingName)), true, hclog.NewNullLogger())
+	partial, err := openWAL(mkdir(t, filepath.Join(raftDir, walMigratingName)), true, hclog.NewNullLogger(), walObservers{})
 	if err != nil {
 		t.Fatalf("open partial wal: %v", err)
 	}
@@ -313,7 +313,7 @@ func TestOpenLogStoreReadOnlyEmptyDir(t *testing.T) {
 // term 1, entry i carrying the byte i.
 func walWithEntries(t *testing.T, dir string, n uint64) *walStore {
 	t.Helper()
-	s, err := openWAL(dir, true, hclog.NewNullLogger())
+	s, err := openWAL(dir, true, hclog.NewNullLogger(), walObservers{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +396,7 @@ func TestWALTailTruncationSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err := openWAL(dir, true, hclog.NewNullLogger())
+	s, err := openWAL(dir, true, hclog.NewNullLogger(), walObservers{})
 	if err != nil {
 		t.Fatalf("reopen after a tail truncation: %v", err)
 	}

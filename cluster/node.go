@@ -108,6 +108,10 @@ type Node struct {
 	// leaderReader serves ReadOnLeader on the leader.
 	leaderReader atomic.Pointer[LeaderReader]
 
+	// opened is when Open started, the "last contact" of a follower that
+	// has never heard from a leader.
+	opened time.Time
+
 	closeOnce sync.Once
 	closeErr  error
 	closed    atomic.Bool
@@ -166,6 +170,7 @@ func openWith(ctx context.Context, cfg Config, sm stateMachine, trans raft.Trans
 		members:      newMemberTable(),
 		memberEvents: make(chan struct{}, 1),
 		metrics:      newMetrics(),
+		opened:       time.Now(),
 	}
 	peer, err := newPeerTLS(cfg.NodeID, cfg.Identity)
 	if err != nil {
@@ -175,12 +180,6 @@ func openWith(ctx context.Context, cfg Config, sm stateMachine, trans raft.Trans
 	n.peer = peer
 	n.peers = newPeerClients(peer)
 	n.fwd = newForwarder(n)
-	if cfg.Registerer != nil {
-		if err := n.metrics.register(cfg.Registerer); err != nil {
-			cancel()
-			return nil, fmt.Errorf("cluster: register metrics: %w", err)
-		}
-	}
 	n.verifier = newCoalescer(nctx, func(ctx context.Context) (uint64, error) {
 		return 0, waitFuture(ctx, n.raft.VerifyLeader())
 	})
@@ -191,6 +190,16 @@ func openWith(ctx context.Context, cfg Config, sm stateMachine, trans raft.Trans
 			n.log.Warn("close stores after failed open", "err", cerr)
 		}
 		return nil, err
+	}
+	// Registered once Raft runs: the node's gauges read it on each scrape.
+	if cfg.Registerer != nil {
+		if err := n.metrics.register(cfg.Registerer, n); err != nil {
+			err = fmt.Errorf("cluster: register metrics: %w", err)
+			if cerr := n.shutdown(ctx, false); cerr != nil {
+				err = errors.Join(err, cerr)
+			}
+			return nil, err
+		}
 	}
 	return n, nil
 }

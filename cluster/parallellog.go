@@ -40,6 +40,7 @@ package cluster
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -254,9 +255,11 @@ var errParallelLogClosed = fmt.Errorf("cluster: raft log closed")
 
 // gatedFSM applies a batch only once the leader's log is durable through
 // it (see the file comment).
+// It also times each batch's application and each snapshot (metrics.go).
 type gatedFSM struct {
 	stateMachine
-	log *parallelLog
+	log     *parallelLog
+	metrics *metrics
 }
 
 // ApplyBatch implements raft.BatchingFSM.
@@ -264,13 +267,30 @@ func (g gatedFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if len(logs) > 0 {
 		g.log.WaitDurable(logs[len(logs)-1].Index)
 	}
-	return g.stateMachine.ApplyBatch(logs)
+	start := time.Now()
+	out := g.stateMachine.ApplyBatch(logs)
+	g.metrics.stateCommit.Observe(time.Since(start).Seconds())
+	return out
 }
 
 // Apply implements raft.FSM.
 func (g gatedFSM) Apply(l *raft.Log) interface{} {
 	g.log.WaitDurable(l.Index)
-	return g.stateMachine.Apply(l)
+	start := time.Now()
+	out := g.stateMachine.Apply(l)
+	g.metrics.stateCommit.Observe(time.Since(start).Seconds())
+	return out
+}
+
+// Snapshot implements raft.FSM; the snapshot it returns records its
+// duration and size once persisted.
+func (g gatedFSM) Snapshot() (raft.FSMSnapshot, error) {
+	start := time.Now()
+	s, err := g.stateMachine.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &measuredSnapshot{FSMSnapshot: s, start: start, m: g.metrics}, nil
 }
 
 // cappedPipeline lowers LeaderCommitIndex to the leader's durable index in

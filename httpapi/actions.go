@@ -414,7 +414,16 @@ func (s *Server) cancelAction(w http.ResponseWriter, r *http.Request, body []byt
 	}
 	cmd := &fsm.Command{Type: fsm.CmdCancel, ClientID: clientID, Idempotency: idem,
 		Cancel: &fsm.Cancel{ActionID: mux.Vars(r)["id"]}}
-	s.apply(w, r, cmd, renderCancel)
+	s.apply(w, r, cmd, func(res *fsm.Result) (int, any) {
+		// A first cancellation sets canceledAt to the decision's time; a
+		// repeated one answers the same 200 with the earlier canceledAt
+		// (a repeat decided in the same millisecond counts again: rare,
+		// and the result does not tell the two apart).
+		if res.Code == fsm.CodeOK && !res.Replayed && res.Action != nil && res.Action.CanceledAt == res.Time {
+			s.metrics.cancels.Inc()
+		}
+		return renderCancel(res)
+	})
 }
 
 // readBarrier makes the read linearizable unless ?consistency=stale. It

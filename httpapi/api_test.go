@@ -32,7 +32,9 @@ func TestHealthReadyMetrics(t *testing.T) {
 	}
 	for _, want := range []string{
 		`exactonce_http_requests_total{code="201",method="POST",route="/v1/actions"} 1`,
-		`exactonce_http_request_duration_seconds_bucket{route="/v1/actions"`,
+		// By route, method and code, from a 100 µs bucket up.
+		`exactonce_http_request_duration_seconds_bucket{code="201",method="POST",route="/v1/actions",le="0.0001"}`,
+		`exactonce_http_request_duration_seconds_count{code="201",method="POST",route="/v1/actions"} 1`,
 		`exactonce_actions_created_total 1`,
 	} {
 		if !strings.Contains(string(r.raw), want) {

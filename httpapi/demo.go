@@ -143,6 +143,9 @@ func (s *Server) demoCreate(w http.ResponseWriter, r *http.Request, body []byte)
 		if status != http.StatusCreated {
 			return status, v
 		}
+		if !res.Replayed {
+			s.metrics.creates.Inc()
+		}
 		c := v.(createResponse)
 		return http.StatusCreated, demoCreateResponse{
 			ActionID:  c.ActionID,

@@ -22,6 +22,7 @@ import (
 	"github.com/exactonce/exactonce/fsm"
 	"github.com/exactonce/exactonce/internal/openapitest"
 	"github.com/exactonce/exactonce/internal/secure"
+	"github.com/exactonce/exactonce/internal/traceparent"
 )
 
 // t0 is the fake clock's start.
@@ -68,6 +69,8 @@ type testBackend struct {
 	// counts the Applies that reached it.
 	gate    atomic.Pointer[chan struct{}]
 	entered atomic.Int64
+	// traceparent is the traceparent the last Apply's context carried.
+	traceparent atomic.Value // string
 }
 
 type errBox struct{ err error }
@@ -86,6 +89,7 @@ func newTestBackend(t testing.TB, clock *fakeClock) *testBackend {
 }
 
 func (b *testBackend) Apply(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
+	b.traceparent.Store(traceparent.FromContext(ctx))
 	if e, ok := b.applyErr.Load().(errBox); ok && e.err != nil {
 		return nil, e.err
 	}

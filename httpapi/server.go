@@ -17,6 +17,7 @@ import (
 
 	"github.com/exactonce/exactonce/internal/secure"
 	"github.com/exactonce/exactonce/openapi"
+	"github.com/exactonce/exactonce/internal/traceparent"
 )
 
 // Server is the HTTP API of one node. It implements http.Handler.
@@ -192,14 +193,20 @@ const requestKey ctxKey = 0
 type requestInfo struct {
 	log *slog.Logger // the server's logger, without the request id
 	id  string
+	// traceparent is the caller's valid W3C traceparent, "" when none.
+	traceparent string
 	// clientID is the client authClient authenticated ("" before).
 	clientID string
 }
 
-// LoggerFrom returns the request's logger (carrying its request_id), or
-// slog.Default() outside a request.
+// LoggerFrom returns the request's logger (carrying its request_id and,
+// when the caller sent one, its traceparent), or slog.Default() outside a
+// request.
 func LoggerFrom(ctx context.Context) *slog.Logger {
 	if ri, ok := ctx.Value(requestKey).(*requestInfo); ok {
+		if ri.traceparent != "" {
+			return ri.log.With("request_id", ri.id, "traceparent", ri.traceparent)
+		}
 		return ri.log.With("request_id", ri.id)
 	}
 	return slog.Default()
@@ -260,7 +267,11 @@ func (s *statusRecorder) Flush() {
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // middleware gives every request an id, a logger, a deadline, metrics and
-// an access log line; it refuses requests over the header limit or the
+// an access log line, and takes the caller's W3C traceparent when it is
+// valid (an invalid one is ignored: tracing is the caller's business, not
+// a reason to refuse a request). The traceparent rides in the context,
+// so a write forwarded to the leader carries it there (cluster), and it
+// is logged with the request; it refuses requests over the header limit or the
 // concurrency cap, and makes every answer JSON (jsonGuard) with
 // X-Content-Type-Options: nosniff, so that no browser runs a body as
 // anything but data.
@@ -284,7 +295,12 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 		defer cancel()
-		ctx = context.WithValue(ctx, requestKey, &requestInfo{log: s.log, id: rid})
+		ri := &requestInfo{log: s.log, id: rid}
+		if tp, ok := traceparent.Parse(r.Header.Get(traceparent.Header)); ok {
+			ri.traceparent = tp
+			ctx = traceparent.NewContext(ctx, tp)
+		}
+		ctx = context.WithValue(ctx, requestKey, ri)
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
@@ -297,8 +313,9 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				rec.status = http.StatusOK
 			}
 			d := time.Since(start)
-			s.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
-			s.metrics.duration.WithLabelValues(route).Observe(d.Seconds())
+			code, method := strconv.Itoa(rec.status), methodLabel(r.Method)
+			s.metrics.requests.WithLabelValues(route, method, code).Inc()
+			s.metrics.duration.WithLabelValues(route, method, code).Observe(d.Seconds())
 			// A failed request always logs at Info. With Config.AccessLog,
 			// so does every client request except machine-polled routes;
 			// the rest log at Debug.
@@ -307,8 +324,12 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				level = slog.LevelInfo
 			}
 			if s.log.Enabled(ctx, level) {
-				s.log.Log(ctx, level, "http request", "request_id", rid, "method", r.Method, "route", route, "status", rec.status,
-					"duration_ms", d.Milliseconds(), "remote", remoteHost(r))
+				attrs := []any{"request_id", rid, "method", r.Method, "route", route, "status", rec.status,
+					"duration_ms", d.Milliseconds(), "remote", remoteHost(r)}
+				if ri.traceparent != "" {
+					attrs = append(attrs, "traceparent", ri.traceparent)
+				}
+				s.log.Log(ctx, level, "http request", attrs...)
 			}
 		}()
 		if s.headersTooLarge(rec, r) {
@@ -323,6 +344,20 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(&jsonGuard{ResponseWriter: rec}, r.WithContext(ctx))
 	})
+}
+
+// methodLabel is the method label of a request's metrics: the standard
+// methods by name, anything else "other". net/http accepts any token as a
+// method, and one series per made-up method would let a client grow the
+// node's memory and every scrape without bound.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	default:
+		return "other"
+	}
 }
 
 // quietRoute reports routes polled by machines (probes, scrapes, node to
@@ -364,12 +399,20 @@ func remoteHost(r *http.Request) string {
 	return host
 }
 
-// metrics are the Prometheus collectors of one Server.
+// requestBuckets are the request latency histogram's upper bounds: from
+// 100 µs (a settled consume or a cached read answers in well under a
+// millisecond) to 10 s (the default request deadline).
+var requestBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// metrics are the Prometheus collectors of one Server (docs/metrics.md).
+// The write counters count on the node that answered the request, whether
+// it decided the write itself (leader) or forwarded it (follower).
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	consumes *prometheus.CounterVec
 	creates  prometheus.Counter
+	cancels  prometheus.Counter
 	settled  prometheus.Counter
 }
 
@@ -381,23 +424,28 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route", "method", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "exactonce_http_request_duration_seconds",
-			Help:    "HTTP request latency by route template.",
-			Buckets: prometheus.DefBuckets,
-		}, []string{"route"}),
+			Help:    "HTTP request latency by route template, method and status code.",
+			Buckets: requestBuckets,
+		}, []string{"route", "method", "code"}),
 		consumes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exactonce_consumes_total",
-			Help: "Consume attempts decided on this node by outcome (consumed or the error code).",
+			Help: "Consume attempts answered by this node, by outcome (consumed or the error code); replays are not counted.",
 		}, []string{"outcome"}),
 		creates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exactonce_actions_created_total",
-			Help: "Actions created through this node (first executions, not replays).",
+			Help: "Actions created through this node (API and demo): answered here, decided here or on the leader (first executions, not replays).",
+		}),
+		cancels: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exactonce_actions_canceled_total",
+			Help: "Actions canceled through this node (first cancellations, not repeats or replays).",
 		}),
 		settled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exactonce_consumes_settled_locally_total",
 			Help: "Consumes of an already consumed or canceled action answered from this node's state, with no log entry.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.consumes, m.creates, m.settled} {
+	m.consumes.WithLabelValues("consumed") // exported at zero before the first consume
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.consumes, m.creates, m.cancels, m.settled} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

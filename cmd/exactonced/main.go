@@ -14,6 +14,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/exactonce/exactonce/internal/buildinfo"
 	"github.com/exactonce/exactonce/internal/config"
 	"github.com/exactonce/exactonce/internal/logbuf"
@@ -29,7 +31,12 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	raftMetrics, err := installRaftMetrics()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "exactonced: %v\n", err)
+		os.Exit(1)
+	}
+	code := runWith(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, raftMetrics)
 	stop()
 	os.Exit(code)
 }
@@ -40,6 +47,12 @@ func main() {
 // 1 for any other failure. `exactonced healthcheck ...` probes a running
 // node instead (healthcheck).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	return runWith(ctx, args, getenv, stdout, stderr, nil)
+}
+
+// runWith is run serving raftMetrics, when not nil, on /metrics beside the
+// node's own metrics (installRaftMetrics; only main installs them).
+func runWith(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, raftMetrics prometheus.Gatherer) int {
 	if len(args) > 0 && args[0] == healthcheckCommand {
 		return healthcheck(ctx, args[1:], getenv, stdout, stderr)
 	}
@@ -71,7 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// its readiness is missing.
 		logger.Warn("no readiness notifications", "err", err)
 	}
-	srv := &server{cfg: cfg, log: logger, stdout: stdout, notify: notify}
+	srv := &server{cfg: cfg, log: logger, stdout: stdout, notify: notify, raftMetrics: raftMetrics}
 	if err := srv.run(ctx); err != nil {
 		var km *keyMismatchError
 		if errors.As(err, &km) {

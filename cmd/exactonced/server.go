@@ -75,6 +75,9 @@ type server struct {
 	// notify tells systemd (Type=notify) when the node is ready and when
 	// it stops; it sends nothing outside systemd.
 	notify *sdnotify.Notifier
+	// raftMetrics are hashicorp/raft's go-metrics (installRaftMetrics),
+	// nil when the process did not install them.
+	raftMetrics prometheus.Gatherer
 }
 
 // notifyManager sends one state change to the service manager; a failure
@@ -213,8 +216,12 @@ func (s *server) run(ctx context.Context) error {
 	}
 	defer closeNode()
 
-	reg.MustRegister(nodeGauges(node, state)...)
+	reg.MustRegister(nodeGauges(node, state, filepath.Join(cfg.DataDir, stateFile), cfg.DataDir, cfg.Now, log.With("component", "metrics"))...)
 	reg.MustRegister(buildinfo.Collector(buildinfo.Get()))
+	var gatherer prometheus.Gatherer = reg
+	if s.raftMetrics != nil {
+		gatherer = prometheus.Gatherers{reg, s.raftMetrics}
+	}
 	api, err := httpapi.New(httpapi.Config{
 		MaxBodyBytes:          cfg.MaxBodyBytes,
 		MaxCSVBodyBytes:       cfg.MaxCSVBodyBytes,
@@ -233,7 +240,7 @@ func (s *server) run(ctx context.Context) error {
 		BodyReadTimeout:       cfg.BodyReadTimeout,
 		MaxStaleness:          cfg.MaxStaleness,
 		Registry:              reg,
-		Gatherer:              reg,
+		Gatherer:              gatherer,
 		Now:                   cfg.Now,
 		Extra:                 apiRoutes(cfg, node, secure.HashSecret(adminToken), log),
 	}, node)
@@ -412,27 +419,6 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// nodeGauges exposes the node's Raft role and progress on /metrics.
-func nodeGauges(node *cluster.Node, state *fsm.FSM) []prometheus.Collector {
-	b2f := func(b bool) float64 {
-		if b {
-			return 1
-		}
-		return 0
-	}
-	return []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "exactonce_node_ready", Help: "1 when the node knows a leader and has caught up (/readyz)."},
-			func() float64 { return b2f(node.Ready()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "exactonce_node_leader", Help: "1 while this node is the ready Raft leader."},
-			func() float64 { return b2f(node.IsLeader()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "exactonce_fsm_applied_index", Help: "Index of the last Raft log entry applied to the local state."},
-			func() float64 { return float64(state.AppliedIndex()) }),
-	}
 }
 
 // waitReady blocks until the node knows a leader and has caught up. It
