@@ -161,6 +161,8 @@ type Stats struct {
 	Burned          int64            `json:"burned"`
 	CreatedLast24h  int64            `json:"createdLast24h"`
 	ConsumedLast24h int64            `json:"consumedLast24h"`
+	// Purged counts the actions retention deleted.
+	Purged int64 `json:"purged"`
 }
 
 // Demo is the 201 answer of POST /v1/demo.

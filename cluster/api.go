@@ -83,6 +83,11 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
+	// ClockTick is how long the leader lets the cluster go without a new
+	// entry before it proposes a stamped no-op, so that the state
+	// machine's clock, and what it decides by time (retention's sweeps),
+	// moves while nobody writes (default DefaultClockTick).
+	ClockTick time.Duration
 	// NoSync disables fsync of the Raft log's segment files (tests only;
 	// the WAL's small meta DB still syncs, see logstore.go).
 	NoSync bool

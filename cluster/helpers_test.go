@@ -85,6 +85,8 @@ func newTestNode(t testing.TB, id string) *testNode {
 		HeartbeatTimeout: testHeartbeat,
 		ElectionTimeout:  testElection,
 		NoSync:           true,
+		// No clock ticks unless a test asks: tests count entries.
+		ClockTick: time.Hour,
 	}
 	return tn
 }

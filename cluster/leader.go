@@ -139,6 +139,8 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	n.mu.Unlock()
 	n.hasState.Store(true)
 	n.log.Info("leader ready", "term", term, "commitIndex", n.raft.CommitIndex())
+	n.wg.Add(1)
+	go n.clockLoop(ctx)
 
 	if n.ml == nil {
 		<-ctx.Done()
@@ -160,4 +162,43 @@ func (n *Node) termBarrier(ctx context.Context) error {
 		return fmt.Errorf("term barrier: state machine: %w", rerr)
 	}
 	return nil
+}
+
+// DefaultClockTick is Config.ClockTick's default.
+const DefaultClockTick = 5 * time.Second
+
+// clockLoop runs beside leaderLoop for the term: whenever a ClockTick
+// passes without a newly applied entry, it proposes a stamped CmdNoop.
+// The state machine never reads a clock, so without it an idle cluster's
+// time would stand still: an action past its expiry would keep its
+// payload, and one past its retention would stay stored, until the next
+// client write. A busy cluster proposes nothing extra.
+func (n *Node) clockLoop(ctx context.Context) {
+	defer n.wg.Done()
+	tick := n.cfg.ClockTick
+	if tick <= 0 {
+		tick = DefaultClockTick
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	last := n.fsm.AppliedIndex()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if cur := n.fsm.AppliedIndex(); cur != last {
+			last = cur
+			continue
+		}
+		f, err := n.propose(&fsm.Command{Type: fsm.CmdNoop})
+		if err == nil {
+			err = waitFuture(ctx, f)
+		}
+		if err != nil && ctx.Err() == nil {
+			n.log.Debug("clock tick", "err", err)
+		}
+		last = n.fsm.AppliedIndex()
+	}
 }

@@ -307,3 +307,20 @@ func TestRestoreSnapshotWhenStateFileLost(t *testing.T) {
 		t.Fatalf("status: applied %d far below commit %d", st.AppliedIndex, st.CommitIndex)
 	}
 }
+
+// TestIdleLeaderMovesTheClock: with nobody writing, the leader proposes a
+// stamped no-op every ClockTick, so the state machine's time (and what it
+// decides by time, such as retention) keeps up with the wall clock.
+func TestIdleLeaderMovesTheClock(t *testing.T) {
+	tn := newTestNode(t, "n1")
+	tn.cfg.ClockTick = 20 * time.Millisecond
+	tn.mustOpen()
+	if err := tn.node.WaitLeader(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatalf("wait leader: %v", err)
+	}
+	waitFor(t, "the leader to be ready", 10*time.Second, tn.node.IsLeader)
+	applied, clock := tn.fsm.AppliedIndex(), tn.fsm.LastTime()
+	waitFor(t, "two clock ticks without writes", 10*time.Second, func() bool {
+		return tn.fsm.AppliedIndex() >= applied+2 && tn.fsm.LastTime() > clock
+	})
+}

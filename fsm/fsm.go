@@ -309,6 +309,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			return err
 		}
 		settled = st.settled
+		// Before the commit: a hinted id must never be a deleted action.
+		f.settled.forget(st.purged)
 		ts := tx.Stats()
 		f.nodesSinceRelease += ts.GetNodeCount()
 		return nil

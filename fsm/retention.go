@@ -204,6 +204,7 @@ func (s *store) sweepPurge(cut int64) error {
 // purge deletes a with every index key and count it holds, and counts it
 // as purged.
 func (s *store) purge(a *Action) error {
+	s.purged = append(s.purged, a.ID)
 	s.counts.apply(a, changeOf(a, nil))
 	dels := []struct {
 		b *bolt.Bucket

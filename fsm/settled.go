@@ -10,9 +10,10 @@ const recentSettledCap = 1 << 16
 // first. It is not replicated state: it only tells a reader that an
 // action was settled here, so that a consume of it can be answered from a
 // view (which stays authoritative) without trying first for the actions
-// that are certainly still open. A settled action never reopens, so an id
-// in the set is never a wrong hint; an id missing from it only costs the
-// reader the normal, replicated path.
+// that are certainly still open. A settled action never reopens, and its
+// id leaves the set before the batch that deletes it (retention) commits,
+// so an id in the set is never a wrong hint; an id missing from it only
+// costs the reader the normal, replicated path.
 type recentSettled struct {
 	mu   sync.RWMutex
 	ids  map[string]struct{}
@@ -41,6 +42,19 @@ func (r *recentSettled) add(ids []string) {
 		r.ring[r.next] = id
 		r.ids[id] = struct{}{}
 		r.next = (r.next + 1) % len(r.ring)
+	}
+}
+
+// forget drops ids (actions deleted by retention): their cached answers
+// must give way to the normal path, which answers 404.
+func (r *recentSettled) forget(ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range ids {
+		delete(r.ids, id)
 	}
 }
 

@@ -188,8 +188,9 @@ type store struct {
 	// record once. putClient forgets the client it writes.
 	allowed map[string]bool
 	// settled lists the actions this transaction settled (consumed,
-	// burned or canceled), for FSM.RecentlySettled after the commit.
-	settled []string
+	// burned or canceled), for FSM.RecentlySettled after the commit, and
+	// purged those it deleted (retention), forgotten before the commit.
+	settled, purged []string
 }
 
 func newStore(tx *bolt.Tx, j *journalState) (*store, error) {

@@ -563,6 +563,8 @@ type statsResponse struct {
 	Burned          int64        `json:"burned"`
 	CreatedLast24h  int64        `json:"createdLast24h"`
 	ConsumedLast24h int64        `json:"consumedLast24h"`
+	// Purged counts the actions retention deleted (docs/api.md, "Retention").
+	Purged int64 `json:"purged"`
 }
 
 type statsByState struct {
@@ -608,5 +610,6 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 		Burned:          st.Burned,
 		CreatedLast24h:  st.CreatedLast24h,
 		ConsumedLast24h: st.ConsumedLast24h,
+		Purged:          st.Purged,
 	})
 }

@@ -411,7 +411,7 @@ func TestStats(t *testing.T) {
 	e.clock.Advance(time.Minute)
 	r := e.do(req{method: "GET", path: "/v1/stats"})
 	expect(t, r, 200, "")
-	want := `{"total":5,"byState":{"pending":1,"active":0,"consumed":2,"expired":1,"canceled":1},"burned":1,"createdLast24h":5,"consumedLast24h":1}` + "\n"
+	want := `{"total":5,"byState":{"pending":1,"active":0,"consumed":2,"expired":1,"canceled":1},"burned":1,"createdLast24h":5,"consumedLast24h":1,"purged":0}` + "\n"
 	if string(r.raw) != want {
 		t.Fatalf("stats\n got %s\nwant %s", r.raw, want)
 	}

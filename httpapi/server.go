@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/exactonce/exactonce/internal/secure"
-	"github.com/exactonce/exactonce/openapi"
 	"github.com/exactonce/exactonce/internal/traceparent"
+	"github.com/exactonce/exactonce/openapi"
 )
 
 // Server is the HTTP API of one node. It implements http.Handler.

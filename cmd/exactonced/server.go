@@ -364,6 +364,12 @@ func (s *server) afterStart(ctx context.Context, node *cluster.Node, state *fsm.
 		}
 		return err
 	}
+	if err := s.syncRetention(ctx, node, state); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	// READY=1 only now: a Type=notify unit counts as started once the node
 	// knows a leader, has caught up and has checked the cluster key, so
 	// `systemctl restart` of one node at a time never takes down a second

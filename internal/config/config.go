@@ -77,6 +77,10 @@ type Config struct {
 	MaxCSVRows      int
 	DefaultTTL      time.Duration
 	MaxTTL          time.Duration
+	// Retention is how long a terminal action is kept before the state
+	// machine deletes it (docs/api.md, "Retention"); the cluster keeps
+	// one value, and a node proposes its own when the cluster's differs.
+	Retention time.Duration
 	// MaxActionsPerClient is the quota of stored actions per client
 	// (httpapi.Config.MaxActionsPerClient); negative means no quota.
 	MaxActionsPerClient int64
@@ -172,6 +176,7 @@ const (
 	DefaultMappedStateMiB = 256
 	DefaultDefaultTTL     = 24 * time.Hour
 	DefaultMaxTTL         = 366 * 24 * time.Hour
+	DefaultRetention      = 30 * 24 * time.Hour
 	// DefaultMaxConcurrentRequests, DefaultBodyReadTimeout and
 	// DefaultMaxStaleness are httpapi's defaults.
 	DefaultMaxConcurrentRequests = 1024
@@ -189,6 +194,7 @@ type raw struct {
 	gossipKey       string
 	defaultTTL      string
 	maxTTL          string
+	retention       string
 	logLevel        string
 	// origin names where a flag's value came from: "--flag" or its
 	// environment variable.
@@ -297,6 +303,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.IntVar(&c.MaxCSVRows, "max-csv-rows", DefaultMaxCSVRows, "most data rows in one CSV create")
 	fs.StringVar(&r.defaultTTL, "default-ttl", "24h", "expiry of an action created without expires_at (Go duration or Nd)")
 	fs.StringVar(&r.maxTTL, "max-ttl", "366d", "longest allowed time from now to expires_at (Go duration or Nd)")
+	fs.StringVar(&r.retention, "retention", "30d", "how long a consumed, burned, canceled or expired action is kept before it is deleted (Go duration or Nd; 1s to 36500d)")
 	fs.Int64Var(&c.MaxActionsPerClient, "max-actions-per-client", DefaultMaxActionsPerClient, "most actions one client may store (creates beyond get 429 quota_exceeded); -1: no quota")
 	fs.IntVar(&c.DemoPerMinute, "demo-per-minute", DefaultDemoPerMinute, "demo actions one remote address may create per minute, reveals five times as many (-1: no demo; POST /v1/demo and reveals answer 404)")
 	fs.IntVar(&c.MaxConcurrentRequests, "max-concurrent-requests", DefaultMaxConcurrentRequests, "requests one node serves at once; more get 503 overloaded with Retry-After (-1: no cap)")
@@ -512,6 +519,9 @@ func (c *Config) finish(r *raw) error {
 	}
 	if c.MaxTTL, err = ParseDuration(r.maxTTL); err != nil || c.MaxTTL <= 0 {
 		return usagef("--max-ttl %q: want a positive duration like 8784h or 366d", r.maxTTL)
+	}
+	if c.Retention, err = ParseDuration(r.retention); err != nil || c.Retention < time.Second || c.Retention > 36500*24*time.Hour {
+		return usagef("--retention %q: want a duration from 1s to 36500d, like 30d or 720h", r.retention)
 	}
 	if c.DefaultTTL > c.MaxTTL {
 		return usagef("--default-ttl %s is longer than --max-ttl %s", c.DefaultTTL, c.MaxTTL)

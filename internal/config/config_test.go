@@ -36,6 +36,9 @@ func TestDefaults(t *testing.T) {
 	if c.MaxActionsPerClient != DefaultMaxActionsPerClient {
 		t.Errorf("MaxActionsPerClient = %d", c.MaxActionsPerClient)
 	}
+	if c.Retention != DefaultRetention {
+		t.Errorf("Retention = %s, want %s", c.Retention, DefaultRetention)
+	}
 	c, err = Parse(nil, env(map[string]string{"EXACTONCE_MAX_ACTIONS_PER_CLIENT": "-1"}), io.Discard)
 	if err != nil || c.MaxActionsPerClient != -1 {
 		t.Errorf("EXACTONCE_MAX_ACTIONS_PER_CLIENT=-1: %v %v", c, err)
@@ -104,6 +107,8 @@ func TestRejected(t *testing.T) {
 		{"bad env duration", nil, map[string]string{"EXACTONCE_MAX_TTL": "10x"}, "--max-ttl"},
 		{"negative duration", []string{"--default-ttl", "-1h"}, nil, "--default-ttl"},
 		{"ttl over max", []string{"--default-ttl", "400d"}, nil, "longer than --max-ttl"},
+		{"retention too short", []string{"--retention", "500ms"}, nil, "--retention"},
+		{"retention not a duration", nil, map[string]string{"EXACTONCE_RETENTION": "forever"}, "--retention"},
 		{"zero quota", []string{"--max-actions-per-client", "0"}, nil, "--max-actions-per-client"},
 		{"bad env quota", nil, map[string]string{"EXACTONCE_MAX_ACTIONS_PER_CLIENT": "-2"}, "--max-actions-per-client"},
 		{"bad int env", nil, map[string]string{"EXACTONCE_MAX_CSV_ROWS": "many"}, "EXACTONCE_MAX_CSV_ROWS"},
