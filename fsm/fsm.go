@@ -73,6 +73,9 @@ type FSM struct {
 	// nil until the first batch after Open or Restore loads it. Batches
 	// use it under writeMu (and mu shared); Restore resets it under mu.
 	journal *journalState
+	// due tells the writer when retention's sweeps can next find work
+	// (retention.go); nil until the first batch after Open or Restore.
+	due *dueHint
 
 	applied  atomic.Uint64
 	lastTime atomic.Int64
@@ -250,7 +253,10 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 				return fatal(err)
 			}
 		}
-		st, err := newStore(tx, f.journal)
+		if f.due == nil {
+			f.due = newDueHint()
+		}
+		st, err := newStore(tx, f.journal, f.due)
 		if err != nil {
 			return fatal(err)
 		}
@@ -317,6 +323,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	})
 	if err != nil {
 		f.journal = nil // the rolled-back transaction's account of it is wrong
+		f.due = nil
 		f.log.Error("fsm: apply batch failed", "err", err)
 		panic(fmt.Sprintf("fsm: apply batch: %v", err))
 	}
