@@ -333,6 +333,12 @@ func write(stdout io.Writer, outDir string, rep *bench.Report) error {
 	for _, r := range rep.Restart {
 		fmt.Fprintf(&table, "restart: %s ready after %.2f s with %d actions stored %s\n", r.Node, r.Seconds, r.Actions, r.Err)
 	}
+	if len(rep.BigClient) > 0 {
+		fmt.Fprintf(&table, "\nreads of the one client holding %d actions (linearizable, one at a time):\n", rep.BigClient[0].Actions)
+		for _, r := range rep.BigClient {
+			fmt.Fprintf(&table, "  %-58s p50 %7.2f ms  max %7.2f ms  %d reads  %d errors\n", r.Query, r.P50Ms, r.MaxMs, r.Reads, r.Errors)
+		}
+	}
 	for _, p := range rep.Profiles {
 		fmt.Fprintf(&table, "profile: %s (tops in the .txt files beside it)\n", p)
 	}

@@ -125,6 +125,9 @@ type Report struct {
 	Rounds []Row `json:"rounds,omitempty"`
 	// Idle is every node's CPU while no requests ran (Config.IdleWindow).
 	Idle []NodeIdle `json:"idle,omitempty"`
+	// BigClient times stats and list pages of the client holding every
+	// stored action, at the largest size the session reached.
+	BigClient []BigClientRead `json:"bigClient,omitempty"`
 }
 
 // NodeIdle is a node's CPU over the idle window, in percent of one core.
@@ -452,6 +455,7 @@ func (s *session) finish(ctx context.Context, sd *side) error {
 	}
 	s.memory(ctx, cl, "after runs")
 	if ctx.Err() == nil {
+		s.bigClientReads(ctx, t, bigClientReadsPerQuery)
 		s.restart(ctx, cl)
 	}
 	if cfg.Million > 0 && ctx.Err() == nil {
@@ -459,6 +463,8 @@ func (s *session) finish(ctx context.Context, sd *side) error {
 			return err
 		}
 		s.memory(ctx, cl, "after million")
+		s.rep.BigClient = nil // the larger client replaces the earlier figures
+		s.bigClientReads(ctx, t, bigClientReadsPerQuery)
 		if cfg.ProfileDir != "" {
 			if err := s.heapProfile(ctx, cl); err != nil {
 				s.log.Warn("no heap profile", "err", err)

@@ -569,6 +569,9 @@ func (s *session) checks() []Check {
 	} else {
 		out = append(out, na("CSV create < 1 s", "not run"))
 	}
+	if c, ok := s.bigClientCheck(); ok {
+		out = append(out, c)
+	}
 	var mem []NodeMem
 	stage := "after million"
 	for _, m := range s.rep.Memory {
