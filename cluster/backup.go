@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -75,12 +77,25 @@ type Seed struct {
 	State io.Reader
 }
 
-// seedTerm is the term of the seed's snapshot: the first of the new
-// cluster's history. Raft's stored current term starts at 0, so the first
-// election is term 1 and every entry after the snapshot has a term at
-// least the snapshot's, as Raft's up-to-date check requires. The saved
+// seedTerm picks the term of a seed's snapshot: random, in [2, 2^31].
+// The node's stored current term is set to it too, so its first election
+// is the term after it and no entry after the snapshot has a lower term
+// (Raft's up-to-date check compares last terms). It is random so that two
+// nodes seeded by mistake (--restore given to more than one node) hold
+// the same index under different terms: when they meet, the snapshot or
+// entries of one fail the other's log-matching check and are replaced by
+// Raft (the lower term's writes are lost) instead of being taken as equal
+// and diverging silently, which identical terms would allow. The saved
 // cluster's terms mean nothing to the new one.
-const seedTerm = 1
+func seedTerm() uint64 {
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand panics on an unusable source)
+	return uint64(binary.BigEndian.Uint32(b[:])>>1) + 2
+}
+
+// raftKeyCurrentTerm is the stable-store key hashicorp/raft keeps its
+// current term under (as logstore.go's migration copies it).
+var raftKeyCurrentTerm = []byte("CurrentTerm")
 
 // seed writes cfg.Seed into the empty snapshot store as a snapshot at the
 // seed's index whose configuration is this node alone, a voter. Raft then
@@ -95,8 +110,9 @@ func (n *Node) seed(existing bool, trans raft.Transport) error {
 	if s.Index == 0 {
 		return errors.New("cluster: seed: index 0 (an empty state)")
 	}
+	term := seedTerm()
 	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: n.nodeID, Address: trans.LocalAddr()}}}
-	sink, err := n.snaps.Create(raft.SnapshotVersionMax, s.Index, seedTerm, conf, s.Index, trans)
+	sink, err := n.snaps.Create(raft.SnapshotVersionMax, s.Index, term, conf, s.Index, trans)
 	if err != nil {
 		return fmt.Errorf("cluster: seed: create snapshot: %w", err)
 	}
@@ -107,6 +123,9 @@ func (n *Node) seed(existing bool, trans raft.Transport) error {
 	if err := sink.Close(); err != nil {
 		return fmt.Errorf("cluster: seed: close snapshot: %w", err)
 	}
-	n.log.Info("seeded the raft snapshot store from a backup", "index", s.Index, "snapshot", sink.ID())
+	if err := n.store.SetUint64(raftKeyCurrentTerm, term); err != nil {
+		return fmt.Errorf("cluster: seed: set the current term: %w", err)
+	}
+	n.log.Info("seeded the raft snapshot store from a backup", "index", s.Index, "term", term, "snapshot", sink.ID())
 	return nil
 }

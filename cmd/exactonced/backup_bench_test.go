@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,7 +72,8 @@ func BenchmarkSnapshot(b *testing.B) {
 		node := newNodes(b, fmt.Sprintf("bench%d-", iters))[0]
 		args := append(node.args([]*testNode{node}, keyFile, tokenFile), "--restore", backup)
 		t0 := time.Now()
-		p := start(b, bin, args...)
+		// At info the node logs the restore's steps, shown below.
+		p := startEnv(b, bin, []string{"EXACTONCE_LOG_LEVEL=info"}, args...)
 		c, err := client.New("http://" + node.http)
 		if err != nil {
 			b.Fatal(err)
@@ -97,6 +99,11 @@ func BenchmarkSnapshot(b *testing.B) {
 		_ = os.Remove(saved)
 		_ = p.cmd.Process.Kill()
 		<-p.done
+		for _, line := range strings.Split(p.stderr.String(), "\n") {
+			if strings.Contains(line, "backup") || strings.Contains(line, "restored snapshot") || strings.Contains(line, "msg=ready") {
+				b.Log(line)
+			}
+		}
 	}
 	b.ReportMetric(restoreTotal.Seconds()/float64(iters), "restore_s")
 	b.ReportMetric(saveTotal.Seconds()/float64(iters), "save_s")

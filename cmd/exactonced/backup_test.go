@@ -329,6 +329,14 @@ func TestSnapshotSaveAndRestore(t *testing.T) {
 	if leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(backup), ".*partial*")); len(leftovers) > 0 {
 		t.Errorf("temporary files left: %v", leftovers)
 	}
+	// Without the admin token: refused, nothing written.
+	noToken := filepath.Join(t.TempDir(), "no-token.snap")
+	if _, errOut, code := runCLI(t, cli, "--addr", "http://"+src[0].http, "snapshot", "save", noToken); code == 0 || !strings.Contains(errOut, "unauthorized") {
+		t.Errorf("save without the admin token: exit %d: %s", code, errOut)
+	}
+	if _, err := os.Stat(noToken); err == nil {
+		t.Errorf("a refused save wrote %s", noToken)
+	}
 	out, errOut, code = runCLI(t, cli, "snapshot", "inspect", backup)
 	if code != 0 || !strings.Contains(out, fmt.Sprintf(`"index": %d`, saved.Index)) || !strings.Contains(out, `"checksum": "ok"`) ||
 		!strings.Contains(out, saved.SHA256) || !strings.Contains(out, `"formatVersion": 1`) {
