@@ -15,7 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/exactonce/exactonce/fsm"
-	"github.com/exactonce/exactonce/internal/client"
+	"github.com/exactonce/exactonce/client"
 	"github.com/exactonce/exactonce/internal/secure"
 	"github.com/exactonce/exactonce/internal/snapfile"
 )

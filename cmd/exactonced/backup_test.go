@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/exactonce/exactonce/internal/client"
+	"github.com/exactonce/exactonce/client"
 )
 
 // buildCLI compiles the exactonce CLI once per test binary run, beside the
@@ -94,22 +94,11 @@ func (n *testNode) args(nodes []*testNode, keyFile, tokenFile string) []string {
 	return args
 }
 
-// statusOf is the part of GET /v1/cluster the tests read.
-type statusOf struct {
-	Ready        bool   `json:"ready"`
-	AppliedIndex uint64 `json:"appliedIndex"`
-	StateHash    string `json:"stateHash"`
-	Members      []struct {
-		ID       string `json:"id"`
-		Suffrage string `json:"suffrage"`
-	} `json:"members"`
-}
-
 // waitConverged waits until every node is ready, sees three voters and
 // reports the same applied index and state hash; it returns the hash.
 func waitConverged(ctx context.Context, t *testing.T, nodes []*testNode, token string) string {
 	t.Helper()
-	var last []statusOf
+	var last []client.ClusterStatus
 	for {
 		last = last[:0]
 		ok := true
@@ -118,10 +107,10 @@ func waitConverged(ctx context.Context, t *testing.T, nodes []*testNode, token s
 			if err != nil {
 				t.Fatal(err)
 			}
-			raw, err := c.ClusterStatusWithHash(ctx)
-			var st statusOf
+			var st client.ClusterStatus
+			got, err := c.ClusterStatusWithHash(ctx)
 			if err == nil {
-				err = json.Unmarshal(raw, &st)
+				st = *got
 			}
 			voters := 0
 			for _, m := range st.Members {
