@@ -6,7 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +19,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/exactonce/exactonce/client"
+	"github.com/exactonce/exactonce/cluster"
+	"github.com/exactonce/exactonce/httpapi"
+	"github.com/exactonce/exactonce/internal/secure"
 )
 
 // buildCLI compiles the exactonce CLI once per test binary run, beside the
@@ -452,5 +462,50 @@ func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
 			t.Fatalf("waiting for %s: %v", what, ctx.Err())
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+}
+
+// TestSaveOutlivesTheWriteTimeout: a backup's answer may take far longer
+// than the API server's WriteTimeout; deadlineWriter extends the deadline
+// on each write, also through the API's middleware (its writers unwrap to
+// the connection). A body written slowly over 1.2 s arrives whole from a
+// server whose write timeout is 300 ms.
+func TestSaveOutlivesTheWriteTimeout(t *testing.T) {
+	keys := testKeys(t, 1)
+	reg := prometheus.NewRegistry()
+	slow := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		dw := &deadlineWriter{w: w, rc: http.NewResponseController(w), idle: 300 * time.Millisecond}
+		for range 12 {
+			if _, err := dw.Write(bytes.Repeat([]byte{'x'}, 1000)); err != nil {
+				return
+			}
+			_ = http.NewResponseController(w).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	api, err := httpapi.New(httpapi.Config{
+		Keys: keys, AdminTokenHash: secure.HashSecret("admin-token-for-tests"),
+		Logger: slog.New(slog.DiscardHandler), Registry: reg, Gatherer: reg,
+		Extra: func(r *mux.Router) { r.HandleFunc("/slow", slow) },
+	}, (*cluster.Node)(nil)) // never called: the route is the test's own
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: api, WriteTimeout: 300 * time.Millisecond, ReadHeaderTimeout: time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	defer hs.Close()
+	res, err := http.Get("http://" + ln.Addr().String() + "/slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil || len(body) != 12000 {
+		t.Fatalf("got %d of 12000 bytes: %v", len(body), err)
 	}
 }
