@@ -14,8 +14,8 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/exactonce/exactonce/fsm"
 	"github.com/exactonce/exactonce/client"
+	"github.com/exactonce/exactonce/fsm"
 	"github.com/exactonce/exactonce/internal/secure"
 	"github.com/exactonce/exactonce/internal/snapfile"
 )
