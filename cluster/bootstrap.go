@@ -62,6 +62,12 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	if err != nil {
 		return fmt.Errorf("cluster: check existing raft state: %w", err)
 	}
+	if cfg.Seed != nil {
+		if err := n.seed(existing, trans); err != nil {
+			return err
+		}
+		existing = true
+	}
 	if !existing && n.sm.AppliedIndex() > 0 {
 		// The FSM would skip the new log's first entries as "already
 		// applied": refuse rather than silently diverge.
@@ -69,6 +75,9 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	}
 	if err := n.restoreNewerSnapshot(); err != nil {
 		return err
+	}
+	if cfg.Seed != nil && n.sm.AppliedIndex() != cfg.Seed.Index {
+		return fmt.Errorf("cluster: seed: the restored state has applied index %d, the seed says %d", n.sm.AppliedIndex(), cfg.Seed.Index)
 	}
 	n.hasState.Store(existing)
 

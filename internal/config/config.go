@@ -104,6 +104,10 @@ type Config struct {
 	// the node hands the state file's mapped pages back
 	// (fsm.Options.MappedBudget).
 	MappedStateMiB int64
+	// Restore is a backup file (`exactonce snapshot save`) this node's
+	// first start begins from; "" for none. See docs/operations.md,
+	// "Backups".
+	Restore string
 	// PprofAddr is the loopback host:port of the opt-in net/http/pprof
 	// listener; "" (the default) serves none.
 	PprofAddr string
@@ -313,6 +317,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text|json")
 	fs.BoolVar(&c.AccessLog, "access-log", false, "log every client request at info (default: only failed ones; the rest at debug)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "loopback host:port for Go's profiling endpoints (/debug/pprof/), unauthenticated, so refused on any other address (default: off)")
+	fs.StringVar(&c.Restore, "restore", "", "first start of a fresh node (empty data dir) from this backup file (`exactonce snapshot save`); the other nodes join it and receive the state; needs the cluster key the backup was saved under")
 	fs.Int64Var(&c.MappedStateMiB, "mapped-state-mib", DefaultMappedStateMiB, "MiB of the state file a node keeps mapped before handing its pages back (more: faster reads and writes of a large state, more resident memory)")
 
 	if err := fs.Parse(args); err != nil {
