@@ -217,7 +217,7 @@ func (p *Policy) CheckURL(raw string) (*url.URL, error) {
 	if h := strings.TrimSuffix(host, "."); h == "localhost" || strings.HasSuffix(h, ".localhost") {
 		// RFC 6761: always loopback; refused here for a clear error at
 		// registration, and again at dial time like any loopback address.
-		if len(p.networks) == 0 {
+		if len(p.networks) == 0 && !p.nameAllowed(host) {
 			return nil, fmt.Errorf("%w: %q is a loopback name", ErrDestinationNotAllowed, host)
 		}
 	}

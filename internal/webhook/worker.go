@@ -209,6 +209,7 @@ func (w *worker) attempt(ev Event) (Attempt, time.Duration) {
 	if err != nil {
 		return fail(ResultRefused, err)
 	}
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(cfg.Policy.withDialTarget(w.ctx, u), cfg.AttemptTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(ev.Body))
@@ -221,7 +222,6 @@ func (w *worker) attempt(ev Event) (Attempt, time.Duration) {
 	req.Header.Set(HeaderTimestamp, strconv.FormatInt(a.Time.Unix(), 10))
 	req.Header.Set(HeaderSignature, sig)
 
-	start := time.Now()
 	resp, err := w.e.client.Do(req)
 	if err != nil {
 		a.Duration = time.Since(start)
