@@ -85,6 +85,13 @@ func NewPolicy(entries []string) (*Policy, error) {
 	return p, nil
 }
 
+// ParseAllowedHosts builds the Policy of a --webhook-allowed-hosts value:
+// entries separated by commas (spaces around them ignored); "" allows every
+// public destination.
+func ParseAllowedHosts(list string) (*Policy, error) {
+	return NewPolicy(strings.Split(list, ","))
+}
+
 // unmappedBits keeps an IPv4-mapped IPv6 prefix's meaning once unmapped.
 func unmappedBits(pfx netip.Prefix) int {
 	if pfx.Addr().Is4In6() {

@@ -88,7 +88,7 @@ func TestPolicyCheckURL(t *testing.T) {
 			t.Errorf("CheckURL(%q) = %v, want %v", c.url, err, c.want)
 		}
 	}
-	namesOnly, err := NewPolicy([]string{"hooks.example.com"})
+	namesOnly, err := ParseAllowedHosts(" hooks.example.com ,")
 	if err != nil {
 		t.Fatal(err)
 	}

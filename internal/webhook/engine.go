@@ -333,7 +333,9 @@ func (e *Engine) startWorkersLocked() {
 
 // Run delivers until ctx ends (on a leader: until it loses leadership),
 // then waits for its workers to stop. An attempt cut short by the end of
-// ctx is not recorded; the next leader makes it again.
+// ctx is not recorded; the next leader makes it again. Each worker starts
+// from the State of the last SetEndpoints, so a node that leads again
+// calls SetEndpoints with the applied state before Run.
 func (e *Engine) Run(ctx context.Context) error {
 	e.mu.Lock()
 	if e.runCtx != nil {
