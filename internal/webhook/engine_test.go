@@ -477,3 +477,40 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// TestAnswerBodyReadBounded: a receiver that answers 200 and then streams a
+// body without end is delivered once the first MaxResponseBytes are read,
+// well before the attempt timeout.
+func TestAnswerBodyReadBounded(t *testing.T) {
+	var rc *receiver
+	rc = newReceiver(t, time.Now, func(_ int, w http.ResponseWriter, r *http.Request) int {
+		w.WriteHeader(http.StatusOK)
+		chunk := make([]byte, 32<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				return http.StatusOK
+			}
+			select {
+			case <-r.Context().Done():
+				return http.StatusOK
+			case <-rc.done:
+				return http.StatusOK
+			default:
+			}
+		}
+	})
+	src, progress := NewMemorySource(), NewMemoryProgress()
+	src.Append(makeEvents("", 1, time.Now())...)
+	const attemptTimeout = 20 * time.Second
+	e, err := New(Config{Source: src, Progress: progress, Policy: loopbackPolicy(t), Logger: testLogger(t),
+		Rand: seededRand(t), AttemptTimeout: attemptTimeout, MaxResponseBytes: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetEndpoints([]Endpoint{{ID: "wh_1", URL: rc.srv.URL, Secrets: []Secret{rc.secret}}})
+	runEngine(t, e)
+	waitFor(t, attemptTimeout/2, "delivered before the attempt timeout", func() bool { return progress.State("wh_1").Cursor != "" })
+	if a := progress.Attempts("wh_1")[0]; a.Result != ResultDelivered {
+		t.Fatalf("attempt %+v, want delivered", a)
+	}
+}
