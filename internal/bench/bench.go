@@ -347,8 +347,14 @@ func (s *session) startExactOnce(ctx context.Context) (*side, func(), error) {
 		pport = cfg.PprofPort
 	}
 	var t *ExactOnce
+	var args []string
+	if cfg.Million > 0 {
+		// The harness keeps every action under one client: -million (and
+		// the runs before it) would pass the default quota of a million.
+		args = append(args, "--max-actions-per-client", "-1")
+	}
 	cl, err := StartEOCluster(ctx, EOClusterConfig{Bin: cfg.ServerBin, TempBase: cfg.TempBase, Nodes: max(cfg.Nodes, 1),
-		HTTPPort: cfg.HTTPPort, RaftPort: cfg.RaftPort, GossipPort: cfg.GossipPort, PprofPort: pport, Log: s.log})
+		HTTPPort: cfg.HTTPPort, RaftPort: cfg.RaftPort, GossipPort: cfg.GossipPort, PprofPort: pport, Args: args, Log: s.log})
 	stop := func() {
 		if t != nil {
 			t.Close()

@@ -53,7 +53,9 @@ type EOClusterConfig struct {
 	// PprofPort, when not 0, gives node i the profiling listener
 	// --pprof-addr 127.0.0.1:PprofPort+i (as EXACTONCE_PPROF_ADDR).
 	PprofPort int
-	Log       *slog.Logger
+	// Args are more arguments for every node.
+	Args []string
+	Log  *slog.Logger
 }
 
 func randToken(n int) string {
@@ -93,6 +95,7 @@ func StartEOCluster(ctx context.Context, cfg EOClusterConfig) (*EOCluster, error
 		if i > 0 {
 			args = append(args, "--join", firstGossip)
 		}
+		args = append(args, cfg.Args...)
 		n := &EONode{
 			// The secrets go in the environment, never on argv: any local
 			// user can read a command line, only the owner an environment.
