@@ -150,9 +150,6 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLeaderContact, n.leaderContactAge().Seconds())
 	raftDir := filepath.Join(n.cfg.DataDir, "raft")
 	logPath := filepath.Join(raftDir, walDirName)
-	if n.cfg.legacyBoltStore {
-		logPath = filepath.Join(raftDir, legacyBoltName)
-	}
 	gauge(descLogBytes, float64(diskUsage(logPath)))
 	gauge(descSnapshotsBytes, float64(diskUsage(filepath.Join(raftDir, "snapshots"))))
 }
