@@ -95,7 +95,7 @@ func TestRollingUpgrade(t *testing.T) {
 	o := Options{
 		Seed: seed, Scenarios: []string{"upgrade"}, Duration: upgradeDuration,
 		Binary: oldBin, UpgradeBinary: newBin,
-		WorkDir: filepath.Join(tmp, "work"), OutDir: filepath.Join(tmp, "out"),
+		WorkDir: filepath.Join(tmp, "work"), OutDir: upgradeOut(root),
 		Net:            &Loopback{BasePort: freeLoopbackBase(t)},
 		DefaultNodeEnv: FrequentSnapshotEnv(),
 		Workload: WorkloadConfig{WorkersPerNode: 2, Racers: 5, RequestTimeout: 12 * time.Second,
@@ -137,6 +137,16 @@ func TestRollingUpgrade(t *testing.T) {
 	for _, a := range r.Anomalies {
 		t.Errorf("anomaly: %s", a)
 	}
+}
+
+// upgradeOut is where the run's history, results and node logs are kept
+// (as make chaos keeps them in chaos-out/): UPGRADE_OUT, or upgrade-out/
+// at the top of the checkout.
+func upgradeOut(root string) string {
+	if d := os.Getenv("UPGRADE_OUT"); d != "" {
+		return d
+	}
+	return filepath.Join(root, "upgrade-out")
 }
 
 // upgradeSeed is SEED, or a random seed.
