@@ -61,7 +61,7 @@ PREFIX  ?= /usr/local
 UNITDIR ?= /etc/systemd/system
 CONFDIR ?= /etc/exactonce
 DOCDIR  ?= $(PREFIX)/share/doc/exactonce
-INSTALL_DOCS = docs/deploy.md docs/operations.md docs/security.md docs/api.md
+INSTALL_DOCS = docs/deploy.md docs/operations.md docs/upgrade.md docs/security.md docs/api.md
 install: ## install binaries, docs, systemd unit and env template (PREFIX=/usr/local DESTDIR=)
 	@test -x $(BIN)/exactonced -a -x $(BIN)/exactonce || { echo "run make build first" >&2; exit 2; }
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR)
