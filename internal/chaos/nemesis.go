@@ -530,7 +530,37 @@ func (n *Nemesis) upgrade(ctx, repair context.Context, f Fault, x int, ev *Fault
 	}
 	n.upgraded[x] = true
 	ev.Note += fmt.Sprintf("; version %q -> %q, ready", before, st.Version)
+	if len(n.upgraded) == n.Cluster.Nodes() {
+		// What an operator checks at the end (docs/upgrade.md): every
+		// member's version, as this node's GET /v1/cluster reports them.
+		ev.Note += "; " + n.memberVersions(rctx, x, st.Version)
+	}
 	return errs
+}
+
+// memberVersions waits (up to 15 s, gossip spreads a restarted member's
+// metadata) until node x's GET /v1/cluster reports want for every member,
+// and describes what it reports.
+func (n *Nemesis) memberVersions(ctx context.Context, x int, want string) string {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st, err := n.Cluster.Status(ctx, x)
+		var got []string
+		same := err == nil && len(st.Members) == n.Cluster.Nodes()
+		if err == nil {
+			for _, m := range st.Members {
+				got = append(got, fmt.Sprintf("%s=%q", m.ID, m.Version))
+				same = same && m.Version == want
+			}
+		}
+		if same {
+			return fmt.Sprintf("every member reports %q", want)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Sprintf("members report %s (err %v)", strings.Join(got, ", "), err)
+		}
+		n.sleep(ctx, 250*time.Millisecond)
+	}
 }
 
 // countInLog counts case-insensitive occurrences of s in a log file.

@@ -125,6 +125,11 @@ func TestRollingUpgrade(t *testing.T) {
 			t.Errorf("upgrade %d: %q, want it to say %s", i+1, ev.Note, want)
 		}
 	}
+	if n := len(res.Faults); n > 0 {
+		if want := fmt.Sprintf("every member reports %q", newVersion); !strings.Contains(res.Faults[n-1].Note, want) {
+			t.Errorf("after the last upgrade: %q, want GET /v1/cluster to say %s", res.Faults[n-1].Note, want)
+		}
+	}
 	if len(res.Faults) != upgradeSteps || len(seen) != upgradeSteps {
 		t.Errorf("%d upgrades over nodes %v; want each of the %d nodes once", len(res.Faults), seen, upgradeSteps)
 	}
