@@ -134,7 +134,7 @@ CC_DURATION  = $(if $(filter command line environment,$(origin DURATION)),$(DURA
 # replaces them one at a time, and fails on any anomaly. Skips in a shallow
 # clone. SEED=n replays a run.
 .PHONY: upgrade-test
-upgrade-test: ## rolling upgrade from an earlier commit to this tree under the chaos workload, ~3 min (UPGRADE_BASE=commit SEED=n)
+upgrade-test: ## rolling upgrade from an earlier commit to this tree under the chaos workload, ~2 min (UPGRADE_BASE=commit SEED=n)
 	$(GO) test -count=1 -tags upgrade -run '^TestRollingUpgrade$$' -timeout 10m -v ./internal/chaos/
 
 .PHONY: chaos-containers
