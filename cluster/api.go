@@ -96,10 +96,6 @@ type Config struct {
 	// the WAL's small meta DB still syncs, see logstore.go).
 	NoSync bool
 
-	// legacyBoltStore makes the node keep its log and stable store in
-	// raft-boltdb at raft/raft.db, the layout before the raft WAL, so tests
-	// can build such a data dir and check its migration.
-	legacyBoltStore bool
 	// wrapLog, when set, wraps the Raft log store under parallelLog, so
 	// tests can hold or fail this node's log writes.
 	wrapLog func(raft.LogStore) raft.LogStore

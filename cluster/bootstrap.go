@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // start opens storage and transport, guards the FSM against a newer
@@ -25,14 +24,8 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 		return fmt.Errorf("cluster: create raft dir: %w", err)
 	}
 	hlog := newHCLogger(n.log)
-	var store raftStore
-	var err error
-	if cfg.legacyBoltStore {
-		store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, legacyBoltName), NoSync: cfg.NoSync})
-	} else {
-		store, err = openRaftStore(dir, cfg.NoSync, n.log, hlog.Named("raft-store"),
-			walObservers{fsync: n.metrics.logFsync, collector: n.metrics.wal})
-	}
+	store, err := openRaftStore(dir, cfg.NoSync, hlog.Named("raft-store"),
+		walObservers{fsync: n.metrics.logFsync, collector: n.metrics.wal})
 	if err != nil {
 		return fmt.Errorf("cluster: open raft log store: %w", err)
 	}

@@ -41,9 +41,9 @@ const (
 	// due indexes retention sweeps (retention.go), lag by at most about
 	// that much: the leader proposes an entry now and then when idle.
 	journalMaxAgeMS = 1000
-	// journalRecordV2 is the record format: flags and id per action.
-	// (Version 1 carried the actions' fields; no release wrote it.)
-	journalRecordV2 = 2
+	// journalRecordV1 is the first byte of a journal record (StateFormat
+	// 1): flags and id per action.
+	journalRecordV1 = 1
 	// journalCreated marks an action the entry created.
 	journalCreated = 1
 	// journalTimed marks the first record of a journal, which carries the
@@ -163,7 +163,7 @@ func forEachJournalEntry(b *bolt.Bucket, fn func(k []byte, t int64, ws []journal
 // (TestJournalFitsOnePage).
 func encodeJournalRecord(first bool, t int64, chs []change) []byte {
 	w := binWriter{b: make([]byte, 0, 12+36*len(chs))}
-	w.byte1(journalRecordV2)
+	w.byte1(journalRecordV1)
 	if first {
 		w.byte1(journalTimed)
 		w.varint(t)
@@ -184,7 +184,7 @@ func encodeJournalRecord(first bool, t int64, chs []change) []byte {
 
 // decodeJournalRecord decodes encodeJournalRecord.
 func decodeJournalRecord(b []byte) (int64, []journaled, error) {
-	if len(b) == 0 || b[0] != journalRecordV2 {
+	if len(b) == 0 || b[0] != journalRecordV1 {
 		return 0, nil, fmt.Errorf("decode journal entry: unknown encoding")
 	}
 	r := binReader{b: b[1:]}
