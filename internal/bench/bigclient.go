@@ -17,6 +17,8 @@ type BigClientRead struct {
 	P50Ms   float64 `json:"p50Ms"`
 	MaxMs   float64 `json:"maxMs"`
 	Errors  int     `json:"errors"`
+	// FirstError says what the first failed read got.
+	FirstError string `json:"firstError,omitempty"`
 }
 
 // bigClientQueries are the reads timed: stats, the first page of the
@@ -45,6 +47,9 @@ func (s *session) bigClientReads(ctx context.Context, t *ExactOnce, n int) {
 			d := time.Since(start)
 			if err != nil || status != 200 {
 				r.Errors++
+				if r.FirstError == "" {
+					r.FirstError = fmt.Sprintf("status %d, error %v", status, err)
+				}
 				continue
 			}
 			ms = append(ms, float64(d.Microseconds())/1000)
@@ -54,7 +59,7 @@ func (s *session) bigClientReads(ctx context.Context, t *ExactOnce, n int) {
 			r.P50Ms, r.MaxMs = ms[len(ms)/2], ms[len(ms)-1]
 		}
 		s.rep.BigClient = append(s.rep.BigClient, r)
-		s.log.Info("big client read", "query", q, "actions", r.Actions, "p50_ms", r.P50Ms, "max_ms", r.MaxMs, "errors", r.Errors)
+		s.log.Info("big client read", "query", q, "actions", r.Actions, "p50_ms", r.P50Ms, "max_ms", r.MaxMs, "errors", r.Errors, "first_error", r.FirstError)
 	}
 }
 
