@@ -38,6 +38,12 @@ const bigClientReadsPerQuery = 20
 // bigClientReads times each of bigClientQueries n times, one at a time,
 // spread over the nodes (linearizable reads: each pays a read barrier).
 func (s *session) bigClientReads(ctx context.Context, t *ExactOnce, n int) {
+	// Untimed, one read per node first: the raw client's kept-alive
+	// connections sat idle through the load (another client's), and the
+	// server may have closed them ("read status line: EOF").
+	for i := range t.Nodes() {
+		_, _, _ = t.do(ctx, "GET", i, bigClientQueries[0], "", nil)
+	}
 	for _, q := range bigClientQueries {
 		r := BigClientRead{Query: q, Actions: s.rep.Stored, Reads: n}
 		var ms []float64
