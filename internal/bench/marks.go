@@ -85,7 +85,13 @@ func (s *session) pgChecks() []Check {
 		name := "contend: exactly one winner in every round, every system"
 		var parts []string
 		bad := 0
-		for _, sys := range SystemOrder {
+		systems := slices.Clone(SystemOrder)
+		for _, r := range s.rows {
+			if !slices.Contains(systems, r.System) {
+				systems = append(systems, r.System)
+			}
+		}
+		for _, sys := range systems {
 			rounds, badRounds := 0, 0
 			for _, r := range s.runsOf(sys, WContend, s.cfg.ContendRacers) {
 				rounds += r.Ops

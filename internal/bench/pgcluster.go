@@ -31,8 +31,10 @@ type PGClusterConfig struct {
 	BinDir string
 	// TempBase is the parent of the fresh data directory ("" for $TMPDIR).
 	TempBase string
-	// Port is the primary's port; the standby listens on Port+1.
-	Port int
+	// Port is the primary's port; the standby listens on StandbyPort
+	// (0: Port+1).
+	Port        int
+	StandbyPort int
 	// Standby adds a streaming standby that the primary waits for on
 	// every commit; false runs the primary alone.
 	Standby bool
@@ -142,9 +144,12 @@ func StartPGCluster(ctx context.Context, cfg PGClusterConfig) (*PGCluster, error
 		return nil, err
 	}
 	c := &PGCluster{Dir: dir, Log: cfg.Log}
+	if cfg.StandbyPort == 0 {
+		cfg.StandbyPort = cfg.Port + 1
+	}
 	ports := []int{cfg.Port}
 	if cfg.Standby {
-		ports = append(ports, cfg.Port+1)
+		ports = append(ports, cfg.StandbyPort)
 	}
 	for _, port := range ports {
 		if err := portFree("127.0.0.1:" + strconv.Itoa(port)); err != nil {
@@ -206,7 +211,7 @@ func StartPGCluster(ctx context.Context, cfg PGClusterConfig) (*PGCluster, error
 		}
 		c.Standby = &Proc{Name: pgStandbyName, Bin: filepath.Join(cfg.BinDir, "postgres"), Dir: dir, Cred: cred,
 			LogPath: filepath.Join(dir, pgStandbyName+".log"), StopSignal: syscall.SIGINT, Tree: true,
-			Args: pgArgs(standbyDir, cfg.Port+1, settings, "cluster_name="+pgStandbyName, "hot_standby=on")}
+			Args: pgArgs(standbyDir, cfg.StandbyPort, settings, "cluster_name="+pgStandbyName, "hot_standby=on")}
 		if err := c.Standby.Start(); err != nil {
 			return c, err
 		}
@@ -253,6 +258,9 @@ func pgRun(ctx context.Context, cfg PGClusterConfig, cred *syscall.Credential, d
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true, Credential: cred}
 	cfg.Log.Info("postgres setup", "run", tool)
 	out, err := cmd.CombinedOutput()
+	if errors.Is(err, os.ErrPermission) && cred != nil {
+		return fmt.Errorf("%s as uid %d: %w (every parent of %s must be searchable by that user: use a -tmp under /tmp)", tool, cred.Uid, err, dir)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w\n%s", tool, err, out)
 	}
