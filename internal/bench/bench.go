@@ -67,10 +67,10 @@ type Config struct {
 	OpTimeout   time.Duration
 	// Workloads to run against ExactOnce, etcd, PostgreSQL with its
 	// standby and PostgreSQL on one node.
-	Workloads          []string
-	EtcdWorkloads      []string
-	PGWorkloads        []string
-	PGSingleWorkloads  []string
+	Workloads         []string
+	EtcdWorkloads     []string
+	PGWorkloads       []string
+	PGSingleWorkloads []string
 
 	// PGBinDir holds PostgreSQL's server binaries ("" skips PostgreSQL);
 	// PGPort is the primary's port (the standby's is PGPort+1, the

@@ -35,10 +35,10 @@ type Proc struct {
 	StopSignal syscall.Signal
 	// Tree makes CPUTime count the process's descendants too (PostgreSQL
 	// serves each connection from a child process), living and reaped.
-	Tree    bool
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	logf    *os.File
+	Tree   bool
+	cmd    *exec.Cmd
+	exited chan struct{}
+	logf   *os.File
 }
 
 // Start launches the process with output appended to LogPath.
