@@ -118,8 +118,8 @@ func parseStatCPU(stat string) time.Duration {
 type procStat struct {
 	ppid int
 	// cpu is utime+stime+cutime+cstime: the process's own CPU time and
-	// that of its children it has waited for.
-	cpu time.Duration
+	// that of its children it has waited for; reaped is cutime+cstime.
+	cpu, reaped time.Duration
 }
 
 // parseStat reads the parent pid (field 4) and utime, stime, cutime and
@@ -137,22 +137,51 @@ func parseStat(stat string) (procStat, bool) {
 	if err != nil {
 		return procStat{}, false
 	}
-	var ticks uint64
-	for _, v := range f[11:15] {
+	var ticks [4]uint64
+	for i, v := range f[11:15] {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
 			return procStat{}, false
 		}
-		ticks += n
+		ticks[i] = n
 	}
-	return procStat{ppid: ppid, cpu: time.Duration(ticks) * 10 * time.Millisecond}, true
+	tick := 10 * time.Millisecond
+	return procStat{ppid: ppid, cpu: time.Duration(ticks[0]+ticks[1]+ticks[2]+ticks[3]) * tick,
+		reaped: time.Duration(ticks[2]+ticks[3]) * tick}, true
 }
 
 // treeCPU returns the CPU time of pid and of every descendant: each one's
 // own time plus that of the children it has reaped (a PostgreSQL backend
 // that exited is counted in the postmaster's cutime, a living one in its
-// own utime and stime). 0 when /proc cannot be read.
+// own utime and stime). A child reaped while /proc is being read would be
+// counted nowhere (its stat gone, the postmaster's read before), so the
+// read is repeated when the root reaped anything meanwhile. 0 when /proc
+// cannot be read.
 func treeCPU(pid int) time.Duration {
+	var sum time.Duration
+	for range 5 {
+		before, ok := readStat(pid)
+		if !ok {
+			return 0
+		}
+		sum = treeCPUOnce(pid)
+		if after, ok := readStat(pid); !ok || after.reaped == before.reaped {
+			break
+		}
+	}
+	return sum
+}
+
+func readStat(pid int) (procStat, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, false
+	}
+	return parseStat(string(b))
+}
+
+// treeCPUOnce reads every process's stat once and sums pid's tree.
+func treeCPUOnce(pid int) time.Duration {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0
