@@ -482,3 +482,32 @@ func TestFollowerConsumeCheck(t *testing.T) {
 	}
 	t.Fatal("no follower check")
 }
+
+// TestRunLoopByNode: with NodeOf, each node's latency is summarized apart,
+// so a slow node shows in its own p50.
+func TestRunLoopByNode(t *testing.T) {
+	nodeOf := func(w *Worker) int { return w.Node(3) }
+	res, err := RunLoop(context.Background(), RunSpec{
+		Concurrency: 3, Duration: 300 * time.Millisecond, Seed: 1, NodeOf: nodeOf,
+		Op: func(ctx context.Context, w *Worker) error {
+			d := time.Millisecond
+			if nodeOf(w) == 2 {
+				d = 10 * time.Millisecond
+			}
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.ByNode) != 3 || res.ByNode[2].P50 < 10*time.Millisecond || res.ByNode[0].P50 >= 10*time.Millisecond {
+		t.Fatalf("by node = %+v", res.ByNode)
+	}
+	if n := res.ByNode[0].Count + res.ByNode[1].Count + res.ByNode[2].Count; n != res.Ops {
+		t.Fatalf("per-node counts sum to %d, ops %d", n, res.Ops)
+	}
+}
