@@ -26,10 +26,12 @@ type ContendSpec struct {
 // rounds and Elapsed their time.
 type ContendResult struct {
 	RunResult
-	// BadRounds counts rounds without exactly one winner: an exactly-once
-	// violation (two or more) or a lost consume (none).
+	// BadRounds counts rounds without exactly one winner, warm-up
+	// included: an exactly-once violation (two or more) or a lost consume
+	// (none).
 	BadRounds int
-	// Winners counts the measured rounds by their number of winners.
+	// Winners counts every round, warm-up included, by its number of
+	// winners.
 	Winners map[int]int
 }
 
@@ -86,14 +88,14 @@ func Contend(ctx context.Context, t Target, pool *Pool, spec ContendSpec) (Conte
 			break
 		}
 		t1 := raceOnce(ctx, t, nm, id, round, spec.OpTimeout, answers, nodes)
-		if !measuring {
-			continue
-		}
 		winners, errs := 0, 0
 		for i, a := range answers {
 			switch {
 			case a.Err != nil:
 				errs++
+				if !measuring {
+					continue
+				}
 				k := errorKind(a.Err)
 				res.ErrorKinds[k]++
 				res.Errors++
@@ -104,11 +106,15 @@ func Contend(ctx context.Context, t Target, pool *Pool, spec ContendSpec) (Conte
 				winners++
 				fallthrough
 			default:
-				d := a.At.Sub(t1)
-				lat = append(lat, d)
-				byNode[nodes[i]] = append(byNode[nodes[i]], d)
+				if measuring {
+					d := a.At.Sub(t1)
+					lat = append(lat, d)
+					byNode[nodes[i]] = append(byNode[nodes[i]], d)
+				}
 			}
 		}
+		// Every round is checked, warm-up included: a second winner is
+		// never noise.
 		res.Winners[winners]++
 		if winners != 1 {
 			res.BadRounds++
@@ -119,7 +125,9 @@ func Contend(ctx context.Context, t Target, pool *Pool, spec ContendSpec) (Conte
 				res.FirstErrors = append(res.FirstErrors, fmt.Sprintf("action %s: %d of %d racers won (%d errors)", id, winners, spec.Racers, errs))
 			}
 		}
-		res.Ops++
+		if measuring {
+			res.Ops++
+		}
 	}
 	if measuring {
 		res.Elapsed = time.Since(t0)
@@ -236,13 +244,17 @@ func (s *session) contend(ctx context.Context, sd *side, sides []*side) (Row, er
 	row := NewRow(t.Name(), WContend, racers, seed, res.RunResult)
 	row.NodeP50Ms = nodeP50s(t, res.ByNode)
 	row.Leader = leader
-	row.Note = fmt.Sprintf("ops = rounds of %d racers on one fresh action; latency per racer, release to answer; %d rounds, %d without exactly one winner",
-		racers, res.Ops, res.BadRounds)
+	all := 0
+	for _, n := range res.Winners {
+		all += n
+	}
+	row.Note = fmt.Sprintf("ops = rounds of %d racers on one fresh action; latency per racer, release to answer; %d rounds measured, %d of %d with warm-up without exactly one winner",
+		racers, res.Ops, res.BadRounds, all)
 	if n := nodeNote(row); n != "" {
 		row.Note += "; " + n
 	}
 	if res.BadRounds > 0 {
-		s.failures = append(s.failures, fmt.Errorf("%s contend: %d of %d rounds without exactly one winner (%v)", t.Name(), res.BadRounds, res.Ops, res.FirstErrors))
+		s.failures = append(s.failures, fmt.Errorf("%s contend: %d of %d rounds without exactly one winner (%v)", t.Name(), res.BadRounds, all, res.FirstErrors))
 	}
 	return row, nil
 }

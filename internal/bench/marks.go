@@ -102,7 +102,7 @@ func (s *session) pgChecks() []Check {
 				}
 			}
 			if rounds+badRounds > 0 {
-				parts = append(parts, fmt.Sprintf("%s %d of %d rounds wrong", sys, badRounds, rounds))
+				parts = append(parts, fmt.Sprintf("%s %d rounds wrong, %d measured", sys, badRounds, rounds))
 				bad += badRounds
 			}
 		}
