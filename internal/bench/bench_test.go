@@ -377,6 +377,7 @@ func (f *fakeRace) CreateBatch(ctx context.Context, n int) ([]string, error) {
 	return ids, nil
 }
 func (f *fakeRace) Consume(_ context.Context, _ *Worker, id string) (int, error) {
+	time.Sleep(time.Millisecond) // a round trip: rounds stay within the prepared actions
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.won == nil {

@@ -221,9 +221,9 @@ func nodeNote(r Row) string {
 func (s *session) contend(ctx context.Context, sd *side, sides []*side) (Row, error) {
 	t := sd.t
 	racers := s.cfg.ContendRacers
-	// A round takes at least a few milliseconds; prepare for three times
-	// the best rate seen so far, or 300 rounds/s before any.
-	rate := 100.0
+	// Prepare for three times the best rate seen so far, or 3,000
+	// rounds/s before any (a round is at least a consume's round trip).
+	rate := 1000.0
 	for k, r := range s.rates {
 		if strings.HasPrefix(k, t.Name()+"/"+WContend+"/") {
 			rate = max(rate, r)
