@@ -143,7 +143,7 @@ chaos-containers: ## the chaos harness against three containers (SCENARIOS=kill,
 	$(BIN)/exactonce-chaos -backend containers -seed $(SEED) -duration $(CC_DURATION) -scenarios $(CC_SCENARIOS) $(CHAOS_FLAGS)
 
 .PHONY: bench
-bench: ## ExactOnce vs etcd on loopback, 4-6 min (BENCH_FLAGS=-million for one million actions; see docs/performance.md)
+bench: ## ExactOnce vs PostgreSQL (sync standby, one node) and etcd on loopback, 8-12 min (BENCH_FLAGS=-million for one million actions; see docs/performance.md)
 	scripts/bench.sh $(BENCH_FLAGS)
 
 # The Go benchmarks of the apply path (fsm, cluster) and the HTTP handlers

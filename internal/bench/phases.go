@@ -572,6 +572,7 @@ func (s *session) checks() []Check {
 	if c, ok := s.bigClientCheck(); ok {
 		out = append(out, c)
 	}
+	out = append(out, s.pgChecks()...)
 	var mem []NodeMem
 	stage := "after million"
 	for _, m := range s.rep.Memory {
