@@ -62,6 +62,11 @@ type journaled struct {
 	id, clientID string
 	// created: the action did not exist when the window began.
 	created bool
+	// last is what the counters and the state index read of the action
+	// (derivedFields) as its latest write in the window left it, so that
+	// the fold need not read it back; nil when the account was read from
+	// the bucket (after Open or Restore), and then the fold reads it.
+	last *Action
 }
 
 // journalState is what the writer keeps in memory about the journal
@@ -93,6 +98,7 @@ func (j *journalState) add(t int64, ws []journaled) {
 	for _, w := range ws {
 		if i, ok := j.index[w.id]; ok {
 			j.actions[i].created = j.actions[i].created || w.created
+			j.actions[i].last = w.last
 		} else {
 			j.index[w.id] = len(j.actions)
 			j.actions = append(j.actions, w)
@@ -235,7 +241,7 @@ func (s *store) endEntry(index uint64, now int64) error {
 	}
 	ws := make([]journaled, len(chs))
 	for i, c := range chs {
-		ws[i] = journaled{id: c.next.ID, clientID: c.next.ClientID, created: c.prev == nil}
+		ws[i] = journaled{id: c.next.ID, clientID: c.next.ClientID, created: c.prev == nil, last: c.next}
 	}
 	s.journal.add(now, ws)
 	if s.journal.full() {
@@ -273,14 +279,18 @@ func (s *store) foldJournal() error {
 // from nothing (created in the window) or from its open form to what is
 // stored now.
 func netChange(actions *bolt.Bucket, w journaled) (change, error) {
-	a, err := loadAction(actions, w.id)
-	if err != nil {
-		return change{}, err
+	next := w.last
+	if next == nil {
+		a, err := loadAction(actions, w.id)
+		if err != nil {
+			return change{}, err
+		}
+		if a == nil {
+			return change{}, fmt.Errorf("journal: action %s is not stored", w.id)
+		}
+		next = derivedFields(a)
 	}
-	if a == nil {
-		return change{}, fmt.Errorf("journal: action %s is not stored", w.id)
-	}
-	c := change{next: derivedFields(a)}
+	c := change{next: next}
 	if !w.created {
 		p := *c.next
 		p.ConsumedAt, p.CanceledAt, p.ConsumedReason = 0, 0, ""
