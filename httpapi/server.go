@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"fmt"
+	"golang.org/x/sync/singleflight"
 	"log/slog"
 	"net"
 	"net/http"
@@ -33,6 +34,9 @@ type Server struct {
 	// consumes holds back consumes of an action already in flight from
 	// this node.
 	consumes inflightConsumes
+	// leaderSettled shares one leader read among the consumes of one
+	// action answered by the leader at once (answerSettledOnLeader).
+	leaderSettled singleflight.Group
 	// settledAnswers keeps rendered answers to consumes of settled actions.
 	settledAnswers settledAnswers
 	// actionIDs makes the ids of new actions, in creation order.

@@ -74,17 +74,29 @@ func (s *Server) answerSettledOnLeader(w http.ResponseWriter, r *http.Request, b
 	if !s.settledShortcutApplies(r, body, clientID, actionID) {
 		return false
 	}
-	q, err := json.Marshal(leaderQuery{Kind: querySettledConsume, ClientID: clientID, ActionID: actionID})
-	if err != nil {
-		return false
-	}
-	b, err := s.b.ReadOnLeader(r.Context(), q)
+	// A crowd released at once asks once: every waiter gets the same
+	// answer (a settled action's answer depends on nothing else).
+	v, err, _ := s.leaderSettled.Do(clientID+"\x00"+actionID, func() (any, error) {
+		q, err := json.Marshal(leaderQuery{Kind: querySettledConsume, ClientID: clientID, ActionID: actionID})
+		if err != nil {
+			return nil, err
+		}
+		b, err := s.b.ReadOnLeader(r.Context(), q)
+		if err != nil {
+			return nil, err
+		}
+		var ans leaderAnswer
+		if err := json.Unmarshal(b, &ans); err != nil {
+			return nil, err
+		}
+		return ans, nil
+	})
 	if err != nil {
 		LoggerFrom(r.Context()).Info("settled consume on the leader failed; waiting for this node's state", "error", err)
 		return false
 	}
-	var ans leaderAnswer
-	if err := json.Unmarshal(b, &ans); err != nil || ans.Status == 0 {
+	ans := v.(leaderAnswer)
+	if ans.Status == 0 {
 		return false // not settled on the leader: the normal path decides
 	}
 	s.metrics.consumes.WithLabelValues(ans.Code).Inc()

@@ -244,8 +244,9 @@ func TestLaggingFollowerCrowdAnsweredByTheLeader(t *testing.T) {
 	if got := e.b.applies.Load() - applies; got != 1 {
 		t.Fatalf("%d commands sent to the leader; want only the first", got)
 	}
-	if asked.Load() != n {
-		t.Fatalf("the leader was asked %d times, want %d", asked.Load(), n)
+	// Waiters released together share one question (singleflight).
+	if got := asked.Load(); got < 1 || got > n {
+		t.Fatalf("the leader was asked %d times, want 1 to %d", got, n)
 	}
 }
 
