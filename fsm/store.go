@@ -193,12 +193,20 @@ type store struct {
 	settled, purged []string
 }
 
+// appendFill is how full bbolt fills the pages it splits in the buckets
+// whose keys mostly arrive in order (ids and index times grow with time:
+// DESIGN.md, "Costs and limits"), instead of its default half. A split at
+// the right edge then leaves a full page behind rather than a half-empty
+// one that no later key would fill. It is not stored in the file, so every
+// write transaction sets it (newStore).
+const appendFill = 1.0
+
 func newStore(tx *bolt.Tx, j *journalState) (*store, error) {
 	retention, err := readRetention(tx.Bucket(bucketMeta))
 	if err != nil {
 		return nil, err
 	}
-	return &store{
+	s := &store{
 		retention: retention,
 		dueExpiry: tx.Bucket(bucketDueExpiry),
 		duePurge:  tx.Bucket(bucketDuePurge),
@@ -216,7 +224,12 @@ func newStore(tx *bolt.Tx, j *journalState) (*store, error) {
 		ixState:   tx.Bucket(bucketIxState),
 		countsB:   tx.Bucket(bucketCounts),
 		counts:    newCounts(),
-	}, nil
+	}
+	for _, b := range []*bolt.Bucket{s.actions, s.ixCreated, s.ixActive, s.ixExpires, s.ixState,
+		s.idemExp, s.journalB, s.dueExpiry, s.duePurge} {
+		b.FillPercent = appendFill
+	}
+	return s, nil
 }
 
 // storedActions is how many actions the client stores, this transaction's

@@ -1,0 +1,78 @@
+package fsm
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// BenchmarkDiskPerAction applies 200,000 create + consume cycles the way a
+// loaded node sees them (Raft batches of 64 entries: 32 single-row creates
+// of two clients, with ids that sort by creation time as the server makes
+// them, and 32 consumes of the previous batch's actions; 30-day retention,
+// so nothing is purged) and reports the state file's size per action and
+// how full the leaf pages of the largest buckets are (bbolt's
+// LeafInuse/LeafAlloc). Run with -benchtime=1x:
+//
+//	go test -run '^$' -bench DiskPerAction -benchtime=1x ./fsm
+func BenchmarkDiskPerAction(b *testing.B) {
+	const n, half = 200000, benchBatch / 2
+	for b.Loop() {
+		b.StopTimer()
+		f, idx := benchFSM(b, false)
+		now := t0
+		id := func(i int) string { return fmt.Sprintf("act_%012d%016x", i, uint64(i)*0x9e3779b97f4a7c15) }
+		client := func(i int) string { return []string{clA, clB}[i%2] }
+		b.StartTimer()
+		for i := 0; i < n; i += half {
+			logs := make([]*raft.Log, 0, benchBatch)
+			for j := i; j < i+half; j++ {
+				idx++
+				now++
+				logs = append(logs, entry(b, idx, createCmd(client(j), now, CreateRow{ActionID: id(j), SealedPayload: benchPayload})))
+			}
+			for j := i - half; j < i; j++ {
+				if j < 0 {
+					continue
+				}
+				idx++
+				now++
+				logs = append(logs, entry(b, idx, consumeCmd(client(j), now, id(j))))
+			}
+			f.ApplyBatch(logs)
+		}
+		b.StopTimer()
+		st, err := os.Stat(f.opts.Path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(st.Size())/n, "file-B/action")
+		err = f.db.View(func(tx *bolt.Tx) error {
+			for _, name := range [][]byte{bucketActions, bucketIxCreated, bucketIxState, bucketDuePurge, bucketDueExpiry} {
+				b.ReportMetric(fill(tx.Bucket(name).Stats()), string(name)+"-fill-%")
+			}
+			var all bolt.BucketStats
+			_ = tx.ForEach(func(_ []byte, bk *bolt.Bucket) error { all.Add(bk.Stats()); return nil })
+			b.ReportMetric(fill(all), "all-fill-%")
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
+
+// fill is the share of a bucket's leaf pages in use, in percent.
+func fill(s bolt.BucketStats) float64 {
+	if s.LeafAlloc == 0 {
+		return 0
+	}
+	return 100 * float64(s.LeafInuse) / float64(s.LeafAlloc)
+}
