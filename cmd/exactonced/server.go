@@ -194,10 +194,11 @@ func (s *server) run(ctx context.Context) error {
 		FSM:             state,
 		Now:             cfg.Now,
 		Logger:          baseLog,
-		// Zero unless the chaos harness sets its test-only variables.
-		SnapshotThreshold: cfg.TestSnapshotThreshold,
-		TrailingLogs:      cfg.TestTrailingLogs,
-		SnapshotInterval:  cfg.TestSnapshotInterval,
+		SnapshotThreshold: orTest(cfg.SnapshotThreshold, cfg.TestSnapshotThreshold),
+		SnapshotInterval:  orTest(cfg.SnapshotInterval, cfg.TestSnapshotInterval),
+		SnapshotsRetain:   cfg.SnapshotsRetain,
+		// Zero unless the chaos harness sets its test-only variable.
+		TrailingLogs: cfg.TestTrailingLogs,
 	})
 	if err != nil {
 		return fmt.Errorf("open cluster node: %w", err)
@@ -680,4 +681,14 @@ func withRoutes(sets ...func(r *mux.Router)) func(r *mux.Router) {
 			}
 		}
 	}
+}
+
+// orTest is v, or the test-only override t when the chaos harness set one
+// (config.TestSnapshotThresholdEnv and the like; the node logs a warning).
+func orTest[T comparable](v, t T) T {
+	var zero T
+	if t != zero {
+		return t
+	}
+	return v
 }
