@@ -235,7 +235,7 @@ var ErrVersion = errors.New("version requested")
 // printUsage writes the help: each flag spelled --name as in the docs,
 // with its kind of value, what it does and its default.
 func printUsage(out io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintf(out, "Usage: exactonced [flags]\n       exactonced healthcheck [flags]  (probe a running node; -h for its flags)\n\nRuns one ExactOnce node. Every flag is also an environment variable\n%s<FLAG> (upper case, - as _); a flag on the command line wins.\n\n", EnvPrefix)
+	fmt.Fprintf(out, "Usage: exactonced [flags]\n       exactonced healthcheck [flags]  (probe a running node; -h for its flags)\n       exactonced compact [--data-dir DIR]  (give a stopped node's freed state file space back)\n\nRuns one ExactOnce node. Every flag is also an environment variable\n%s<FLAG> (upper case, - as _); a flag on the command line wins.\n\n", EnvPrefix)
 	fs.VisitAll(func(f *flag.Flag) {
 		kind, zero := "", ""
 		if g, ok := f.Value.(flag.Getter); ok {
