@@ -177,28 +177,28 @@ func (s *server) run(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	node, err := cluster.Open(ctx, cluster.Config{
-		NodeID:            nodeID,
-		DataDir:           cfg.DataDir,
-		RaftAddr:          cfg.RaftAddr,
-		RaftAdvertise:     cfg.RaftAdvertise,
-		HTTPAdvertise:     cfg.HTTPAdvertise,
-		Version:           buildinfo.Get().Version,
-		GossipAddr:        cfg.GossipAddr,
-		GossipAdvertise:   cfg.GossipAdvertise,
-		Join:              cfg.Join,
-		BootstrapExpect:   cfg.BootstrapExpect,
-		GossipKey:         gossipKey,
-		Identity:          identity,
-		Vet:               payloadVetter(state, keys),
-		Registerer:        reg,
-		FSM:               state,
-		Now:               cfg.Now,
-		Logger:            baseLog,
+		NodeID:          nodeID,
+		DataDir:         cfg.DataDir,
+		RaftAddr:        cfg.RaftAddr,
+		RaftAdvertise:   cfg.RaftAdvertise,
+		HTTPAdvertise:   cfg.HTTPAdvertise,
+		Version:         buildinfo.Get().Version,
+		GossipAddr:      cfg.GossipAddr,
+		GossipAdvertise: cfg.GossipAdvertise,
+		Join:            cfg.Join,
+		BootstrapExpect: cfg.BootstrapExpect,
+		GossipKey:       gossipKey,
+		Identity:        identity,
+		Vet:             payloadVetter(state, keys),
+		Registerer:      reg,
+		FSM:             state,
+		Now:             cfg.Now,
+		Logger:          baseLog,
+		// The flags, or the chaos harness's test-only variables.
 		SnapshotThreshold: orTest(cfg.SnapshotThreshold, cfg.TestSnapshotThreshold),
 		SnapshotInterval:  orTest(cfg.SnapshotInterval, cfg.TestSnapshotInterval),
 		SnapshotsRetain:   cfg.SnapshotsRetain,
-		// Zero unless the chaos harness sets its test-only variable.
-		TrailingLogs: cfg.TestTrailingLogs,
+		TrailingLogs:      cfg.TestTrailingLogs,
 	})
 	if err != nil {
 		return fmt.Errorf("open cluster node: %w", err)
