@@ -155,7 +155,7 @@ benchstat: ## compare two bench-go outputs: make benchstat OLD=old.txt NEW=new.t
 # with a short retention under create + consume cycles for SOAK_DURATION;
 # prints elapsed time, actions, data dir, state file and RSS as it goes,
 # then writes docs/soak.csv and draws docs/soak.png. Not part of CI or
-# make test. SOAK_NODES=3 runs three nodes on loopback (ports 26100-26302).
+# make test. SOAK_NODES=3 runs three nodes on loopback (ports 61100-61302).
 SOAK_DURATION  ?= 10m
 SOAK_RETENTION ?= 30s
 SOAK_NODES     ?= 1

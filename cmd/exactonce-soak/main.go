@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl.StringVar(&o.retention, "retention", "30s", "the nodes' --retention")
 	fl.IntVar(&o.workers, "workers", 8, "goroutines each running create + consume cycles")
 	fl.IntVar(&o.payload, "payload", 100, "bytes of each action's payload (a JSON object)")
-	fl.IntVar(&o.basePort, "base-port", 26100, "first node's HTTP port; Raft at +100, gossip at +200 (keep clear of 18000-24999, make bench's)")
+	fl.IntVar(&o.basePort, "base-port", 61100, "first node's HTTP port; Raft at +100, gossip at +200 (above Linux's ephemeral range and clear of the ports tests and make bench use)")
 	fl.StringVar(&o.tempBase, "tmp", "", "parent of the nodes' fresh data dirs (default $TMPDIR)")
 	fl.StringVar(&o.csvPath, "csv", "docs/soak.csv", "where to write the series")
 	fl.StringVar(&o.pngPath, "png", "docs/soak.png", "where to draw the plot (empty: no plot)")

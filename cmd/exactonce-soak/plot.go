@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -88,9 +89,11 @@ func drawPNG(path string, m meta, series []sample) error {
 		bottom.Add(pl)
 		bottom.Legend.Add(l.name, pl)
 	}
-	// Room above the lines for the legends.
+	// Room above the lines for the legends; plain tick labels.
 	for _, p := range []*plot.Plot{top, bottom} {
 		p.Y.Max *= 1.3
+		p.Y.Tick.Marker = plainTicks
+		p.X.Tick.Marker = plainTicks
 	}
 	// The same time axis for both panels.
 	for _, p := range []*plot.Plot{top, bottom} {
@@ -126,3 +129,15 @@ func xys(series []sample, f func(sample) float64) plotter.XYs {
 	}
 	return xy
 }
+
+// plainTicks are gonum's default ticks labelled without trailing zeros
+// ("500", not "500.00").
+var plainTicks = plot.TickerFunc(func(lo, hi float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			ticks[i].Label = strconv.FormatFloat(ticks[i].Value, 'f', -1, 64)
+		}
+	}
+	return ticks
+})
