@@ -11,63 +11,82 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// BenchmarkDiskPerAction applies 200,000 create + consume cycles the way a
-// loaded node sees them (Raft batches of 64 entries: 32 single-row creates
-// of two clients, with ids that sort by creation time as the server makes
-// them, and 32 consumes of the previous batch's actions; 30-day retention,
-// so nothing is purged) and reports the state file's size per action and
-// how full the leaf pages of the largest buckets are (bbolt's
-// LeafInuse/LeafAlloc). Run with -benchtime=1x:
+// BenchmarkDiskPerAction reports the state file's size per action and how
+// full the leaf pages of the largest buckets are (bbolt's
+// LeafInuse/LeafAlloc) after two workloads. in-order: 200,000 create +
+// consume cycles the way a loaded node sees them (Raft batches of 64
+// entries: 32 single-row creates of two clients, with ids that sort by
+// creation time as the server makes them, and 32 consumes of the previous
+// batch's actions; nothing is purged). random-expiries: 200,000 actions
+// created by CSV with expiries spread at random over 30 days, one in ten
+// consumed (benchClientFSM), so the expiresAt-keyed buckets get their keys
+// out of order. Run with -benchtime=1x:
 //
 //	go test -run '^$' -bench DiskPerAction -benchtime=1x ./fsm
 func BenchmarkDiskPerAction(b *testing.B) {
 	const n, half = 200000, benchBatch / 2
-	for b.Loop() {
-		b.StopTimer()
-		f, idx := benchFSM(b, false)
-		now := t0
-		id := func(i int) string { return fmt.Sprintf("act_%012d%016x", i, uint64(i)*0x9e3779b97f4a7c15) }
-		client := func(i int) string { return []string{clA, clB}[i%2] }
-		b.StartTimer()
-		for i := 0; i < n; i += half {
-			logs := make([]*raft.Log, 0, benchBatch)
-			for j := i; j < i+half; j++ {
-				idx++
-				now++
-				logs = append(logs, entry(b, idx, createCmd(client(j), now, CreateRow{ActionID: id(j), SealedPayload: benchPayload})))
-			}
-			for j := i - half; j < i; j++ {
-				if j < 0 {
-					continue
+	b.Run("in-order", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			f, idx := benchFSM(b, false)
+			now := t0
+			id := func(i int) string { return fmt.Sprintf("act_%012d%016x", i, uint64(i)*0x9e3779b97f4a7c15) }
+			client := func(i int) string { return []string{clA, clB}[i%2] }
+			b.StartTimer()
+			for i := 0; i < n; i += half {
+				logs := make([]*raft.Log, 0, benchBatch)
+				for j := i; j < i+half; j++ {
+					idx++
+					now++
+					logs = append(logs, entry(b, idx, createCmd(client(j), now, CreateRow{ActionID: id(j), SealedPayload: benchPayload})))
 				}
-				idx++
-				now++
-				logs = append(logs, entry(b, idx, consumeCmd(client(j), now, id(j))))
+				for j := i - half; j < i; j++ {
+					if j < 0 {
+						continue
+					}
+					idx++
+					now++
+					logs = append(logs, entry(b, idx, consumeCmd(client(j), now, id(j))))
+				}
+				f.ApplyBatch(logs)
 			}
-			f.ApplyBatch(logs)
+			b.StopTimer()
+			reportDisk(b, f, n)
+			b.StartTimer()
 		}
-		b.StopTimer()
-		st, err := os.Stat(f.opts.Path)
-		if err != nil {
-			b.Fatal(err)
+	})
+	b.Run("random-expiries", func(b *testing.B) {
+		for b.Loop() {
+			f, _ := benchClientFSM(b, n)
+			b.StopTimer()
+			reportDisk(b, f, n)
+			b.StartTimer()
 		}
-		b.ReportMetric(float64(st.Size())/n, "file-B/action")
-		err = f.db.View(func(tx *bolt.Tx) error {
-			for _, name := range [][]byte{bucketActions, bucketIxCreated, bucketIxState, bucketDuePurge, bucketDueExpiry} {
-				b.ReportMetric(fill(tx.Bucket(name).Stats()), string(name)+"-fill-%")
-			}
-			var all bolt.BucketStats
-			_ = tx.ForEach(func(_ []byte, bk *bolt.Bucket) error { all.Add(bk.Stats()); return nil })
-			b.ReportMetric(fill(all), "all-fill-%")
-			return nil
-		})
-		if err != nil {
-			b.Fatal(err)
+	})
+}
+
+// reportDisk reports the state file's size per action and the leaf fill
+// of the largest buckets, then closes f.
+func reportDisk(b *testing.B, f *FSM, n int) {
+	st, err := os.Stat(f.opts.Path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(st.Size())/float64(n), "file-B/action")
+	err = f.db.View(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketActions, bucketIxCreated, bucketIxState, bucketIxExpires, bucketDuePurge, bucketDueExpiry} {
+			b.ReportMetric(fill(tx.Bucket(name).Stats()), string(name)+"-fill-%")
 		}
-		if err := f.Close(); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
+		var all bolt.BucketStats
+		_ = tx.ForEach(func(_ []byte, bk *bolt.Bucket) error { all.Add(bk.Stats()); return nil })
+		b.ReportMetric(fill(all), "all-fill-%")
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
 	}
 }
 
@@ -106,10 +125,54 @@ func (s *fileSink) Close() error {
 // of that file into another FSM, as a follower installs it. Building the
 // state takes a few minutes and is not timed:
 //
-//	go test -run '^$' -bench Snapshot1M -benchtime 3x -timeout 30m ./fsm
+//	go test -run '^$' -bench Snapshot1M -benchtime 3x -timeout 40m ./fsm
 func BenchmarkSnapshot1M(b *testing.B) {
-	const n = 1_000_000
-	f, _ := benchClientFSM(b, n)
+	f, _ := benchClientFSM(b, 1_000_000)
+	benchSnapshot(b, f)
+}
+
+// BenchmarkTenMillion measures, at ten million actions of one client (the
+// layout of benchClientFSM), a stats call, lists that match nothing (each
+// ends at the scan budget with a nextToken) and a snapshot's persist and
+// restore. The state takes about 15 GB of disk in the temp dir and most
+// of an hour to build on a small machine; it is not timed:
+//
+//	go test -run '^$' -bench TenMillion -benchtime 1x -timeout 3h ./fsm
+func BenchmarkTenMillion(b *testing.B) {
+	f, now := benchClientFSM(b, 10_000_000)
+	reads := []struct {
+		name string
+		read func(v *View) error
+	}{
+		{"stats", func(v *View) error { _, err := v.Stats(clA, now+hour); return err }},
+		{"list/active_from", func(v *View) error {
+			_, err := v.List(ListQuery{ClientID: clA, Now: now, ActiveFrom: now + 400*DefaultTTLMS})
+			return err
+		}},
+		{"list/state=canceled", func(v *View) error {
+			_, err := v.List(ListQuery{ClientID: clA, Now: now, State: StateCanceled})
+			return err
+		}},
+	}
+	for _, r := range reads {
+		b.Run(r.name, func(b *testing.B) {
+			// 20 calls per iteration: -benchtime 1x still averages a few.
+			const calls = 20
+			for b.Loop() {
+				for range calls {
+					if err := f.View(r.read); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*calls)/1000, "ms/call")
+		})
+	}
+	benchSnapshot(b, f)
+}
+
+// benchSnapshot runs the persist and restore sub-benchmarks of f.
+func benchSnapshot(b *testing.B, f *FSM) {
 	snapPath := filepath.Join(b.TempDir(), "snapshot")
 	persist := func(b *testing.B) {
 		fh, err := os.Create(snapPath)
