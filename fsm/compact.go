@@ -9,6 +9,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // compactSuffix names the file Compact writes before renaming it over the
@@ -55,7 +56,7 @@ func Compact(path string, lockWait time.Duration) (CompactResult, error) {
 	// writes nothing. Read-write takes the exclusive lock, so no node can
 	// open the file while it is being replaced.
 	src, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return res, fmt.Errorf("fsm: compact %s: %w", path, ErrInUse)
 	}
 	if err != nil {
