@@ -29,7 +29,7 @@ func TestCheckerCatchesDrift(t *testing.T) {
 		return r
 	}
 	hdr := http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"r1"}}
-	ok := `{"total":0,"byState":{"pending":0,"active":0,"consumed":0,"expired":0,"canceled":0},"burned":0,"createdLast24h":0,"consumedLast24h":0}`
+	ok := `{"total":0,"byState":{"pending":0,"active":0,"consumed":0,"expired":0,"canceled":0},"burned":0,"createdLast24h":0,"consumedLast24h":0,"purged":0}`
 	if err := c.Check(auth(httptest.NewRequest("GET", "/v1/stats", nil)), nil, 200, hdr, []byte(ok)); err != nil {
 		t.Fatalf("a documented exchange fails: %v", err)
 	}
