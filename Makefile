@@ -159,7 +159,7 @@ benchstat: ## compare two bench-go outputs: make benchstat OLD=old.txt NEW=new.t
 SOAK_DURATION  ?= 10m
 SOAK_RETENTION ?= 30s
 SOAK_NODES     ?= 1
-# SOAK_FLAGS passes more flags (bin/exactonce-soak -h lists them).
+# SOAK_FLAGS passes more flags (go run ./cmd/exactonce-soak -h lists them).
 SOAK_FLAGS     ?=
 .PHONY: soak
 soak: build ## data dir and RSS under endless create + consume with a short retention: docs/soak.csv, docs/soak.png (SOAK_DURATION=10m SOAK_RETENTION=30s SOAK_NODES=1)
