@@ -95,14 +95,14 @@ type Config struct {
 	// machine's clock, and what it decides by time (retention's sweeps),
 	// moves while nobody writes (default DefaultClockTick).
 	ClockTick time.Duration
+	// Seed, when set, starts this fresh node from a backup of a cluster's
+	// state (backup.go): Open refuses it when the node already holds Raft
+	// state or the state machine has applied anything.
+	Seed *Seed
 	// NoSync disables fsync of the Raft log's segment files (tests only;
 	// the WAL's small meta DB still syncs, see logstore.go).
 	NoSync bool
 
-	// legacyBoltStore makes the node keep its log and stable store in
-	// raft-boltdb at raft/raft.db, the layout before the raft WAL, so tests
-	// can build such a data dir and check its migration.
-	legacyBoltStore bool
 	// wrapLog, when set, wraps the Raft log store under parallelLog, so
 	// tests can hold or fail this node's log writes.
 	wrapLog func(raft.LogStore) raft.LogStore

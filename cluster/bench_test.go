@@ -7,33 +7,24 @@ import (
 )
 
 // BenchmarkSingleNodeApply times sequential applies (one create each) on
-// a single in-process node with a real fsync of the Raft log, once per
-// log store: the pre-WAL raft-boltdb layout and raft-wal. The state
-// machine does not sync, so the difference is the log store's.
+// a single in-process node with a real fsync of the Raft log (raft-wal).
+// The state machine does not sync, so the cost is mostly the log store's.
 //
 //	go test -run XXX -bench SingleNodeApply -benchtime 2000x ./cluster/
 func BenchmarkSingleNodeApply(b *testing.B) {
-	for _, tc := range []struct {
-		name   string
-		legacy bool
-	}{{"store=raft-boltdb", true}, {"store=raft-wal", false}} {
-		b.Run(tc.name, func(b *testing.B) {
-			tn := newTestNode(b, "n1")
-			tn.cfg.NoSync = false
-			tn.cfg.legacyBoltStore = tc.legacy
-			tn.mustOpen()
-			if err := tn.node.WaitLeader(ctxTimeout(b, 10*time.Second)); err != nil {
-				b.Fatalf("wait leader: %v", err)
-			}
-			mustApply(b, tn.node, clientCmd("cl_a"))
-			b.ResetTimer()
-			start := time.Now()
-			for i := range b.N {
-				mustApply(b, tn.node, createCmd("cl_a", fmt.Sprintf("act_%d", i)))
-			}
-			elapsed := time.Since(start)
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "applies/s")
-		})
+	tn := newTestNode(b, "n1")
+	tn.cfg.NoSync = false
+	tn.mustOpen()
+	if err := tn.node.WaitLeader(ctxTimeout(b, 10*time.Second)); err != nil {
+		b.Fatalf("wait leader: %v", err)
 	}
+	mustApply(b, tn.node, clientCmd("cl_a"))
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		mustApply(b, tn.node, createCmd("cl_a", fmt.Sprintf("act_%d", i)))
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "applies/s")
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // start opens storage and transport, guards the FSM against a newer
@@ -25,14 +24,8 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 		return fmt.Errorf("cluster: create raft dir: %w", err)
 	}
 	hlog := newHCLogger(n.log)
-	var store raftStore
-	var err error
-	if cfg.legacyBoltStore {
-		store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, legacyBoltName), NoSync: cfg.NoSync})
-	} else {
-		store, err = openRaftStore(dir, cfg.NoSync, n.log, hlog.Named("raft-store"),
-			walObservers{fsync: n.metrics.logFsync, collector: n.metrics.wal})
-	}
+	store, err := openRaftStore(dir, cfg.NoSync, hlog.Named("raft-store"),
+		walObservers{fsync: n.metrics.logFsync, collector: n.metrics.wal})
 	if err != nil {
 		return fmt.Errorf("cluster: open raft log store: %w", err)
 	}
@@ -66,6 +59,12 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	if err != nil {
 		return fmt.Errorf("cluster: check existing raft state: %w", err)
 	}
+	if cfg.Seed != nil {
+		if err := n.seed(existing, trans); err != nil {
+			return err
+		}
+		existing = true
+	}
 	if !existing && n.sm.AppliedIndex() > 0 {
 		// The FSM would skip the new log's first entries as "already
 		// applied": refuse rather than silently diverge.
@@ -73,6 +72,9 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	}
 	if err := n.restoreNewerSnapshot(); err != nil {
 		return err
+	}
+	if cfg.Seed != nil && n.sm.AppliedIndex() != cfg.Seed.Index {
+		return fmt.Errorf("cluster: seed: the restored state has applied index %d, the seed says %d", n.sm.AppliedIndex(), cfg.Seed.Index)
 	}
 	n.hasState.Store(existing)
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // raftState is what a store holds: every entry and Raft's stable keys.
@@ -70,122 +68,37 @@ func sameEntries(t *testing.T, what string, got, want raftState) {
 	}
 }
 
-// writeLegacyStore writes a pre-WAL raft.db under raftDir with entries
-// firstIdx..lastIdx, a term and a vote, and returns what it holds.
-func writeLegacyStore(t *testing.T, raftDir string, firstIdx, lastIdx uint64) raftState {
-	t.Helper()
-	if err := os.MkdirAll(raftDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	s, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(raftDir, legacyBoltName), NoSync: true})
-	if err != nil {
-		t.Fatalf("open legacy store: %v", err)
-	}
-	var batch []*raft.Log
-	for i := firstIdx; i <= lastIdx; i++ {
-		batch = append(batch, &raft.Log{Index: i, Term: 1 + i/10, Type: raft.LogCommand, Data: fmt.Appendf(nil, "entry-%d", i), AppendedAt: time.Unix(int64(i), 0)})
-	}
-	if err := s.StoreLogs(batch); err != nil {
-		t.Fatalf("store legacy logs: %v", err)
-	}
-	if err := s.SetUint64([]byte("CurrentTerm"), 7); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SetUint64([]byte("LastVoteTerm"), 6); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Set([]byte("LastVoteCand"), []byte("n2")); err != nil {
-		t.Fatal(err)
-	}
-	want := readRaftState(t, s, s)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return want
-}
-
-// openMigrated opens raftDir's store through openRaftStore and returns
-// what it holds.
-func openMigrated(t *testing.T, raftDir string) raftState {
-	t.Helper()
-	s, err := openRaftStore(raftDir, true, testLogger(t), hclog.NewNullLogger(), walObservers{})
-	if err != nil {
-		t.Fatalf("open raft store: %v", err)
-	}
-	defer func() {
-		if err := s.Close(); err != nil {
-			t.Fatalf("close raft store: %v", err)
-		}
-	}()
-	if _, ok := s.(*walStore); !ok {
-		t.Fatalf("store is %T, want the WAL", s)
-	}
-	return readRaftState(t, s, s)
-}
-
-// TestMigrateLegacyStore: a raft.db (log starting after a compaction,
-// term, vote) is copied into the WAL exactly; an interrupted migration
-// (a partial wal.migrating) is redone, and a raft.db left beside a
-// finished WAL is removed without being read.
-func TestMigrateLegacyStore(t *testing.T) {
-	raftDir := filepath.Join(t.TempDir(), "raft")
-	want := writeLegacyStore(t, raftDir, 41, 3000)
-	legacyCopy := filepath.Join(t.TempDir(), "raft.db.copy")
-	copyFile(t, filepath.Join(raftDir, legacyBoltName), legacyCopy)
-
-	// A crash mid-migration: wal.migrating holds part of the log.
-	partial, err := openWAL(mkdir(t, filepath.Join(raftDir, walMigratingName)), true, hclog.NewNullLogger(), walObservers{})
-	if err != nil {
-		t.Fatalf("open partial wal: %v", err)
-	}
-	if err := partial.StoreLogs([]*raft.Log{{Index: 41, Term: 5, Data: []byte("partial")}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := partial.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	got := openMigrated(t, raftDir)
-	sameEntries(t, "migrated", got, want)
-	if got.last != want.last || got.term != 7 || got.vterm != 6 || string(got.voteCand) != "n2" {
-		t.Fatalf("migrated: last %d term %d voteTerm %d voteCand %q; want %d 7 6 n2", got.last, got.term, got.vterm, got.voteCand, want.last)
-	}
-	for _, name := range []string{legacyBoltName, walMigratingName} {
-		if ok, _ := pathExists(filepath.Join(raftDir, name)); ok {
-			t.Fatalf("%s still exists after the migration", name)
-		}
-	}
-
-	// A crash after the commit rename, before raft.db was removed: the
-	// WAL wins and raft.db goes.
-	copyFile(t, legacyCopy, filepath.Join(raftDir, legacyBoltName))
-	again := openMigrated(t, raftDir)
-	sameEntries(t, "reopened", again, want)
-	if ok, _ := pathExists(filepath.Join(raftDir, legacyBoltName)); ok {
-		t.Fatal("stale raft.db beside the WAL was not removed")
-	}
-
-	// An empty raft.db (a node that never received state) migrates to an
-	// empty WAL.
-	emptyDir := filepath.Join(t.TempDir(), "raft")
-	s, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(mkdir(t, emptyDir), legacyBoltName), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if e := openMigrated(t, emptyDir); e.last != 0 || e.term != 0 {
-		t.Fatalf("empty raft.db migrated to last %d term %d, want empty", e.last, e.term)
-	}
-}
-
-// TestLegacyLayoutNodeUpgrades: a node whose data dir has the pre-WAL
-// layout reopens with every entry, its term and vote, and keeps working;
-// OpenLogStoreReadOnly reads both layouts.
-func TestLegacyLayoutNodeUpgrades(t *testing.T) {
+// TestBoltLayoutRefused: a data dir holding raft/raft.db (the raft-boltdb
+// layout of development builds before format version 1) is refused with a
+// clear error, by the node and by the offline reader, and left as it was:
+// starting beside it on an empty WAL would throw its log away.
+func TestBoltLayoutRefused(t *testing.T) {
 	tn := newTestNode(t, "n1")
-	tn.cfg.legacyBoltStore = true
+	raftDir := mkdir(t, filepath.Join(tn.cfg.DataDir, "raft"))
+	bolt := filepath.Join(raftDir, boltLayoutName)
+	if err := os.WriteFile(bolt, []byte("raft-boltdb"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := tn.open()
+	if err == nil || !strings.Contains(err.Error(), "raft.db") || !strings.Contains(err.Error(), "format version 1") {
+		t.Fatalf("open with raft.db: %v, want a refusal naming raft.db", err)
+	}
+	if _, _, err := OpenLogStoreReadOnly(tn.cfg.DataDir); err == nil || !strings.Contains(err.Error(), "raft.db") {
+		t.Fatalf("read-only open with raft.db: %v, want a refusal", err)
+	}
+	if ok, _ := pathExists(filepath.Join(raftDir, walDirName)); ok {
+		t.Fatal("a WAL was created beside raft.db")
+	}
+	if b, err := os.ReadFile(bolt); err != nil || string(b) != "raft-boltdb" {
+		t.Fatalf("raft.db changed: %q %v", b, err)
+	}
+}
+
+// TestOpenLogStoreReadOnly: the offline reader refuses (rather than
+// blocks) while the node runs; once it stopped, it reads every entry the
+// node wrote and refuses writes.
+func TestOpenLogStoreReadOnly(t *testing.T) {
+	tn := newTestNode(t, "n1")
 	tn.mustOpen()
 	if err := tn.node.WaitLeader(ctxTimeout(t, 10*time.Second)); err != nil {
 		t.Fatalf("wait leader: %v", err)
@@ -194,69 +107,16 @@ func TestLegacyLayoutNodeUpgrades(t *testing.T) {
 	for i := range 20 {
 		mustApply(t, tn.node, createCmd("cl_a", fmt.Sprintf("act_%d", i)))
 	}
-	tn.close()
-	raftDir := filepath.Join(tn.cfg.DataDir, "raft")
-	legacy, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(raftDir, legacyBoltName)})
-	if err != nil {
-		t.Fatalf("open legacy store: %v", err)
-	}
-	want := readRaftState(t, legacy, legacy)
-	if err := legacy.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if want.last < 22 || want.term == 0 || want.vterm == 0 || len(want.voteCand) == 0 {
-		t.Fatalf("legacy store: last %d term %d vote %q in %d; want >= 22 entries, a term and a vote", want.last, want.term, want.voteCand, want.vterm)
-	}
-
-	// An offline reader sees the legacy log and cannot write to it.
-	ro, closer, err := OpenLogStoreReadOnly(tn.cfg.DataDir)
-	if err != nil {
-		t.Fatalf("open legacy log read-only: %v", err)
-	}
-	sameEntries(t, "read-only legacy", readRaftState(t, ro, nil), want)
-	if err := ro.StoreLogs([]*raft.Log{{Index: want.last + 1, Term: want.term}}); !errors.Is(err, errReadOnlyLogStore) {
-		t.Fatalf("StoreLogs on a read-only store: %v", err)
-	}
-	if err := closer.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	// The new code migrates at open; the node comes back with everything.
-	tn.cfg.legacyBoltStore = false
-	tn.mustOpen()
-	if _, ok := tn.node.store.(*walStore); !ok {
-		t.Fatalf("store after upgrade is %T, want the WAL", tn.node.store)
-	}
-	if ok, _ := pathExists(filepath.Join(raftDir, legacyBoltName)); ok {
-		t.Fatal("raft.db still exists after the upgrade")
-	}
-	if err := tn.node.WaitLeader(ctxTimeout(t, 10*time.Second)); err != nil {
-		t.Fatalf("wait leader after upgrade: %v", err)
-	}
-	got := readRaftState(t, tn.node.store, tn.node.store)
-	sameEntries(t, "upgraded", got, want)
-	// Re-elected in a later term: the migrated term was the starting point.
-	if got.term <= want.term {
-		t.Fatalf("term after upgrade %d, want above the migrated %d", got.term, want.term)
-	}
-	for i := range 20 {
-		if action(t, tn.fsm, "cl_a", fmt.Sprintf("act_%d", i)) == nil {
-			t.Fatalf("act_%d lost across the upgrade", i)
-		}
-	}
-	mustApply(t, tn.node, createCmd("cl_a", "act_after"))
-	last, err := tn.node.store.LastIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// While the node runs, the offline reader refuses rather than blocks.
 	if _, _, err := OpenLogStoreReadOnly(tn.cfg.DataDir); err == nil || !strings.Contains(err.Error(), "still running") {
 		t.Fatalf("read-only open of a running node's WAL: %v, want a lock error", err)
 	}
+	want := readRaftState(t, tn.node.store, tn.node.store)
+	if want.last < 22 {
+		t.Fatalf("last index %d, want >= 22", want.last)
+	}
 	tn.close()
 
-	ro, closer, err = OpenLogStoreReadOnly(tn.cfg.DataDir)
+	ro, closer, err := OpenLogStoreReadOnly(tn.cfg.DataDir)
 	if err != nil {
 		t.Fatalf("open wal read-only: %v", err)
 	}
@@ -266,9 +126,12 @@ func TestLegacyLayoutNodeUpgrades(t *testing.T) {
 		}
 	}()
 	rs := readRaftState(t, ro, nil)
-	sameEntries(t, "read-only wal", rs, got)
-	if rs.last != last {
-		t.Fatalf("read-only wal last index %d, want %d", rs.last, last)
+	sameEntries(t, "read-only wal", rs, want)
+	if rs.last != want.last {
+		t.Fatalf("read-only wal last index %d, want %d", rs.last, want.last)
+	}
+	if err := ro.StoreLogs([]*raft.Log{{Index: rs.last + 1, Term: 1}}); !errors.Is(err, errReadOnlyLogStore) {
+		t.Fatalf("StoreLogs on a read-only store: %v", err)
 	}
 	if err := ro.DeleteRange(rs.first, rs.last); !errors.Is(err, errReadOnlyLogStore) {
 		t.Fatalf("DeleteRange on a read-only store: %v", err)
@@ -355,25 +218,6 @@ func mkdir(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	in, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.Create(to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestWALTailTruncationSurvivesReopen: Raft deletes a log suffix when a new

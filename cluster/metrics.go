@@ -114,7 +114,7 @@ var (
 	descLeaderContact = prometheus.NewDesc("exactonce_raft_last_leader_contact_seconds",
 		"Seconds since this follower last heard from the leader (since it started when never); 0 on the leader.", nil, nil)
 	descLogBytes = prometheus.NewDesc("exactonce_raft_log_bytes",
-		"Bytes of the Raft log and stable store on disk (the raft-wal directory, or raft.db).", nil, nil)
+		"Bytes of the Raft log and stable store on disk (the raft-wal directory).", nil, nil)
 	descSnapshotsBytes = prometheus.NewDesc("exactonce_raft_snapshots_bytes",
 		"Bytes of the snapshots kept on disk.", nil, nil)
 )
@@ -150,9 +150,6 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLeaderContact, n.leaderContactAge().Seconds())
 	raftDir := filepath.Join(n.cfg.DataDir, "raft")
 	logPath := filepath.Join(raftDir, walDirName)
-	if n.cfg.legacyBoltStore {
-		logPath = filepath.Join(raftDir, legacyBoltName)
-	}
 	gauge(descLogBytes, float64(diskUsage(logPath)))
 	gauge(descSnapshotsBytes, float64(diskUsage(filepath.Join(raftDir, "snapshots"))))
 }

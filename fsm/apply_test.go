@@ -3,6 +3,8 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -309,40 +311,123 @@ func TestCancelThroughLog(t *testing.T) {
 	}
 }
 
-// TestApplyBatchEntries: bad entries yield errors without panicking,
-// non-command entries and already-applied entries advance nothing else.
+// TestApplyBatchEntries: non-command entries and already-applied entries
+// advance nothing but the applied index.
 func TestApplyBatchEntries(t *testing.T) {
 	h := newHarness(t)
 	base := h.idx
-	good := entry(t, base+4, noopCmd(t0+9))
 	logs := []*raft.Log{
-		{Index: base + 1, Term: 1, Type: raft.LogCommand, Data: []byte{9, '{', '}'}},
-		{Index: base + 2, Term: 1, Type: raft.LogCommand, Data: []byte{1, 'x'}},
-		{Index: base + 3, Term: 1, Type: raft.LogConfiguration, Data: []byte("cfg")},
-		good,
-		{Index: base + 5, Term: 1, Type: raft.LogCommand, Data: nil},
-		{Index: base + 6, Term: 1, Type: raft.LogCommand, Data: []byte{1, '{', '"', 't', '"', ':', '2', '}'}},
+		{Index: base + 1, Term: 1, Type: raft.LogConfiguration, Data: []byte("cfg")},
+		entry(t, base+2, noopCmd(t0+9)),
+		{Index: base + 3, Term: 1, Type: raft.LogNoop},
 	}
 	out := h.f.ApplyBatch(logs)
-	for _, i := range []int{0, 1, 4, 5} {
-		if err, ok := out[i].(error); !ok || !errors.Is(err, ErrBadCommand) {
-			t.Errorf("entry %d: %T %v, want ErrBadCommand", i, out[i], out[i])
-		}
+	if out[0] != nil || out[2] != nil {
+		t.Errorf("non-command entry responses %v, %v", out[0], out[2])
 	}
-	if out[2] != nil {
-		t.Errorf("configuration entry response %v", out[2])
+	if r, ok := out[1].(*Result); !ok || r.Time != t0+9 {
+		t.Errorf("good entry: %v", out[1])
 	}
-	if r, ok := out[3].(*Result); !ok || r.Time != t0+9 {
-		t.Errorf("good entry: %v", out[3])
-	}
-	if h.f.AppliedIndex() != base+6 {
-		t.Fatalf("applied %d, want %d", h.f.AppliedIndex(), base+6)
+	if h.f.AppliedIndex() != base+3 {
+		t.Fatalf("applied %d, want %d", h.f.AppliedIndex(), base+3)
 	}
 	hash := hashOf(t, h.f)
 	// Re-applying old entries is a no-op.
-	out = h.f.ApplyBatch([]*raft.Log{entry(t, base+4, noopCmd(t0+hour))})
+	out = h.f.ApplyBatch([]*raft.Log{entry(t, base+2, noopCmd(t0+hour))})
 	if out[0] != nil || hashOf(t, h.f) != hash || h.f.LastTime() != t0+9 {
 		t.Fatalf("re-applied an old entry: %v", out[0])
+	}
+}
+
+// applyPanic applies logs and returns what ApplyBatch panicked with (nil
+// when it returned).
+func applyPanic(f *FSM, logs []*raft.Log) (p any) {
+	defer func() { p = recover() }()
+	f.ApplyBatch(logs)
+	return nil
+}
+
+// TestUnknownEntryStopsTheNode: a committed entry this build cannot decode
+// (another format version, an unknown command type: a newer leader wrote
+// it; or garbage) is never skipped. ApplyBatch panics with an
+// *UnreadableEntryError naming the entry and what to do, the whole batch
+// is rolled back (the entries before it are applied again by the next
+// try), and it stops at the same entry every time it is handed it again, as
+// after a restart, while the state stays usable for a build that reads it.
+func TestUnknownEntryStopsTheNode(t *testing.T) {
+	newer := func(idx uint64, b []byte) *raft.Log {
+		return &raft.Log{Index: idx, Term: 7, Type: raft.LogCommand, Data: b}
+	}
+	good, _ := EncodeCommand(noopCmd(t0 + 5))
+	for _, tc := range []struct {
+		name      string
+		data      []byte
+		want      error
+		fromNewer bool // the message says a newer version wrote it
+	}{
+		{"format version 2", append([]byte{2}, good[1:]...), ErrUnknownFormat, true},
+		{"command type 99", []byte{CommandFormat, 99, 0, 0, 0}, ErrUnknownCommand, true},
+		{"malformed", []byte{CommandFormat, byte(CmdNoop)}, ErrBadCommand, false},
+		{"empty", nil, ErrBadCommand, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			f, err := Open(Options{Path: path, NoSync: true, InitialMmapSize: 64 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := &harness{t: t, f: f}
+			h.mustOK(clientCmd(clA, t0))
+			base := h.idx
+			hash := hashOf(t, f)
+			batch := []*raft.Log{
+				entry(t, base+1, createCmd(clA, t0+1, CreateRow{ActionID: "act_1"})),
+				newer(base+2, tc.data),
+				entry(t, base+3, noopCmd(t0+3)),
+			}
+			for try := 0; try < 2; try++ {
+				p := applyPanic(f, batch)
+				ue, ok := p.(*UnreadableEntryError)
+				if !ok {
+					t.Fatalf("try %d: ApplyBatch panicked with %T %v, want *UnreadableEntryError", try, p, p)
+				}
+				if ue.Index != base+2 || ue.Term != 7 || !errors.Is(ue, tc.want) {
+					t.Fatalf("try %d: %+v, want index %d term 7 wrapping %v", try, ue, base+2, tc.want)
+				}
+				msg := ue.Error()
+				for _, s := range []string{fmt.Sprintf("log entry %d ", base+2), "never skips", "docs/upgrade.md"} {
+					if !strings.Contains(msg, s) {
+						t.Errorf("message %q does not say %q", msg, s)
+					}
+				}
+				if got := strings.Contains(msg, "upgrade this node"); got != tc.fromNewer {
+					t.Errorf("message %q: says to upgrade %v, want %v", msg, got, tc.fromNewer)
+				}
+				if f.AppliedIndex() != base || hashOf(t, f) != hash {
+					t.Fatalf("try %d: applied %d (want %d) or the state changed: part of the batch was kept", try, f.AppliedIndex(), base)
+				}
+				if try == 0 {
+					// A restart hands it the same entries again.
+					if err := f.Close(); err != nil {
+						t.Fatal(err)
+					}
+					if f, err = Open(Options{Path: path, NoSync: true, InitialMmapSize: 64 << 20}); err != nil {
+						t.Fatal(err)
+					}
+					h.f = f
+				}
+			}
+			// A build that reads the entry (here: the same log with the
+			// entry a known one) applies the batch whole.
+			batch[1] = entry(t, base+2, noopCmd(t0+2))
+			out := f.ApplyBatch(batch)
+			if r, ok := out[0].(*Result); !ok || r.Code != CodeOK || f.AppliedIndex() != base+3 {
+				t.Fatalf("after the stop: %v, applied %d", out[0], f.AppliedIndex())
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 

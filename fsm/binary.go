@@ -7,22 +7,13 @@ import (
 	"fmt"
 )
 
-// The compact binary encodings of log entries (versions 2 and 3) and stored
-// actions. Every length is checked against the remaining input before
+// The compact binary encodings of log entries (format version 1,
+// CommandFormat) and stored actions (part of StateFormat 1). Every length is checked against the remaining input before
 // allocating, so garbage cannot make the decoder allocate large buffers or
 // panic. Empty byte strings decode as nil.
 
-// commandVersionBinary is the first byte of a binary-encoded log entry
-// written now: version 2 plus CreateActions.MaxActions.
-const commandVersionBinary byte = 3
-
-// commandVersionBinaryV2 is the binary encoding without MaxActions; its
-// creates decode with no quota, which is how they were decided.
-const commandVersionBinaryV2 byte = 2
-
-// actionBinaryV1 is the first byte of a binary-encoded stored action. JSON
-// values (the earlier encoding, still readable) start with '{'.
-const actionBinaryV1 byte = 1
+// actionRecordV1 is the first byte of a stored action (StateFormat 1).
+const actionRecordV1 byte = 1
 
 var errShort = errors.New("truncated data")
 
@@ -156,13 +147,15 @@ func (r *binReader) end() error {
 	return r.err
 }
 
-// encodeCommandBinary encodes c as version 3.
+// encodeCommandBinary encodes c in format version 1: the version byte, the
+// command type, the time, the client, the idempotency key, then the body of
+// the type.
 func encodeCommandBinary(c *Command) ([]byte, error) {
 	if err := validateCommand(c); err != nil {
 		return nil, err
 	}
 	w := binWriter{b: make([]byte, 0, 128)}
-	w.byte1(commandVersionBinary)
+	w.byte1(CommandFormat)
 	w.byte1(byte(c.Type))
 	w.varint(c.Time)
 	w.str(c.ClientID)
@@ -210,9 +203,9 @@ func encodeCommandBinary(c *Command) ([]byte, error) {
 	return w.b, nil
 }
 
-// decodeCommandBinary decodes the body of a version 2 or 3 entry (after the
-// version byte).
-func decodeCommandBinary(version byte, b []byte) (*Command, error) {
+// decodeCommandBinary decodes a format version 1 entry after its version
+// byte. An unknown command type wraps ErrUnknownCommand.
+func decodeCommandBinary(b []byte) (*Command, error) {
 	r := binReader{b: b}
 	c := &Command{Type: CommandType(r.byte1()), Time: r.varint(), ClientID: r.str()}
 	if r.boolean() {
@@ -220,10 +213,7 @@ func decodeCommandBinary(version byte, b []byte) (*Command, error) {
 	}
 	switch c.Type {
 	case CmdCreateActions:
-		c.Create = &CreateActions{CSV: r.boolean(), DefaultTTLMS: r.varint(), MaxTTLMS: r.varint(), MaxActions: -1}
-		if version >= commandVersionBinary {
-			c.Create.MaxActions = r.varint()
-		}
+		c.Create = &CreateActions{CSV: r.boolean(), DefaultTTLMS: r.varint(), MaxTTLMS: r.varint(), MaxActions: r.varint()}
 		n := r.count(8) // a row takes at least 8 bytes
 		if n > 0 {
 			c.Create.Rows = make([]CreateRow, n)
@@ -249,7 +239,7 @@ func decodeCommandBinary(version byte, b []byte) (*Command, error) {
 	case CmdNoop:
 	default:
 		if r.err == nil {
-			return nil, fmt.Errorf("unknown command type %d", c.Type)
+			return nil, fmt.Errorf("%w %d (format version %d)", ErrUnknownCommand, c.Type, CommandFormat)
 		}
 	}
 	if err := r.end(); err != nil {
@@ -261,7 +251,7 @@ func decodeCommandBinary(version byte, b []byte) (*Command, error) {
 // encodeAction encodes a stored action.
 func encodeAction(a *Action) []byte {
 	w := binWriter{b: make([]byte, 0, 96+len(a.SealedPayload)+len(a.Consumer))}
-	w.byte1(actionBinaryV1)
+	w.byte1(actionRecordV1)
 	w.str(a.ID)
 	w.str(a.ClientID)
 	w.bytes(a.SealedPayload)
@@ -277,18 +267,10 @@ func encodeAction(a *Action) []byte {
 	return w.b
 }
 
-// decodeAction decodes a stored action (binary, or JSON for values written
-// before the binary encoding).
+// decodeAction decodes a stored action.
 func decodeAction(b []byte) (*Action, error) {
-	if len(b) > 0 && b[0] == '{' {
-		var a Action
-		if err := decodeValue(b, &a); err != nil {
-			return nil, err
-		}
-		return &a, nil
-	}
-	if len(b) == 0 || b[0] != actionBinaryV1 {
-		return nil, errors.New("decode action: unknown encoding")
+	if len(b) == 0 || b[0] != actionRecordV1 {
+		return nil, errors.New("decode action: unknown record encoding")
 	}
 	r := binReader{b: b[1:]}
 	a := &Action{

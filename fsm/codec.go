@@ -1,22 +1,25 @@
 package fsm
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 )
 
-// commandVersionJSON is the first byte of a JSON-encoded log entry.
-const commandVersionJSON byte = 1
-
 // ErrBadCommand wraps every failure to decode a log entry.
 var ErrBadCommand = errors.New("fsm: bad command")
 
-// EncodeCommand encodes a command for the log: a version byte followed by
-// the encoding of that version. It writes version 3 (compact binary, see
-// binary.go); versions 2 (binary without MaxActions) and 1 (JSON) are still
-// decoded.
+// ErrUnknownFormat wraps (with ErrBadCommand) a log entry whose format
+// version this build does not know: written by a newer build.
+var ErrUnknownFormat = errors.New("unknown format version")
+
+// ErrUnknownCommand wraps (with ErrBadCommand) a log entry of a known
+// format version whose command type this build does not know: written by a
+// newer build.
+var ErrUnknownCommand = errors.New("unknown command type")
+
+// EncodeCommand encodes a command for the log: the format version byte
+// (CommandFormat) followed by the compact binary encoding of binary.go.
 func EncodeCommand(c *Command) ([]byte, error) {
 	if c == nil {
 		return nil, errors.New("fsm: encode nil command")
@@ -28,46 +31,23 @@ func EncodeCommand(c *Command) ([]byte, error) {
 	return b, nil
 }
 
-// encodeCommandJSON encodes c as version 1 (JSON).
-func encodeCommandJSON(c *Command) ([]byte, error) {
-	var buf bytes.Buffer
-	buf.WriteByte(commandVersionJSON)
-	if err := json.NewEncoder(&buf).Encode(c); err != nil {
-		return nil, fmt.Errorf("fsm: encode command: %w", err)
-	}
-	return buf.Bytes(), nil
-}
-
-// DecodeCommand decodes a log entry's data. Unknown versions, malformed
-// data and commands whose body does not match their type are errors
-// wrapping ErrBadCommand.
+// DecodeCommand decodes a log entry's data. Every failure wraps
+// ErrBadCommand; an entry of another format version also wraps
+// ErrUnknownFormat, an unknown command type ErrUnknownCommand (both mean a
+// newer build wrote it). Malformed data and commands whose body does not
+// match their type are errors too, never a panic.
 func DecodeCommand(b []byte) (*Command, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: empty entry", ErrBadCommand)
 	}
-	switch b[0] {
-	case commandVersionBinary, commandVersionBinaryV2:
-		c, err := decodeCommandBinary(b[0], b[1:])
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
-		}
-		return c, nil
-	case commandVersionJSON:
-	default:
-		return nil, fmt.Errorf("%w: unknown version %d", ErrBadCommand, b[0])
+	if b[0] != CommandFormat {
+		return nil, fmt.Errorf("%w: %w %d (this build reads %d)", ErrBadCommand, ErrUnknownFormat, b[0], CommandFormat)
 	}
-	var c Command
-	dec := json.NewDecoder(bytes.NewReader(b[1:]))
-	if err := dec.Decode(&c); err != nil {
+	c, err := decodeCommandBinary(b[1:])
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data", ErrBadCommand)
-	}
-	if err := validateCommand(&c); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
-	}
-	return &c, nil
+	return c, nil
 }
 
 // validateCommand checks that the body for the command's type is present.
@@ -103,12 +83,12 @@ func validateCommand(c *Command) error {
 		}
 	case CmdNoop:
 	default:
-		return fmt.Errorf("unknown command type %d", c.Type)
+		return fmt.Errorf("%w %d", ErrUnknownCommand, c.Type)
 	}
 	return nil
 }
 
-// encodeValue encodes a stored value (actions, clients, records).
+// encodeValue encodes a stored JSON value (clients, idempotency records).
 func encodeValue(v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -117,7 +97,7 @@ func encodeValue(v any) ([]byte, error) {
 	return b, nil
 }
 
-// decodeValue decodes a stored value.
+// decodeValue decodes a stored JSON value.
 func decodeValue(b []byte, v any) error {
 	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("decode %T: %w", v, err)

@@ -112,6 +112,12 @@ func compactInto(src *bolt.DB, tmp string) (uint64, error) {
 		return 0, fmt.Errorf("fsm: compact: the copy differs from the original (applied index %d, want %d; state hash %x, want %x); the original is kept",
 			gotApplied, applied, got, want)
 	}
+	// Write the free list as a clean Close does (DESIGN.md, "The free
+	// list"), so the node's next Open reads it instead of walking the file.
+	dst.NoFreelistSync = false
+	if err := dst.Update(func(*bolt.Tx) error { return nil }); err != nil {
+		return 0, fmt.Errorf("fsm: compact: write the free list: %w", err)
+	}
 	if err := dst.Sync(); err != nil {
 		return 0, fmt.Errorf("fsm: compact: sync %s: %w", tmp, err)
 	}

@@ -81,6 +81,9 @@ func TestCompactGivesSpaceBack(t *testing.T) {
 	if _, err := os.Stat(path + compactSuffix); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("temp file left behind: %v", err)
 	}
+	if !syncedFreelist(t, path) {
+		t.Error("the compacted file holds no free list: the next open walks every page")
+	}
 	h := &harness{t: t, f: openFSM(t, path)}
 	h.idx = h.f.AppliedIndex()
 	if h.idx != applied {

@@ -41,9 +41,9 @@ const (
 	// due indexes retention sweeps (retention.go), lag by at most about
 	// that much: the leader proposes an entry now and then when idle.
 	journalMaxAgeMS = 1000
-	// journalRecordV2 is the record format: flags and id per action.
-	// (Version 1 carried the actions' fields; no release wrote it.)
-	journalRecordV2 = 2
+	// journalRecordV1 is the first byte of a journal record (StateFormat
+	// 1): flags and id per action.
+	journalRecordV1 = 1
 	// journalCreated marks an action the entry created.
 	journalCreated = 1
 	// journalTimed marks the first record of a journal, which carries the
@@ -62,6 +62,11 @@ type journaled struct {
 	id, clientID string
 	// created: the action did not exist when the window began.
 	created bool
+	// last is what the counters and the state index read of the action
+	// (derivedFields) as its latest write in the window left it, so that
+	// the fold need not read it back; nil when the account was read from
+	// the bucket (after Open or Restore), and then the fold reads it.
+	last *Action
 }
 
 // journalState is what the writer keeps in memory about the journal
@@ -93,6 +98,7 @@ func (j *journalState) add(t int64, ws []journaled) {
 	for _, w := range ws {
 		if i, ok := j.index[w.id]; ok {
 			j.actions[i].created = j.actions[i].created || w.created
+			j.actions[i].last = w.last
 		} else {
 			j.index[w.id] = len(j.actions)
 			j.actions = append(j.actions, w)
@@ -163,7 +169,7 @@ func forEachJournalEntry(b *bolt.Bucket, fn func(k []byte, t int64, ws []journal
 // (TestJournalFitsOnePage).
 func encodeJournalRecord(first bool, t int64, chs []change) []byte {
 	w := binWriter{b: make([]byte, 0, 12+36*len(chs))}
-	w.byte1(journalRecordV2)
+	w.byte1(journalRecordV1)
 	if first {
 		w.byte1(journalTimed)
 		w.varint(t)
@@ -184,7 +190,7 @@ func encodeJournalRecord(first bool, t int64, chs []change) []byte {
 
 // decodeJournalRecord decodes encodeJournalRecord.
 func decodeJournalRecord(b []byte) (int64, []journaled, error) {
-	if len(b) == 0 || b[0] != journalRecordV2 {
+	if len(b) == 0 || b[0] != journalRecordV1 {
 		return 0, nil, fmt.Errorf("decode journal entry: unknown encoding")
 	}
 	r := binReader{b: b[1:]}
@@ -235,7 +241,7 @@ func (s *store) endEntry(index uint64, now int64) error {
 	}
 	ws := make([]journaled, len(chs))
 	for i, c := range chs {
-		ws[i] = journaled{id: c.next.ID, clientID: c.next.ClientID, created: c.prev == nil}
+		ws[i] = journaled{id: c.next.ID, clientID: c.next.ClientID, created: c.prev == nil, last: c.next}
 	}
 	s.journal.add(now, ws)
 	if s.journal.full() {
@@ -273,14 +279,18 @@ func (s *store) foldJournal() error {
 // from nothing (created in the window) or from its open form to what is
 // stored now.
 func netChange(actions *bolt.Bucket, w journaled) (change, error) {
-	a, err := loadAction(actions, w.id)
-	if err != nil {
-		return change{}, err
+	next := w.last
+	if next == nil {
+		a, err := loadAction(actions, w.id)
+		if err != nil {
+			return change{}, err
+		}
+		if a == nil {
+			return change{}, fmt.Errorf("journal: action %s is not stored", w.id)
+		}
+		next = derivedFields(a)
 	}
-	if a == nil {
-		return change{}, fmt.Errorf("journal: action %s is not stored", w.id)
-	}
-	c := change{next: derivedFields(a)}
+	c := change{next: next}
 	if !w.created {
 		p := *c.next
 		p.ConsumedAt, p.CanceledAt, p.ConsumedReason = 0, 0, ""

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -109,25 +110,68 @@ func (s *store) followSettle(c change) error {
 		if err := s.dueExpiry.Put(dueKey(n.ExpiresAt, n.ID), nil); err != nil {
 			return fatal(fmt.Errorf("put due expiry: %w", err))
 		}
+		s.due.expiry.inserted(n.ExpiresAt)
 		return nil
 	}
 	if (c.prev == nil || groupOf(c.prev) == groupOpen) && !open {
 		if err := s.duePurge.Put(dueKey(terminalAt(n), n.ID), nil); err != nil {
 			return fatal(fmt.Errorf("put due purge: %w", err))
 		}
+		s.due.purge.inserted(terminalAt(n))
 	}
 	return nil
 }
 
-// dueKeys returns up to sweepBudget keys of b whose time is at or before t.
-func dueKeys(b *bolt.Bucket, t int64) [][]byte {
+// dueHint is the earliest time in each due index, as far as the writer
+// knows, so that a sweep with nothing due costs no lookup: most entries
+// find nothing. It only ever skips a lookup that would find no key, so the
+// state is the same with or without it. A lookup learns the first key it
+// left; every insert lowers the time.
+type dueHint struct {
+	expiry, purge dueNext
+}
+
+// dueNext is one index's earliest key time, when known.
+type dueNext struct {
+	known bool
+	t     int64
+}
+
+func newDueHint() *dueHint { return &dueHint{} }
+
+// inserted lowers n for a key at time t.
+func (n *dueNext) inserted(t int64) {
+	if n.known && t < n.t {
+		n.t = t
+	}
+}
+
+// nothingBy reports whether n proves that no key is at or before t.
+func (n *dueNext) nothingBy(t int64) bool { return n.known && t < n.t }
+
+// dueKeys returns up to sweepBudget keys of b whose time is at or before
+// t, and records in n the time of the first key it did not take.
+func dueKeys(b *bolt.Bucket, t int64, n *dueNext) [][]byte {
+	if n.nothingBy(t) {
+		return nil
+	}
 	var keys [][]byte
 	c := b.Cursor()
-	for k, _ := c.First(); k != nil && len(keys) < sweepBudget; k, _ = c.Next() {
+	k, _ := c.First()
+	for ; k != nil && len(keys) < sweepBudget; k, _ = c.Next() {
 		if len(k) < 8 || getTime(k[:8]) > t {
 			break
 		}
 		keys = append(keys, append([]byte(nil), k...))
+	}
+	// The keys taken leave the index; what remains starts at k.
+	switch {
+	case k == nil:
+		*n = dueNext{known: true, t: math.MaxInt64}
+	case len(k) >= 8:
+		*n = dueNext{known: true, t: getTime(k[:8])}
+	default:
+		*n = dueNext{}
 	}
 	return keys
 }
@@ -149,7 +193,7 @@ func (s *store) sweep(now int64) error {
 
 // sweepExpired handles the due_expiry keys at or before now.
 func (s *store) sweepExpired(now int64) error {
-	for _, k := range dueKeys(s.dueExpiry, now) {
+	for _, k := range dueKeys(s.dueExpiry, now, &s.due.expiry) {
 		id := string(k[8:])
 		a, err := loadAction(s.actions, id)
 		if err != nil {
@@ -171,13 +215,14 @@ func (s *store) sweepExpired(now int64) error {
 		if err := s.duePurge.Put(dueKey(a.ExpiresAt, id), nil); err != nil {
 			return fatal(fmt.Errorf("put due purge: %w", err))
 		}
+		s.due.purge.inserted(a.ExpiresAt)
 	}
 	return nil
 }
 
 // sweepPurge deletes the actions whose due_purge time is at or before cut.
 func (s *store) sweepPurge(cut int64) error {
-	for _, k := range dueKeys(s.duePurge, cut) {
+	for _, k := range dueKeys(s.duePurge, cut, &s.due.purge) {
 		id := string(k[8:])
 		if _, pending := s.journal.index[id]; pending {
 			// The derived state must hold the action before it leaves.

@@ -110,6 +110,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	old := f.db
 	f.db = db
 	f.journal = nil // the next batch reads the restored journal
+	f.due = nil
 	f.clientsVersion.Add(1)
 	f.applied.Store(applied)
 	f.lastTime.Store(last)

@@ -175,8 +175,10 @@ type store struct {
 	idem, idemExp                  *bolt.Bucket
 	ixState, countsB, journalB     *bolt.Bucket
 	dueExpiry, duePurge            *bolt.Bucket
-	// retention is the recorded retention in ms (retention.go).
+	// retention is the recorded retention in ms, and due when the sweeps
+	// can next find work (retention.go).
 	retention int64
+	due       *dueHint
 	// counts holds this transaction's counter deltas until flushCounts.
 	counts counts
 	// journal is the FSM's account of the journal bucket, and
@@ -203,13 +205,14 @@ type store struct {
 // that arrive out of order left pages a quarter full with full splits.
 const appendFill = 1.0
 
-func newStore(tx *bolt.Tx, j *journalState) (*store, error) {
+func newStore(tx *bolt.Tx, j *journalState, due *dueHint) (*store, error) {
 	retention, err := readRetention(tx.Bucket(bucketMeta))
 	if err != nil {
 		return nil, err
 	}
 	s := &store{
 		retention: retention,
+		due:       due,
 		dueExpiry: tx.Bucket(bucketDueExpiry),
 		duePurge:  tx.Bucket(bucketDuePurge),
 		journalB:  tx.Bucket(bucketJournal),

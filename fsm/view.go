@@ -54,20 +54,29 @@ func (v *View) KeyCheck() []byte {
 	return bytes.Clone(v.tx.Bucket(bucketMeta).Get(keyKeyCheck))
 }
 
-// SampleActions returns up to n stored actions of any client, in id order:
-// enough to check that a cluster key opens the payloads already stored.
+// SampleActions returns up to n stored actions of any client that still
+// hold a payload (terminal ones lost theirs), in id order: enough to check
+// that a cluster key opens the payloads already stored. It examines at
+// most sampleActionsBudget actions.
 func (v *View) SampleActions(n int) ([]*Action, error) {
 	var out []*Action
 	c := v.tx.Bucket(bucketActions).Cursor()
-	for k, val := c.First(); k != nil && len(out) < n; k, val = c.Next() {
+	seen := 0
+	for k, val := c.First(); k != nil && len(out) < n && seen < sampleActionsBudget; k, val = c.Next() {
+		seen++
 		a, err := decodeAction(val)
 		if err != nil {
 			return nil, fmt.Errorf("fsm: sample actions: action %s: %w", k, err)
 		}
-		out = append(out, a)
+		if len(a.SealedPayload) > 0 {
+			out = append(out, a)
+		}
 	}
 	return out, nil
 }
+
+// sampleActionsBudget bounds the actions SampleActions examines.
+const sampleActionsBudget = 10000
 
 // Clients lists all clients (revoked ones included), ordered by id.
 func (v *View) Clients() ([]*Client, error) {

@@ -12,8 +12,12 @@ import (
 // ReadOnLeader). The follower has already authenticated the client; the
 // query names the client and what to read, never a client's request.
 
-// queryVerify is the kind of a verify query.
-const queryVerify = "verify"
+// Query kinds: a verify, and the answer to a consume of a settled action
+// (answerSettledOnLeader; an open or unknown action answers status 0).
+const (
+	queryVerify         = "verify"
+	querySettledConsume = "settledConsume"
+)
 
 // leaderQuery is a read the leader runs for a follower.
 type leaderQuery struct {
@@ -22,10 +26,12 @@ type leaderQuery struct {
 	ActionID string `json:"actionId"`
 }
 
-// leaderAnswer is the rendered answer: status and JSON body.
+// leaderAnswer is the rendered answer: status and JSON body (and, for a
+// settled consume, its error code, for the follower's metrics).
 type leaderAnswer struct {
 	Status int             `json:"status"`
 	Body   json.RawMessage `json:"body"`
+	Code   string          `json:"code,omitempty"`
 }
 
 // LeaderRead runs a follower's read query on this node (the leader, after
@@ -37,7 +43,7 @@ func (s *Server) LeaderRead(ctx context.Context, query []byte) ([]byte, error) {
 	if err := dec.Decode(&q); err != nil {
 		return nil, fmt.Errorf("httpapi: leader read: bad query: %w", err)
 	}
-	if q.Kind != queryVerify || q.ClientID == "" || q.ActionID == "" {
+	if q.Kind != queryVerify && q.Kind != querySettledConsume || q.ClientID == "" || q.ActionID == "" {
 		return nil, fmt.Errorf("httpapi: leader read: unknown query %q", q.Kind)
 	}
 	rec := &bufferWriter{header: http.Header{}}
@@ -47,10 +53,17 @@ func (s *Server) LeaderRead(ctx context.Context, query []byte) ([]byte, error) {
 	}
 	// The follower checked the credentials; the client may have been
 	// revoked since, which the leader's state (after its barrier) shows.
-	if s.stillAllowed(rec, r, q.ClientID) {
+	var code string
+	switch ok := s.stillAllowed(rec, r, q.ClientID); {
+	case ok && q.Kind == queryVerify:
 		s.verifyHere(rec, r, q.ClientID, q.ActionID)
+	case ok:
+		if ans, settled := s.settledAnswerHere(q.ClientID, q.ActionID); settled {
+			writeJSONBytes(rec, ans.status, ans.body)
+			code = ans.code
+		}
 	}
-	out, err := json.Marshal(leaderAnswer{Status: rec.status, Body: bytes.TrimSpace(rec.body.Bytes())})
+	out, err := json.Marshal(leaderAnswer{Status: rec.status, Body: bytes.TrimSpace(rec.body.Bytes()), Code: code})
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: leader read: encode answer: %w", err)
 	}

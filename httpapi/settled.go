@@ -2,12 +2,15 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"sync"
 	"sync/atomic"
 
 	"github.com/gorilla/mux"
 
+	"github.com/exactonce/exactonce/cluster"
 	"github.com/exactonce/exactonce/fsm"
 )
 
@@ -30,9 +33,15 @@ func (s *Server) consumeWrite() http.Handler {
 // to answer it from local state. It returns answered when it wrote the
 // answer (503 when ctx ended while waiting: nothing was proposed);
 // otherwise the caller goes on, calling leave (when not nil) once done,
-// since r then holds the action's slot. With barrier, a read barrier comes
-// first, so that a follower's state includes the awaited consume when it
-// committed; a failed barrier lets the caller go on.
+// since r then holds the action's slot. With barrier (a follower), a read
+// barrier comes first, so that the state read includes the awaited
+// consume when it committed; a failed barrier lets the caller go on.
+//
+// A follower hears of the awaited consume's commit only with the leader's
+// next message, up to Raft's commit timeout (50 ms) later when no other
+// write follows, while the leader applied it before it answered: so when
+// this node's state lags the read index, the leader answers from its own
+// state (querySettledConsume), as a lagging verify is answered.
 func (s *Server) waitBehindConsume(q *inflightConsumes, w http.ResponseWriter, r *http.Request, body []byte, actionID string, barrier bool) (leave func(), answered bool) {
 	leave, err := q.enter(r.Context(), actionID)
 	switch {
@@ -41,10 +50,82 @@ func (s *Server) waitBehindConsume(q *inflightConsumes, w http.ResponseWriter, r
 		return nil, true
 	case leave != nil:
 		return leave, false
-	case barrier && s.b.ReadBarrier(r.Context()) != nil:
-		return nil, false
+	case barrier:
+		err := s.b.ReadBarrierWithin(r.Context(), followerReadLag)
+		if errors.Is(err, cluster.ErrLagging) {
+			if s.answerSettledOnLeader(w, r, body, actionID) {
+				return nil, true
+			}
+			err = s.b.ReadBarrier(r.Context())
+		}
+		if err != nil {
+			return nil, false
+		}
 	}
 	return nil, s.answerSettledConsume(w, r, body)
+}
+
+// answerSettledOnLeader asks the leader for the answer to a consume of a
+// settled action (querySettledConsume) and writes it; false (nothing
+// written) when the action is not settled there, the request must take
+// the normal path, or the leader cannot answer.
+func (s *Server) answerSettledOnLeader(w http.ResponseWriter, r *http.Request, body []byte, actionID string) bool {
+	clientID := clientOf(r)
+	if !s.settledShortcutApplies(r, body, clientID, actionID) {
+		return false
+	}
+	q, err := json.Marshal(leaderQuery{Kind: querySettledConsume, ClientID: clientID, ActionID: actionID})
+	if err != nil {
+		return false
+	}
+	b, err := s.b.ReadOnLeader(r.Context(), q)
+	if err != nil {
+		LoggerFrom(r.Context()).Info("settled consume on the leader failed; waiting for this node's state", "error", err)
+		return false
+	}
+	var ans leaderAnswer
+	if err := json.Unmarshal(b, &ans); err != nil || ans.Status == 0 {
+		return false // not settled on the leader: the normal path decides
+	}
+	s.metrics.consumes.WithLabelValues(ans.Code).Inc()
+	s.metrics.settled.Inc()
+	writeJSONBytes(w, ans.Status, ans.Body)
+	return true
+}
+
+// settledShortcutApplies reports whether a consume may be answered from
+// a settled action's state at all (see answerSettledConsume).
+func (s *Server) settledShortcutApplies(r *http.Request, body []byte, clientID, actionID string) bool {
+	if len(r.Header.Values("Idempotency-Key")) != 0 || clientID == "" || clientID == fsm.DemoClientID {
+		return false
+	}
+	c, _, _ := s.parseConsume(actionID, body)
+	return c != nil
+}
+
+// settledAnswerHere renders, from this node's state, the answer to a
+// consume by clientID of the settled action actionID; ok is false when
+// the action is unknown here or still open.
+func (s *Server) settledAnswerHere(clientID, actionID string) (settledAnswer, bool) {
+	var a *fsm.Action
+	err := s.b.FSM().View(func(v *fsm.View) error {
+		var err error
+		a, err = v.Action(clientID, actionID)
+		return err
+	})
+	if err != nil || a == nil {
+		return settledAnswer{}, false
+	}
+	res := &fsm.Result{Action: a, Code: settledCode(a)}
+	if res.Code == fsm.CodeOK {
+		return settledAnswer{}, false
+	}
+	status, out := resultError(res)
+	b, err := encodeJSON(out)
+	if err != nil {
+		return settledAnswer{}, false // the normal path answers
+	}
+	return settledAnswer{clientID: clientID, code: string(res.Code), status: status, body: b}, true
 }
 
 // answerSettledConsume answers a consume from local state when the outcome
@@ -69,44 +150,23 @@ func (s *Server) waitBehindConsume(q *inflightConsumes, w http.ResponseWriter, r
 // started, takes the normal path, which gives the same answer.
 func (s *Server) answerSettledConsume(w http.ResponseWriter, r *http.Request, body []byte) bool {
 	actionID := mux.Vars(r)["id"]
-	if !s.b.FSM().RecentlySettled(actionID) || len(r.Header.Values("Idempotency-Key")) != 0 {
-		return false
-	}
-	if c, _, _ := s.parseConsume(actionID, body); c == nil {
+	if !s.b.FSM().RecentlySettled(actionID) {
 		return false
 	}
 	clientID := clientOf(r)
-	if clientID == "" || clientID == fsm.DemoClientID {
+	if !s.settledShortcutApplies(r, body, clientID, actionID) {
 		return false
 	}
-	if ans, ok := s.settledAnswers.get(actionID); ok && ans.clientID == clientID {
-		s.metrics.consumes.WithLabelValues(ans.code).Inc()
-		s.metrics.settled.Inc()
-		writeJSONBytes(w, ans.status, ans.body)
-		return true
+	ans, ok := s.settledAnswers.get(actionID)
+	if !ok || ans.clientID != clientID {
+		if ans, ok = s.settledAnswerHere(clientID, actionID); !ok {
+			return false
+		}
+		s.settledAnswers.put(actionID, ans)
 	}
-	var a *fsm.Action
-	err := s.b.FSM().View(func(v *fsm.View) error {
-		var err error
-		a, err = v.Action(clientID, actionID)
-		return err
-	})
-	if err != nil || a == nil {
-		return false
-	}
-	res := &fsm.Result{Action: a, Code: settledCode(a)}
-	if res.Code == fsm.CodeOK {
-		return false
-	}
-	status, out := resultError(res)
-	b, err := encodeJSON(out)
-	if err != nil {
-		return false // the normal path answers
-	}
-	s.settledAnswers.put(actionID, settledAnswer{clientID: clientID, code: string(res.Code), status: status, body: b})
-	s.metrics.consumes.WithLabelValues(string(res.Code)).Inc()
+	s.metrics.consumes.WithLabelValues(ans.code).Inc()
 	s.metrics.settled.Inc()
-	writeJSONBytes(w, status, b)
+	writeJSONBytes(w, ans.status, ans.body)
 	return true
 }
 
@@ -129,8 +189,10 @@ const settledAnswersMax = 4096
 // settledAnswers keeps the rendered answers given to consumes of settled
 // actions, so that a crowd consuming one action costs one lookup and one
 // rendering per node, not one each. An answer never goes stale: a settled
-// action is terminal, actions are never deleted, and the answer's fields
-// (consumedAt, consumedReason, canceledAt) never change once set. Each
+// action is terminal, and the answer's fields (consumedAt, consumedReason,
+// canceledAt) never change once set; it is only given while the action's
+// id is in fsm.FSM.RecentlySettled, which retention empties of an action
+// before deleting it. Each
 // request is still authenticated, and a cached answer is only given to the
 // action's own client.
 type settledAnswers struct {

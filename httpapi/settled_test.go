@@ -3,8 +3,10 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -211,5 +213,55 @@ func TestFollowerCrowdForwardedWhenFirstDidNotSettle(t *testing.T) {
 	}
 	if got := e.b.applies.Load() - applies; got < 2 {
 		t.Fatalf("the waiting consumes were not sent: %d commands", got)
+	}
+}
+
+// TestLaggingFollowerCrowdAnsweredByTheLeader: a follower hears of the
+// forwarded consume's commit only with the leader's next message (up to
+// Raft's commit timeout later when nothing else is written), so when its
+// state lags, the consumes waiting behind it are answered by the leader
+// from its own state (which applied the winner before answering it): 409
+// already_used each, with no command sent and no wait for this node.
+func TestLaggingFollowerCrowdAnsweredByTheLeader(t *testing.T) {
+	e := newEnv(t, nil)
+	id := e.create(`{"payload":{"n":1}}`)
+	applies := e.b.applies.Load()
+	var asked atomic.Int64
+	fn := func(ctx context.Context, q []byte) ([]byte, error) {
+		asked.Add(1)
+		return e.s.LeaderRead(ctx, q)
+	}
+	e.b.leaderRead.Store(&fn)
+	e.b.lagging.Store(true)
+	// This node's own barrier would fail: only the leader can answer.
+	e.b.barrierErr.Store(errBox{fmt.Errorf("test: %w", cluster.ErrUnavailable)})
+	const n = 12
+	first, rest := followerCrowd(t, e, id, "", "", n)
+	expect(t, first, 200, "")
+	for _, r := range rest {
+		expect(t, r, 409, "already_used")
+	}
+	if got := e.b.applies.Load() - applies; got != 1 {
+		t.Fatalf("%d commands sent to the leader; want only the first", got)
+	}
+	if asked.Load() != n {
+		t.Fatalf("the leader was asked %d times, want %d", asked.Load(), n)
+	}
+}
+
+// TestLeaderReadOfAnOpenActionFallsThrough: the leader answers a settled
+// consume query for an action it holds open with status 0, so the
+// follower's consume takes the normal path.
+func TestLeaderReadOfAnOpenActionFallsThrough(t *testing.T) {
+	e := newEnv(t, nil)
+	id := e.create(`{"payload":{"n":1}}`)
+	q, _ := json.Marshal(leaderQuery{Kind: querySettledConsume, ClientID: e.clientID, ActionID: id})
+	b, err := e.s.LeaderRead(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ans leaderAnswer
+	if err := json.Unmarshal(b, &ans); err != nil || ans.Status != 0 {
+		t.Fatalf("answer %s (%v), want status 0", b, err)
 	}
 }

@@ -1,9 +1,11 @@
-// Command exactonce-bench benchmarks ExactOnce against etcd on one machine.
+// Command exactonce-bench benchmarks ExactOnce against PostgreSQL with a
+// synchronous standby and against etcd on one machine.
 //
-// It builds bin/exactonced, starts a three-node ExactOnce cluster and then a
-// three-member etcd cluster on loopback (fresh temporary data directories,
-// one at a time so each has the machine to itself), runs the workloads at
-// each concurrency, and prints a table, target verdicts and JSON lines.
+// It builds bin/exactonced, starts a three-node ExactOnce cluster, a
+// three-member etcd cluster, a PostgreSQL primary with a synchronous
+// streaming standby and a single PostgreSQL node on loopback (fresh
+// temporary data directories), runs the workloads at each concurrency on
+// one system at a time, and prints tables, target verdicts and JSON lines.
 // Everything it starts is stopped and removed on exit (also on Ctrl-C).
 //
 //	go run ./cmd/exactonce-bench                 # the default sweep, ~5 minutes
@@ -25,6 +27,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +47,9 @@ type options struct {
 	timeout  time.Duration
 	verbose  bool
 	noEtcd   bool
+	noPG     bool
+	pgWl     string
+	pgOneWl  string
 	million  bool
 	conc     string
 	wl       string
@@ -69,8 +75,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Duration, "d", 4*time.Second, "measured duration of each closed-loop run")
 	fs.DurationVar(&cfg.Warmup, "warmup", 500*time.Millisecond, "unmeasured warm-up before each run")
 	fs.DurationVar(&cfg.OpTimeout, "op-timeout", 10*time.Second, "timeout of one operation")
-	fs.StringVar(&o.wl, "workloads", "create,consume,verify,mix,csv,hot", "ExactOnce workloads")
-	fs.StringVar(&o.etcdWl, "etcd-workloads", "create,consume,verify,mix,hot", "etcd workloads (csv has no etcd equivalent)")
+	fs.StringVar(&o.wl, "workloads", "create,consume,verify,mix,contend,csv,hot", "ExactOnce workloads")
+	fs.StringVar(&o.etcdWl, "etcd-workloads", "create,consume,verify,mix,contend,hot", "etcd workloads (csv has no etcd equivalent)")
+	fs.BoolVar(&o.noPG, "no-postgres", false, "skip the PostgreSQL comparison")
+	fs.StringVar(&cfg.PGBinDir, "pg-bin-dir", "", "directory of PostgreSQL's postgres, initdb and pg_basebackup, 15 or newer (default: found from initdb on PATH or /usr/lib/postgresql/*/bin)")
+	fs.StringVar(&o.pgWl, "pg-workloads", "create,consume,verify,mix,contend,hot", "workloads of PostgreSQL with a synchronous standby (csv has no equivalent)")
+	fs.StringVar(&o.pgOneWl, "pg-single-workloads", "create,consume,contend", "workloads of single-node PostgreSQL (empty: no single node)")
+	fs.IntVar(&cfg.PGPort, "pg-port", 24321, "PostgreSQL primary's port (standby +1, single node +2)")
+	fs.IntVar(&cfg.PGConns, "pg-conns", 64, "pooled connections to a PostgreSQL primary (pgx); more clients wait for one")
+	fs.StringVar(&cfg.PGOSUser, "pg-os-user", "postgres", "OS user PostgreSQL runs as when the harness runs as root")
+	fs.IntVar(&cfg.ContendRacers, "contend-racers", 64, "clients racing for each round's fresh action in the contend workload (0: no contend runs)")
 	fs.IntVar(&cfg.HotRacers, "hot-racers", 10000, "concurrent consumers of the one hot action")
 	fs.IntVar(&cfg.HotConns, "hot-conns", 1500, "connections the hot racers share, over all nodes (ExactOnce)")
 	fs.BoolVar(&cfg.RawClient, "raw-client", true, "send ExactOnce's create/consume/verify requests with the lean raw HTTP/1.1 keep-alive client; false: net/http")
@@ -196,7 +210,17 @@ func complete(cfg *bench.Config, o *options) error {
 	}
 	cfg.Workloads = splitList(o.wl)
 	cfg.EtcdWorkloads = splitList(o.etcdWl)
-	for _, w := range append(append([]string{}, cfg.Workloads...), cfg.EtcdWorkloads...) {
+	cfg.PGWorkloads = splitList(o.pgWl)
+	cfg.PGSingleWorkloads = splitList(o.pgOneWl)
+	if cfg.ContendRacers < 0 {
+		return fmt.Errorf("bad -contend-racers %d", cfg.ContendRacers)
+	}
+	for _, w := range append(cfg.PGWorkloads, cfg.PGSingleWorkloads...) {
+		if w == bench.WCSV {
+			return errors.New("csv has no PostgreSQL equivalent (-pg-workloads, -pg-single-workloads)")
+		}
+	}
+	for _, w := range slices.Concat(cfg.Workloads, cfg.EtcdWorkloads, cfg.PGWorkloads, cfg.PGSingleWorkloads) {
 		if !contains(bench.WorkloadOrder, w) {
 			return fmt.Errorf("unknown workload %q (have %v)", w, bench.WorkloadOrder)
 		}
@@ -216,6 +240,15 @@ func complete(cfg *bench.Config, o *options) error {
 			return fmt.Errorf("etcd not found in PATH (apt-get install etcd-server, or -no-etcd): %w", err)
 		}
 		cfg.EtcdBin = p
+	}
+	if o.noPG {
+		cfg.PGBinDir = ""
+	} else if cfg.PGBinDir == "" {
+		d, err := bench.FindPGBinDir()
+		if err != nil {
+			return err
+		}
+		cfg.PGBinDir = d
 	}
 	if o.pprof {
 		cfg.ProfileDir = o.outDir
@@ -278,6 +311,11 @@ func write(stdout io.Writer, outDir string, rep *bench.Report) error {
 	}
 	var table strings.Builder
 	fmt.Fprintf(&table, "seed %d\n\n", rep.Seed)
+	table.WriteString("side by side (contend: ops = rounds, latency = racers'):\n")
+	if err := bench.WriteSideBySide(&table, rep.Rows); err != nil {
+		return err
+	}
+	table.WriteString("\nevery run:\n")
 	if err := bench.WriteTable(&table, rep.Rows); err != nil {
 		return err
 	}
@@ -332,6 +370,12 @@ func write(stdout io.Writer, outDir string, rep *bench.Report) error {
 	}
 	for _, r := range rep.Restart {
 		fmt.Fprintf(&table, "restart: %s ready after %.2f s with %d actions stored %s\n", r.Node, r.Seconds, r.Actions, r.Err)
+	}
+	if len(rep.BigClient) > 0 {
+		fmt.Fprintf(&table, "\nreads of the one client holding %d actions (linearizable, one at a time):\n", rep.BigClient[0].Actions)
+		for _, r := range rep.BigClient {
+			fmt.Fprintf(&table, "  %-58s p50 %7.2f ms  max %7.2f ms  %d reads  %d errors\n", r.Query, r.P50Ms, r.MaxMs, r.Reads, r.Errors)
+		}
 	}
 	for _, p := range rep.Profiles {
 		fmt.Fprintf(&table, "profile: %s (tops in the .txt files beside it)\n", p)

@@ -56,6 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	duration := fs.Duration("duration", 4*time.Minute, "total workload time, split evenly over the scenarios")
 	tags := fs.String("tags", "chaostest", "build tags for exactonced (add chaosbug for the self-test)")
 	binPath := fs.String("binary", "", "use this exactonced binary instead of building one")
+	upgradeTo := fs.String("upgrade-to", "", "scenario upgrade: the exactonced binary that replaces -binary's, one node at a time (make upgrade-test)")
 	outDir := fs.String("out", "chaos-out", "results directory (<out>/<seed>/<scenario>/)")
 	workDir := fs.String("workdir", filepath.Join(os.TempDir(), "exactonce-chaos"), "node data directory (wiped per scenario)")
 	backend := fs.String("backend", "process", "process|containers: nodes as local processes (placed by -net) or as containers under docker-compose")
@@ -149,19 +150,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "note: containers (compose project %s, networks %s.10.0/24 and %s.20.0/24): a partition disconnects a whole node, one-way cuts are skipped\n", *project, *dockerSubnet, *dockerSubnet)
 	}
 
-	// Small snapshot settings (test-only server hooks) make nodes
-	// snapshot often, so restarts restore snapshots and a node kept away
-	// catches up by snapshot. -node-env values come later and win.
-	// Scenarios without snapshot faults keep a long log instead (see
-	// chaos.Options.DefaultNodeEnv).
-	defaults := []string{
-		"EXACTONCE_TEST_SNAPSHOT_THRESHOLD=256",
-		"EXACTONCE_TEST_TRAILING_LOGS=128",
-		"EXACTONCE_TEST_SNAPSHOT_INTERVAL=2s",
-	}
+	// Small snapshot settings (test-only server hooks); -node-env values
+	// come later and win.
+	defaults := chaos.FrequentSnapshotEnv()
 	o := chaos.Options{
 		Seed: *seed, Scenarios: names, Duration: *duration / time.Duration(len(names)),
-		Binary: bin, WorkDir: *workDir, OutDir: *outDir, Net: network, DefaultNodeEnv: defaults, NodeEnv: nodeEnv,
+		Binary: bin, UpgradeBinary: *upgradeTo, WorkDir: *workDir, OutDir: *outDir, Net: network, DefaultNodeEnv: defaults, NodeEnv: nodeEnv,
 		Workload: chaos.WorkloadConfig{WorkersPerNode: *workers, Racers: *racers, RequestTimeout: *reqTimeout,
 			Attempts: *attempts, Think: *think, Seed: *seed},
 		CheckTimeout: *checkTimeout, Log: log, Out: stdout,

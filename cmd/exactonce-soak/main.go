@@ -140,7 +140,7 @@ func soak(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	cl, err := bench.StartEOCluster(ctx, bench.EOClusterConfig{
 		Bin: o.bin, TempBase: o.tempBase, Nodes: o.nodes,
 		HTTPPort: o.basePort, RaftPort: o.basePort + 100, GossipPort: o.basePort + 200,
-		Env: []string{"EXACTONCE_RETENTION=" + o.retention, "EXACTONCE_LOG_LEVEL=warn"},
+		Args: []string{"--retention", o.retention, "--log-level", "warn"},
 		Log: log,
 	})
 	if cl != nil {

@@ -108,7 +108,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root.SetVersionTemplate("exactonce {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
 	root.AddCommand(a.createCmd(), a.consumeCmd(), a.getCmd(), a.listCmd(), a.cancelCmd(),
-		a.statsCmd(), a.clientsCmd(), a.clusterCmd(), a.demoCmd(), a.keygenCmd(), a.versionCmd())
+		a.statsCmd(), a.clientsCmd(), a.clusterCmd(), a.demoCmd(), a.keygenCmd(), a.versionCmd(), a.snapshotCmd())
 	return root
 }
 

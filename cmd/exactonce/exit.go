@@ -28,6 +28,10 @@ const (
 	// exitPartial: a CSV batch was answered but some rows failed; the
 	// others were created. The result on stdout says which.
 	exitPartial = 5
+	// exitDamagedFile: snapshot inspect (or save) found the snapshot file
+	// damaged (truncated, a checksum mismatch, not a snapshot) or of a
+	// format version this build cannot read (snapshot.go).
+	exitDamagedFile = 6
 )
 
 // exitCodesHelp is the exit status table of `exactonce --help`.
@@ -39,7 +43,9 @@ const exitCodesHelp = `Exit status:
      (unavailable, overloaded, outcome_unknown); a write may or may not have
      happened, so repeat it with the same --idempotency-key
   4  the server answered with an error (4xx, 500); the code is on stderr
-  5  a CSV batch was created in part: some rows failed (see "results")`
+  5  a CSV batch was created in part: some rows failed (see "results")
+  6  snapshot inspect or save: the snapshot file is damaged (truncated,
+     checksum mismatch) or of an unknown format version`
 
 // exitError carries the exit status of a failed command.
 type exitError struct {

@@ -24,7 +24,7 @@ import (
 )
 
 // freePort returns a loopback address free for TCP and UDP (testport.Free).
-func freePort(t *testing.T) string { return testport.Free(t) }
+func freePort(t testing.TB) string { return testport.Free(t) }
 
 // buildServer compiles exactonced once per test binary run.
 var buildOnce struct {
@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func buildServer(t *testing.T) string {
+func buildServer(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "exactonced-test-bin")
@@ -88,13 +88,13 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func start(t *testing.T, bin string, args ...string) *proc {
+func start(t testing.TB, bin string, args ...string) *proc {
 	t.Helper()
 	return startEnv(t, bin, nil, args...)
 }
 
 // startEnv is start with extra environment variables.
-func startEnv(t *testing.T, bin string, env []string, args ...string) *proc {
+func startEnv(t testing.TB, bin string, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(append(os.Environ(), "EXACTONCE_LOG_LEVEL=warn"), env...)

@@ -108,6 +108,16 @@ func (s *server) run(ctx context.Context) error {
 		return err
 	}
 	s.keys = keys
+	var seed *cluster.Seed
+	if cfg.Restore != "" {
+		// Before the state file and Raft are created: a refused restore
+		// leaves the data dir as it found it.
+		var closeSeed func()
+		if seed, closeSeed, err = prepareRestore(cfg, keys, log); err != nil {
+			return err
+		}
+		defer closeSeed()
+	}
 	gossipKey := cfg.GossipKey
 	if gossipKey == nil {
 		// Gossip is encrypted by default with a key derived from the cluster
@@ -192,6 +202,7 @@ func (s *server) run(ctx context.Context) error {
 		Vet:             payloadVetter(state, keys),
 		Registerer:      reg,
 		FSM:             state,
+		Seed:            seed,
 		Now:             cfg.Now,
 		Logger:          baseLog,
 		// The flags, or the chaos harness's test-only variables.
@@ -668,7 +679,8 @@ func loadPool(pool *x509.CertPool, file string) (*x509.CertPool, error) {
 // the test clock.
 func apiRoutes(cfg *config.Config, node *cluster.Node, adminTokenHash []byte, log *slog.Logger) func(r *mux.Router) {
 	return withRoutes(testRoutes(cfg, adminTokenHash, log.With("component", "test-clock")),
-		clusterRoutes(node, adminTokenHash, log.With("component", "cluster-admin")))
+		clusterRoutes(node, adminTokenHash, log.With("component", "cluster-admin")),
+		backupRoutes(node, adminTokenHash, time.Now, log.With("component", "backup")))
 }
 
 // withRoutes mounts every non-nil route set in order (earlier routes win in

@@ -15,7 +15,8 @@ import (
 //
 // It reads the action from the leader's local state. An action that does
 // not exist there (or not yet: its create is committed but not applied), is
-// consumed or canceled, or belongs to another client passes: the FSM
+// consumed or canceled, expired with its payload erased, or belongs to
+// another client passes: the FSM
 // decides the consume from the log, and for a settled or absent action it
 // cannot win. Commands other than a consume always pass. The cost is one
 // read transaction and one AES-GCM open per consume on the leader.
@@ -32,7 +33,9 @@ func payloadVetter(state *fsm.FSM, keys *secure.Keys) func(*fsm.Command) error {
 		}); err != nil {
 			return fmt.Errorf("vet consume of %s: %w", cmd.Consume.ActionID, err)
 		}
-		if a == nil || a.ConsumedAt != 0 || a.CanceledAt != 0 {
+		// An open action without a payload expired and had it erased
+		// (retention): the FSM answers 410, nothing to hand over.
+		if a == nil || a.ConsumedAt != 0 || a.CanceledAt != 0 || len(a.SealedPayload) == 0 {
 			return nil
 		}
 		if _, err := keys.OpenPayload(a.ID, a.SealedPayload); err != nil {

@@ -43,11 +43,22 @@ func TestPayloadVetter(t *testing.T) {
 	consume := func(client, id string) *fsm.Command {
 		return &fsm.Command{Type: fsm.CmdConsume, Time: now + 1, ClientID: client, Consume: &fsm.Consume{ActionID: id}}
 	}
+	expiring := create("act_expired")
+	expiring.Create.Rows[0].ExpiresAt = now + 10
 	applyAll(t, f,
-		create("act_open"), create("act_consumed"), create("act_canceled"),
+		create("act_open"), create("act_consumed"), create("act_canceled"), expiring,
 		consume(fsm.DemoClientID, "act_consumed"),
 		&fsm.Command{Type: fsm.CmdCancel, Time: now + 1, ClientID: fsm.DemoClientID, Cancel: &fsm.Cancel{ActionID: "act_canceled"}},
+		// Past the expiry and the journal's age: the sweep erases the
+		// expired payload.
+		&fsm.Command{Type: fsm.CmdNoop, Time: now + 5000},
+		&fsm.Command{Type: fsm.CmdNoop, Time: now + 5001},
 	)
+	var erased *fsm.Action
+	_ = f.View(func(v *fsm.View) error { erased, _ = v.Action(fsm.DemoClientID, "act_expired"); return nil })
+	if erased == nil || len(erased.SealedPayload) != 0 {
+		t.Fatalf("the expired action kept its payload: %+v", erased)
+	}
 
 	tests := []struct {
 		name    string
@@ -61,6 +72,7 @@ func TestPayloadVetter(t *testing.T) {
 		{"another client's action", wrong, consume("cl_other", "act_open"), false},
 		{"consumed action", wrong, consume(fsm.DemoClientID, "act_consumed"), false},
 		{"canceled action", wrong, consume(fsm.DemoClientID, "act_canceled"), false},
+		{"expired action, payload erased", right, consume(fsm.DemoClientID, "act_expired"), false},
 		{"not a consume", wrong, &fsm.Command{Type: fsm.CmdCancel, ClientID: fsm.DemoClientID, Cancel: &fsm.Cancel{ActionID: "act_open"}}, false},
 		{"create", wrong, create("act_new"), false},
 		{"noop", wrong, &fsm.Command{Type: fsm.CmdNoop}, false},

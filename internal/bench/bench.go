@@ -23,10 +23,27 @@ const (
 	WMix     = "mix"
 	WCSV     = "csv"
 	WHot     = "hot"
+	// WContend is rounds of one fresh action raced by ContendRacers
+	// clients spread over every node (Contend).
+	WContend = "contend"
 )
 
 // WorkloadOrder is the order workloads run and are reported in.
-var WorkloadOrder = []string{WCreate, WConsume, WVerify, WMix, WCSV, WHot}
+var WorkloadOrder = []string{WCreate, WConsume, WVerify, WMix, WContend, WCSV, WHot}
+
+// System names in reports, in the order tables list them.
+const (
+	SysExactOnce = "exactonce"
+	// SysPostgres is PostgreSQL with a synchronous streaming standby.
+	SysPostgres = "postgres"
+	// SysPostgres1 is PostgreSQL on one node (commits wait for the local
+	// flush only).
+	SysPostgres1 = "postgres-1"
+	SysEtcd      = "etcd"
+)
+
+// SystemOrder is the order of the systems in tables.
+var SystemOrder = []string{SysExactOnce, SysPostgres, SysPostgres1, SysEtcd}
 
 // Config is everything one benchmark session needs.
 type Config struct {
@@ -48,9 +65,26 @@ type Config struct {
 	Duration    time.Duration
 	Warmup      time.Duration
 	OpTimeout   time.Duration
-	// Workloads to run against ExactOnce and against etcd.
-	Workloads     []string
-	EtcdWorkloads []string
+	// Workloads to run against ExactOnce, etcd, PostgreSQL with its
+	// standby and PostgreSQL on one node.
+	Workloads         []string
+	EtcdWorkloads     []string
+	PGWorkloads       []string
+	PGSingleWorkloads []string
+
+	// PGBinDir holds PostgreSQL's server binaries ("" skips PostgreSQL);
+	// PGPort is the primary's port (the standby's is PGPort+1, the
+	// single node's PGPort+2); PGConns the pooled connections the load
+	// generator opens to a primary; PGOSUser the OS user the servers run
+	// as when the harness is root.
+	PGBinDir string
+	PGPort   int
+	PGConns  int
+	PGOSUser string
+
+	// ContendRacers is the number of clients racing for each round's
+	// action in the contend workload.
+	ContendRacers int
 
 	// HotRacers is the number of concurrent consumers of the hot action.
 	HotRacers int
@@ -125,6 +159,9 @@ type Report struct {
 	Rounds []Row `json:"rounds,omitempty"`
 	// Idle is every node's CPU while no requests ran (Config.IdleWindow).
 	Idle []NodeIdle `json:"idle,omitempty"`
+	// BigClient times stats and list pages of the client holding every
+	// stored action, at the largest size the session reached.
+	BigClient []BigClientRead `json:"bigClient,omitempty"`
 }
 
 // NodeIdle is a node's CPU over the idle window, in percent of one core.
@@ -179,6 +216,9 @@ type session struct {
 	runIdx uint64
 	rep    *Report
 	rates  map[string]float64 // "system/workload/conc" -> ops/s
+	// failures are correctness failures seen during runs (a contend round
+	// without exactly one winner): they fail the session.
+	failures []error
 }
 
 func (s *session) seed() uint64 {
@@ -204,6 +244,7 @@ type side struct {
 	eo        *EOCluster
 	eoT       *ExactOnce
 	etcd      *EtcdCluster
+	pg        *PGCluster
 }
 
 // cpu returns a function summing the CPU time of the side's processes (nil
@@ -222,6 +263,8 @@ func (sd *side) procs() []*Proc {
 		return sd.eo.Procs()
 	case sd.etcd != nil:
 		return sd.etcd.Members
+	case sd.pg != nil:
+		return sd.pg.Procs()
 	}
 	return nil
 }
@@ -234,8 +277,24 @@ func (sd *side) leader(ctx context.Context) int {
 		return sd.eo.Leader(ctx)
 	case sd.etcd != nil:
 		return sd.etcd.Leader(ctx)
+	case sd.pg != nil:
+		return 0 // the primary
 	}
 	return -1
+}
+
+// leaderName names sd's current leader as its target's nodeMapper does
+// ("" when unknown).
+func (s *session) leaderName(ctx context.Context, sd *side) string {
+	nm, ok := sd.t.(nodeMapper)
+	if !ok {
+		return ""
+	}
+	i := sd.leader(ctx)
+	if names := nm.NodeNames(); i >= 0 && i < len(names) {
+		return names[i]
+	}
+	return ""
 }
 
 // idleCPU reads the CPU time of every side but sd (nil when sd runs
@@ -287,6 +346,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			sides = append(sides, et)
 		}
 	}
+	if cfg.PGBinDir != "" && ctx.Err() == nil {
+		for _, pg := range []struct {
+			name    string
+			standby bool
+			port    int
+			wl      []string
+		}{{SysPostgres, true, cfg.PGPort, cfg.PGWorkloads}, {SysPostgres1, false, cfg.PGPort + 2, cfg.PGSingleWorkloads}} {
+			if len(pg.wl) == 0 {
+				continue
+			}
+			sd, stop, err := s.startPostgres(ctx, pg.name, pg.standby, pg.port, pg.wl)
+			defer stop()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", pg.name, err))
+			} else {
+				sides = append(sides, sd)
+			}
+		}
+	}
 	if cfg.IdleWindow > 0 && len(sides) > 0 {
 		if err := s.idle(ctx, sides); err != nil {
 			errs = append(errs, err)
@@ -305,6 +383,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	SortRows(s.rows, WorkloadOrder)
 	s.rep.Rows = s.rows
 	s.rep.Checks = s.checks()
+	errs = append(errs, s.failures...)
 	return s.rep, errors.Join(errs...)
 }
 
@@ -344,8 +423,14 @@ func (s *session) startExactOnce(ctx context.Context) (*side, func(), error) {
 		pport = cfg.PprofPort
 	}
 	var t *ExactOnce
+	var args []string
+	if cfg.Million > 0 {
+		// The harness keeps every action under one client: -million (and
+		// the runs before it) would pass the default quota of a million.
+		args = append(args, "--max-actions-per-client", "-1")
+	}
 	cl, err := StartEOCluster(ctx, EOClusterConfig{Bin: cfg.ServerBin, TempBase: cfg.TempBase, Nodes: max(cfg.Nodes, 1),
-		HTTPPort: cfg.HTTPPort, RaftPort: cfg.RaftPort, GossipPort: cfg.GossipPort, PprofPort: pport, Log: s.log})
+		HTTPPort: cfg.HTTPPort, RaftPort: cfg.RaftPort, GossipPort: cfg.GossipPort, PprofPort: pport, Args: args, Log: s.log})
 	stop := func() {
 		if t != nil {
 			t.Close()
@@ -402,6 +487,36 @@ func (s *session) startEtcd(ctx context.Context) (*side, func(), error) {
 	return &side{t: t, etcd: ec, pool: &Pool{}, workloads: cfg.EtcdWorkloads}, stop, nil
 }
 
+// startPostgres starts PostgreSQL (with its synchronous standby when
+// standby is set) and its pooled client. stop is always safe to call.
+func (s *session) startPostgres(ctx context.Context, name string, standby bool, port int, workloads []string) (*side, func(), error) {
+	cfg := s.cfg
+	s.log.Info("starting PostgreSQL", "system", name, "bin", cfg.PGBinDir, "port", port, "standby", standby)
+	var t *Postgres
+	conns := max(cfg.PGConns, 1)
+	pc, err := StartPGCluster(ctx, PGClusterConfig{BinDir: cfg.PGBinDir, TempBase: cfg.TempBase, Port: port, Standby: standby,
+		MaxConnections: conns + 20, OSUser: cfg.PGOSUser, Log: s.log})
+	stop := func() {
+		if t != nil {
+			t.Close()
+		}
+		if pc != nil {
+			pc.Stop()
+			s.cleanupDir(pc.Dir)
+		}
+	}
+	if err != nil {
+		return nil, stop, err
+	}
+	// The same payload as ExactOnce's actions.
+	payload := NewExactOnce(nil, "", "", 0).Payload
+	t, err = NewPostgres(ctx, name, pc.DSN, conns, strconv.FormatUint(cfg.Seed, 36), payload)
+	if err != nil {
+		return nil, stop, err
+	}
+	return &side{t: t, pg: pc, pool: &Pool{}, workloads: workloads}, stop, nil
+}
+
 // finish runs what follows the sweep on one side: CSV and hot race, then
 // (ExactOnce) profiles, memory, restart and the million; (etcd) memory.
 func (s *session) finish(ctx context.Context, sd *side) error {
@@ -428,6 +543,20 @@ func (s *session) finish(ctx context.Context, sd *side) error {
 			return err
 		}
 	}
+	if sd.pg != nil {
+		for _, p := range sd.pg.Procs() {
+			m, err := ReadMem(p.Pid())
+			if err != nil {
+				s.log.Warn("postgres memory", "err", err)
+				continue
+			}
+			// The postmaster alone: its backends share its memory.
+			s.rep.Memory = append(s.rep.Memory, NodeMem{System: sd.t.Name(), Node: p.Name, Leader: p == sd.pg.Primary, Stage: "after runs",
+				RSSMiB: mib(m.RSS), AnonMiB: mib(m.Anon), FileMiB: mib(m.File), PeakMiB: mib(m.Peak),
+				DataMiB: mib(dirSize(filepath.Join(sd.pg.Dir, p.Name)))})
+		}
+		return ctx.Err()
+	}
 	if ec := sd.etcd; ec != nil {
 		leader := ec.Leader(ctx)
 		for i, p := range ec.Members {
@@ -452,6 +581,7 @@ func (s *session) finish(ctx context.Context, sd *side) error {
 	}
 	s.memory(ctx, cl, "after runs")
 	if ctx.Err() == nil {
+		s.bigClientReads(ctx, t, bigClientReadsPerQuery)
 		s.restart(ctx, cl)
 	}
 	if cfg.Million > 0 && ctx.Err() == nil {
@@ -459,6 +589,8 @@ func (s *session) finish(ctx context.Context, sd *side) error {
 			return err
 		}
 		s.memory(ctx, cl, "after million")
+		s.rep.BigClient = nil // the larger client replaces the earlier figures
+		s.bigClientReads(ctx, t, bigClientReadsPerQuery)
 		if cfg.ProfileDir != "" {
 			if err := s.heapProfile(ctx, cl); err != nil {
 				s.log.Warn("no heap profile", "err", err)
@@ -472,30 +604,58 @@ func (s *session) finish(ctx context.Context, sd *side) error {
 func mib(b int64) float64 { return math.Round(float64(b)/(1<<20)*10) / 10 }
 
 // sweep runs the closed-loop workloads over every concurrency, each run
-// on every side in turn; a target row runs again right away
-// (targetRounds).
+// on every side in turn, then the contend workload on every side; a
+// target row runs again right away (targetRounds).
 func (s *session) sweep(ctx context.Context, sides []*side) error {
+	type step struct {
+		wl string
+		c  int
+	}
+	var steps []step
 	for _, wl := range []string{WCreate, WConsume, WVerify, WMix} {
 		for _, c := range s.cfg.Concurrency {
-			for _, sd := range sides {
-				if !slices.Contains(sd.workloads, wl) {
-					continue
-				}
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				row, err := s.closedLoop(ctx, sd.t, sd.pool, sd.cpu(), idleCPU(sides, sd), wl, c)
-				if err != nil {
-					return err
-				}
-				s.add(row)
+			steps = append(steps, step{wl, c})
+		}
+	}
+	if s.cfg.ContendRacers > 0 {
+		steps = append(steps, step{WContend, s.cfg.ContendRacers})
+	}
+	for _, st := range steps {
+		for _, sd := range sides {
+			if !slices.Contains(sd.workloads, st.wl) {
+				continue
 			}
-			if err := s.targetRounds(ctx, sides, wl, c); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			row, err := s.runOne(ctx, sd, sides, st.wl, st.c)
+			if err != nil {
 				return err
 			}
+			s.add(row)
+		}
+		if err := s.targetRounds(ctx, sides, st.wl, st.c); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// runOne runs wl at c on sd: contend, or a closed loop.
+func (s *session) runOne(ctx context.Context, sd *side, sides []*side, wl string, c int) (Row, error) {
+	if wl == WContend {
+		return s.contend(ctx, sd, sides)
+	}
+	leader := s.leaderName(ctx, sd)
+	row, err := s.closedLoop(ctx, sd.t, sd.pool, sd.cpu(), idleCPU(sides, sd), wl, c)
+	if err != nil {
+		return row, err
+	}
+	row.Leader = leader
+	if n := nodeNote(row); n != "" && wl != WMix {
+		row.Note = n
+	}
+	return row, nil
 }
 
 // estimate returns a generous guess of the ops/s of wl at c on t: three
@@ -636,8 +796,12 @@ func (s *session) closedLoop(ctx context.Context, t Target, pool *Pool, cpu, idl
 	}
 	seed := s.seed()
 	s.log.Info("run", "system", t.Name(), "workload", wl, "conc", c, "seed", seed)
-	res, err := RunLoop(ctx, RunSpec{Concurrency: c, Duration: s.cfg.Duration, Warmup: s.cfg.Warmup,
-		OpTimeout: s.cfg.OpTimeout, Seed: seed, Op: op, CPU: cpu, IdleCPU: idle})
+	spec := RunSpec{Concurrency: c, Duration: s.cfg.Duration, Warmup: s.cfg.Warmup,
+		OpTimeout: s.cfg.OpTimeout, Seed: seed, Op: op, CPU: cpu, IdleCPU: idle}
+	if nm, ok := t.(nodeMapper); ok && wl != WMix {
+		spec.NodeOf = nm.NodeOf
+	}
+	res, err := RunLoop(ctx, spec)
 	if isEO {
 		s.rep.Stored += created.load()
 	}
@@ -645,6 +809,7 @@ func (s *session) closedLoop(ctx context.Context, t Target, pool *Pool, cpu, idl
 		return Row{}, fmt.Errorf("%s %s c=%d: %w", t.Name(), wl, c, err)
 	}
 	row := NewRow(t.Name(), wl, c, seed, res)
+	row.NodeP50Ms = nodeP50s(t, res.ByNode)
 	if mix != nil {
 		row.Note = mix.String()
 	}

@@ -7,11 +7,16 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -317,5 +322,195 @@ func TestTargetChecksUseMedianRun(t *testing.T) {
 	}
 	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
 		t.Fatalf("median of an even count = %v, want 2.5", m)
+	}
+}
+
+// TestParseStatAndTree: a process's CPU counts its own ticks and those of
+// the children it reaped, and a tree sums every descendant but no other
+// process.
+func TestParseStatAndTree(t *testing.T) {
+	// pid (comm) state ppid ... utime stime cutime cstime at fields 14-17.
+	line := func(pid, ppid int, u, s, cu, cs int) string {
+		return fmt.Sprintf("%d (post gres) S %d 1 1 0 -1 4194560 100 0 0 0 %d %d %d %d 20 0 1 0", pid, ppid, u, s, cu, cs)
+	}
+	st, ok := parseStat(line(10, 1, 3, 4, 5, 6))
+	if !ok || st.ppid != 1 || st.cpu != 180*time.Millisecond {
+		t.Fatalf("parseStat = %+v, %v; want ppid 1, 180ms", st, ok)
+	}
+	stats := map[int]procStat{}
+	children := map[int][]int{}
+	for _, l := range []string{line(10, 1, 1, 1, 0, 0), line(11, 10, 2, 0, 0, 0), line(12, 11, 0, 3, 0, 0), line(13, 1, 50, 0, 0, 0)} {
+		st, ok := parseStat(l)
+		if !ok {
+			t.Fatalf("parseStat(%q) failed", l)
+		}
+		pid, _ := strconv.Atoi(strings.Fields(l)[0])
+		stats[pid] = st
+		children[st.ppid] = append(children[st.ppid], pid)
+	}
+	if got := sumTree(10, stats, children); got != 70*time.Millisecond {
+		t.Fatalf("tree of 10 = %v, want 70ms (10, its child and grandchild, not 13)", got)
+	}
+}
+
+// fakeRace is a target whose consume lets `winners` racers win each action.
+type fakeRace struct {
+	mu      sync.Mutex
+	n       int
+	won     map[string]int
+	winners int
+}
+
+func (f *fakeRace) Name() string { return "fake" }
+func (f *fakeRace) Nodes() int   { return 3 }
+func (f *fakeRace) Create(context.Context, *Worker) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n++
+	return "a" + strconv.Itoa(f.n), nil
+}
+func (f *fakeRace) CreateBatch(ctx context.Context, n int) ([]string, error) {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i], _ = f.Create(ctx, nil)
+	}
+	return ids, nil
+}
+func (f *fakeRace) Consume(_ context.Context, _ *Worker, id string) (int, error) {
+	time.Sleep(time.Millisecond) // a round trip: rounds stay within the prepared actions
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.won == nil {
+		f.won = map[string]int{}
+	}
+	if f.won[id] < f.winners {
+		f.won[id]++
+		return Won, nil
+	}
+	return Lost, nil
+}
+func (f *fakeRace) Verify(context.Context, *Worker, string) error { return nil }
+func (f *fakeRace) NodeOf(w *Worker) int                          { return w.Node(3) }
+func (f *fakeRace) NodeNames() []string                           { return []string{"n1", "n2", "n3"} }
+
+// TestContendOneWinnerPerRound: every round's racers all answer and spread
+// over the nodes; a target that lets two racers win fails the session and
+// its check, in the warm-up's rounds as well.
+func TestContendOneWinnerPerRound(t *testing.T) {
+	for _, winners := range []int{1, 2} {
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		s := &session{cfg: Config{ContendRacers: 8, Duration: 150 * time.Millisecond, Warmup: 50 * time.Millisecond, MaxPrefill: 10000, Log: log},
+			log: log, rates: map[string]float64{}, rep: &Report{Hot: map[string]HotRes{}}}
+		f := &fakeRace{winners: winners}
+		sd := &side{t: f, pool: &Pool{}, workloads: []string{WContend}}
+		row, err := s.contend(context.Background(), sd, []*side{sd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if row.Ops == 0 || row.Workload != WContend || row.Concurrency != 8 || len(row.NodeP50Ms) != 3 {
+			t.Fatalf("winners=%d: row = %+v", winners, row)
+		}
+		s.add(row)
+		var check Check
+		for _, c := range s.pgChecks() {
+			if strings.HasPrefix(c.Name, "contend: exactly one winner") {
+				check = c
+			}
+		}
+		switch winners {
+		case 1:
+			if row.Errors != 0 || len(s.failures) != 0 || check.Status != "PASS" {
+				t.Fatalf("one winner per round: errors %d, failures %v, check %+v", row.Errors, s.failures, check)
+			}
+		default:
+			// The warm-up's rounds are checked too: more wrong rounds
+			// than measured ones.
+			if row.Errors <= row.Ops || len(s.failures) != 1 || check.Status != "FAIL" {
+				t.Fatalf("two winners per round: errors %d, %d rounds measured, failures %v, check %+v", row.Errors, row.Ops, s.failures, check)
+			}
+		}
+	}
+}
+
+// TestComparePostgresSideBySide: ExactOnce's rows carry ratios against
+// PostgreSQL with the standby and against etcd, PostgreSQL's against etcd,
+// and the side-by-side table shows all three with ExactOnce's ratios.
+func TestComparePostgresSideBySide(t *testing.T) {
+	rows := []Row{
+		{System: SysEtcd, Workload: WConsume, Concurrency: 64, OpsPerSec: 1000, P50Ms: 8},
+		{System: SysPostgres, Workload: WConsume, Concurrency: 64, OpsPerSec: 4000, P50Ms: 2},
+		{System: SysExactOnce, Workload: WConsume, Concurrency: 64, OpsPerSec: 2000, P50Ms: 4, CPUMicrosPerOp: 280},
+	}
+	Compare(rows)
+	SortRows(rows, WorkloadOrder)
+	if rows[0].System != SysExactOnce || rows[1].System != SysPostgres || rows[2].System != SysEtcd {
+		t.Fatalf("order = %s, %s, %s", rows[0].System, rows[1].System, rows[2].System)
+	}
+	if *rows[0].VsPG != 0.5 || *rows[0].VsEtcd != 2 || *rows[1].VsEtcd != 4 || rows[1].VsPG != nil || rows[2].VsEtcd != nil {
+		t.Fatalf("ratios: eo %v/%v pg %v/%v", *rows[0].VsPG, *rows[0].VsEtcd, *rows[1].VsEtcd, rows[1].VsPG)
+	}
+	var buf bytes.Buffer
+	if err := WriteSideBySide(&buf, rows); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{"exactonce ops/s", "postgres ops/s", "etcd ops/s", "0.50x", "2.00x", "280"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("side-by-side table lacks %q:\n%s", want, out)
+		}
+	}
+	s := &session{cfg: Config{ContendRacers: 64}, rows: rows, rep: &Report{Hot: map[string]HotRes{}}}
+	for _, c := range s.pgChecks() {
+		switch {
+		case strings.HasPrefix(c.Name, "consume @64: ExactOnce ops/s > PostgreSQL") && c.Status != "FAIL",
+			strings.HasPrefix(c.Name, "every workload >= 5x etcd") && c.Status != "FAIL",
+			strings.HasPrefix(c.Name, "server CPU per consume @64") && c.Status != "FAIL":
+			t.Fatalf("check %+v: want FAIL", c)
+		}
+	}
+}
+
+// TestFollowerConsumeCheck judges the slowest follower, never the leader.
+func TestFollowerConsumeCheck(t *testing.T) {
+	row := Row{System: SysExactOnce, Workload: WConsume, Concurrency: 1, Leader: "node1",
+		NodeP50Ms: map[string]float64{"node1": 3, "node2": 0.5, "node3": 0.7}}
+	s := &session{rows: []Row{row}, rep: &Report{Hot: map[string]HotRes{}}}
+	for _, c := range s.pgChecks() {
+		if strings.HasPrefix(c.Name, "consume @1 through a follower") {
+			if c.Status != "PASS" || !strings.Contains(c.Measured, "node3 (follower) p50 0.70") {
+				t.Fatalf("check = %+v", c)
+			}
+			return
+		}
+	}
+	t.Fatal("no follower check")
+}
+
+// TestRunLoopByNode: with NodeOf, each node's latency is summarized apart,
+// so a slow node shows in its own p50.
+func TestRunLoopByNode(t *testing.T) {
+	nodeOf := func(w *Worker) int { return w.Node(3) }
+	res, err := RunLoop(context.Background(), RunSpec{
+		Concurrency: 3, Duration: 300 * time.Millisecond, Seed: 1, NodeOf: nodeOf,
+		Op: func(ctx context.Context, w *Worker) error {
+			d := time.Millisecond
+			if nodeOf(w) == 2 {
+				d = 10 * time.Millisecond
+			}
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.ByNode) != 3 || res.ByNode[2].P50 < 10*time.Millisecond || res.ByNode[0].P50 >= 10*time.Millisecond {
+		t.Fatalf("by node = %+v", res.ByNode)
+	}
+	if n := res.ByNode[0].Count + res.ByNode[1].Count + res.ByNode[2].Count; n != res.Ops {
+		t.Fatalf("per-node counts sum to %d, ops %d", n, res.Ops)
 	}
 }

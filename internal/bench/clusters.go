@@ -53,10 +53,9 @@ type EOClusterConfig struct {
 	// PprofPort, when not 0, gives node i the profiling listener
 	// --pprof-addr 127.0.0.1:PprofPort+i (as EXACTONCE_PPROF_ADDR).
 	PprofPort int
-	// Env is added to every node's environment (EXACTONCE_<FLAG>=value
-	// settings, such as a short EXACTONCE_RETENTION for the soak).
-	Env []string
-	Log *slog.Logger
+	// Args are more arguments for every node.
+	Args []string
+	Log  *slog.Logger
 }
 
 func randToken(n int) string {
@@ -96,11 +95,12 @@ func StartEOCluster(ctx context.Context, cfg EOClusterConfig) (*EOCluster, error
 		if i > 0 {
 			args = append(args, "--join", firstGossip)
 		}
+		args = append(args, cfg.Args...)
 		n := &EONode{
 			// The secrets go in the environment, never on argv: any local
 			// user can read a command line, only the owner an environment.
 			Proc: Proc{Name: name, Bin: cfg.Bin, Args: args, LogPath: filepath.Join(dir, name+".log"),
-				Env: append([]string{"EXACTONCE_CLUSTER_KEY=" + c.ClusterKey, "EXACTONCE_ADMIN_TOKEN=" + c.AdminToken}, cfg.Env...)},
+				Env: []string{"EXACTONCE_CLUSTER_KEY=" + c.ClusterKey, "EXACTONCE_ADMIN_TOKEN=" + c.AdminToken}},
 			URL: "http://" + httpAddr,
 		}
 		if cfg.PprofPort != 0 {

@@ -18,6 +18,8 @@ import (
 // transaction If value == "active" Then Put "consumed".
 type Etcd struct {
 	clients []*clientv3.Client
+	// members is the number of endpoints; client i talks to member i mod members.
+	members int
 	prefix  string
 	seq     atomic.Uint64
 	// BatchOps is the number of puts per transaction in CreateBatch (etcd's
@@ -31,7 +33,7 @@ func NewEtcd(ctx context.Context, endpoints []string, conns int, prefix string) 
 	if conns < len(endpoints) {
 		conns = len(endpoints)
 	}
-	e := &Etcd{prefix: "/actions/" + prefix + "-", BatchOps: 100}
+	e := &Etcd{prefix: "/actions/" + prefix + "-", BatchOps: 100, members: len(endpoints)}
 	for i := range conns {
 		c, err := clientv3.New(clientv3.Config{
 			Endpoints:            []string{endpoints[i%len(endpoints)]},
@@ -62,6 +64,23 @@ func (e *Etcd) Name() string { return "etcd" }
 
 // Nodes implements Target.
 func (e *Etcd) Nodes() int { return len(e.clients) }
+
+// NodeOf implements nodeMapper: the member w's client is pinned to.
+func (e *Etcd) NodeOf(w *Worker) int {
+	if w == nil {
+		return 0
+	}
+	return w.Node(len(e.clients)) % e.members
+}
+
+// NodeNames implements nodeMapper: e1, e2, ... as the harness names the members.
+func (e *Etcd) NodeNames() []string {
+	names := make([]string, e.members)
+	for i := range names {
+		names[i] = "e" + strconv.Itoa(i+1)
+	}
+	return names
+}
 
 func (e *Etcd) client(w *Worker) *clientv3.Client {
 	if w == nil {

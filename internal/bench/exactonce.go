@@ -100,6 +100,18 @@ func (e *ExactOnce) Name() string { return "exactonce" }
 // Nodes implements Target.
 func (e *ExactOnce) Nodes() int { return len(e.URLs) }
 
+// NodeOf implements nodeMapper.
+func (e *ExactOnce) NodeOf(w *Worker) int { return e.node(w) }
+
+// NodeNames implements nodeMapper: node1, node2, ... as the cluster names them.
+func (e *ExactOnce) NodeNames() []string {
+	names := make([]string, len(e.URLs))
+	for i := range names {
+		names[i] = "node" + strconv.Itoa(i+1)
+	}
+	return names
+}
+
 func (e *ExactOnce) node(w *Worker) int {
 	if w == nil {
 		return 0

@@ -569,6 +569,10 @@ func (s *session) checks() []Check {
 	} else {
 		out = append(out, na("CSV create < 1 s", "not run"))
 	}
+	if c, ok := s.bigClientCheck(); ok {
+		out = append(out, c)
+	}
+	out = append(out, s.pgChecks()...)
 	var mem []NodeMem
 	stage := "after million"
 	for _, m := range s.rep.Memory {

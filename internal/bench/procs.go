@@ -16,17 +16,29 @@ import (
 	"time"
 )
 
-// Proc is one child process started by the harness: a server node or an
-// etcd member. It dies with the harness (Pdeathsig) and is stopped by Stop.
+// Proc is one child process started by the harness: a server node, an
+// etcd member or a PostgreSQL postmaster. It dies with the harness
+// (Pdeathsig) and is stopped by Stop.
 type Proc struct {
 	Name    string
 	Bin     string
 	Args    []string
 	Env     []string
 	LogPath string
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	logf    *os.File
+	// Dir is the working directory ("" for the harness's own).
+	Dir string
+	// Cred, when set, runs the process as another OS user (PostgreSQL
+	// refuses to run as root).
+	Cred *syscall.Credential
+	// StopSignal asks the process to stop (default SIGTERM; PostgreSQL's
+	// fast shutdown is SIGINT: SIGTERM would wait for clients to leave).
+	StopSignal syscall.Signal
+	// Tree makes CPUTime count the process's descendants too (PostgreSQL
+	// serves each connection from a child process), living and reaped.
+	Tree   bool
+	cmd    *exec.Cmd
+	exited chan struct{}
+	logf   *os.File
 }
 
 // Start launches the process with output appended to LogPath.
@@ -38,7 +50,10 @@ func (p *Proc) Start() error {
 	cmd := exec.Command(p.Bin, p.Args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), p.Env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	cmd.Dir = p.Dir
+	// Go sets the parent-death signal after switching credentials, so it
+	// survives the switch (the kernel clears it on a change of user).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true, Credential: p.Cred}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return fmt.Errorf("start %s: %w", p.Name, err)
@@ -68,6 +83,9 @@ func (p *Proc) CPUTime() time.Duration {
 	if pid == 0 {
 		return 0
 	}
+	if p.Tree {
+		return treeCPU(pid)
+	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
@@ -94,6 +112,112 @@ func parseStatCPU(stat string) time.Duration {
 		return 0
 	}
 	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// procStat is what treeCPU needs of /proc/<pid>/stat.
+type procStat struct {
+	ppid int
+	// cpu is utime+stime+cutime+cstime: the process's own CPU time and
+	// that of its children it has waited for; reaped is cutime+cstime.
+	cpu, reaped time.Duration
+}
+
+// parseStat reads the parent pid (field 4) and utime, stime, cutime and
+// cstime (fields 14-17, USER_HZ ticks) from the text of /proc/<pid>/stat.
+func parseStat(stat string) (procStat, bool) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return procStat{}, false
+	}
+	f := strings.Fields(stat[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 15 {
+		return procStat{}, false
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return procStat{}, false
+	}
+	var ticks [4]uint64
+	for i, v := range f[11:15] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return procStat{}, false
+		}
+		ticks[i] = n
+	}
+	tick := 10 * time.Millisecond
+	return procStat{ppid: ppid, cpu: time.Duration(ticks[0]+ticks[1]+ticks[2]+ticks[3]) * tick,
+		reaped: time.Duration(ticks[2]+ticks[3]) * tick}, true
+}
+
+// treeCPU returns the CPU time of pid and of every descendant: each one's
+// own time plus that of the children it has reaped (a PostgreSQL backend
+// that exited is counted in the postmaster's cutime, a living one in its
+// own utime and stime). A child reaped while /proc is being read would be
+// counted nowhere (its stat gone, the postmaster's read before), so the
+// read is repeated when the root reaped anything meanwhile. 0 when /proc
+// cannot be read.
+func treeCPU(pid int) time.Duration {
+	var sum time.Duration
+	for range 5 {
+		before, ok := readStat(pid)
+		if !ok {
+			return 0
+		}
+		sum = treeCPUOnce(pid)
+		if after, ok := readStat(pid); !ok || after.reaped == before.reaped {
+			break
+		}
+	}
+	return sum
+}
+
+func readStat(pid int) (procStat, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, false
+	}
+	return parseStat(string(b))
+}
+
+// treeCPUOnce reads every process's stat once and sums pid's tree.
+func treeCPUOnce(pid int) time.Duration {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	stats := map[int]procStat{}
+	children := map[int][]int{}
+	for _, e := range entries {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		if st, ok := parseStat(string(b)); ok {
+			stats[n] = st
+			children[st.ppid] = append(children[st.ppid], n)
+		}
+	}
+	return sumTree(pid, stats, children)
+}
+
+// sumTree adds the CPU of pid and its descendants.
+func sumTree(pid int, stats map[int]procStat, children map[int][]int) time.Duration {
+	var sum time.Duration
+	stack := []int{pid}
+	for len(stack) > 0 {
+		p := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if st, ok := stats[p]; ok {
+			sum += st.cpu
+		}
+		stack = append(stack, children[p]...)
+	}
+	return sum
 }
 
 // cpuOf returns a function summing the CPU time of procs.
@@ -125,7 +249,11 @@ func (p *Proc) Stop(grace time.Duration) {
 	if !p.Running() {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	sig := p.StopSignal
+	if sig == 0 {
+		sig = syscall.SIGTERM
+	}
+	_ = p.cmd.Process.Signal(sig)
 	select {
 	case <-p.exited:
 		return

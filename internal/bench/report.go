@@ -28,10 +28,14 @@ type Row struct {
 	P99Ms       float64        `json:"p99Ms"`
 	MaxMs       float64        `json:"maxMs"`
 	// VsEtcd is this row's ops/s divided by etcd's for the same workload
-	// and concurrency (ExactOnce rows only).
+	// and concurrency (every system's rows but etcd's).
 	VsEtcd *float64 `json:"vsEtcdOpsPerSec,omitempty"`
 	// P50VsEtcd is this row's p50 divided by etcd's (lower is better).
-	P50VsEtcd     *float64 `json:"vsEtcdP50,omitempty"`
+	P50VsEtcd *float64 `json:"vsEtcdP50,omitempty"`
+	// VsPG and P50VsPG compare the same way with PostgreSQL with its
+	// synchronous standby (every system's rows but its own).
+	VsPG          *float64 `json:"vsPostgresOpsPerSec,omitempty"`
+	P50VsPG       *float64 `json:"vsPostgresP50,omitempty"`
 	PoolExhausted bool     `json:"poolExhausted,omitempty"`
 	// CPUMicrosPerOp is the CPU time (user+system, all of the system's
 	// processes) spent per successful operation in the measured window: the
@@ -43,6 +47,11 @@ type Row struct {
 	// shows whether the idle cluster took CPU from the one measured. 0
 	// when unknown or when only one system runs.
 	IdleSystemCPUPercent float64 `json:"idleSystemCpuPercent,omitempty"`
+	// NodeP50Ms is the p50 of the operations sent to each node, by node
+	// name (contend: of the racers on each node); Leader names the node
+	// that led when the run started ("" when unknown or leaderless).
+	NodeP50Ms map[string]float64 `json:"nodeP50Ms,omitempty"`
+	Leader    string             `json:"leader,omitempty"`
 	// Round numbers the runs of a target row (Config.TargetRounds); 0 in
 	// the sweep's table.
 	Round int    `json:"round,omitempty"`
@@ -80,40 +89,58 @@ func NewRow(system, workload string, conc int, seed uint64, r RunResult) Row {
 	return row
 }
 
-// Compare fills VsEtcd and P50VsEtcd on ExactOnce rows that have an etcd
-// row with the same workload and concurrency.
+// Compare fills VsEtcd and P50VsEtcd on every row but etcd's, and VsPG
+// and P50VsPG on every row but PostgreSQL's (with the standby), that has a
+// row of that system with the same workload and concurrency.
 func Compare(rows []Row) {
 	type key struct {
 		w string
 		c int
 	}
-	etcd := map[key]Row{}
+	etcd, pg := map[key]Row{}, map[key]Row{}
 	for _, r := range rows {
-		if r.System == "etcd" {
+		switch r.System {
+		case SysEtcd:
 			etcd[key{r.Workload, r.Concurrency}] = r
+		case SysPostgres:
+			pg[key{r.Workload, r.Concurrency}] = r
 		}
+	}
+	ratios := func(r, ref Row) (ops, p50 *float64) {
+		if ref.OpsPerSec > 0 {
+			v := r.OpsPerSec / ref.OpsPerSec
+			ops = &v
+		}
+		if ref.P50Ms > 0 {
+			v := r.P50Ms / ref.P50Ms
+			p50 = &v
+		}
+		return ops, p50
 	}
 	for i := range rows {
 		r := &rows[i]
-		if r.System != "exactonce" {
-			continue
+		k := key{r.Workload, r.Concurrency}
+		if e, ok := etcd[k]; ok && r.System != SysEtcd {
+			r.VsEtcd, r.P50VsEtcd = ratios(*r, e)
 		}
-		e, ok := etcd[key{r.Workload, r.Concurrency}]
-		if !ok {
-			continue
-		}
-		if e.OpsPerSec > 0 {
-			v := r.OpsPerSec / e.OpsPerSec
-			r.VsEtcd = &v
-		}
-		if e.P50Ms > 0 {
-			v := r.P50Ms / e.P50Ms
-			r.P50VsEtcd = &v
+		if p, ok := pg[k]; ok && r.System != SysPostgres {
+			r.VsPG, r.P50VsPG = ratios(*r, p)
 		}
 	}
 }
 
-// SortRows orders rows by workload order, concurrency and system.
+// systemPos is a system's place in tables (unknown systems last).
+func systemPos(name string) int {
+	for i, s := range SystemOrder {
+		if s == name {
+			return i
+		}
+	}
+	return len(SystemOrder)
+}
+
+// SortRows orders rows by workload order, concurrency and system
+// (SystemOrder).
 func SortRows(rows []Row, order []string) {
 	pos := map[string]int{}
 	for i, w := range order {
@@ -127,7 +154,7 @@ func SortRows(rows []Row, order []string) {
 		if a.Concurrency != b.Concurrency {
 			return a.Concurrency < b.Concurrency
 		}
-		return a.System > b.System // exactonce before etcd
+		return systemPos(a.System) < systemPos(b.System)
 	})
 }
 
@@ -141,7 +168,7 @@ func ratio(p *float64) string {
 // WriteTable prints rows as an aligned table.
 func WriteTable(w io.Writer, rows []Row) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "system\tworkload\tconc\tops\tsecs\tops/s\tp50 ms\tp95 ms\tp99 ms\tmax ms\terrors\tcpu us/op\tops/s vs etcd\tp50 vs etcd\t")
+	fmt.Fprintln(tw, "system\tworkload\tconc\tops\tsecs\tops/s\tp50 ms\tp95 ms\tp99 ms\tmax ms\terrors\tcpu us/op\tops/s vs pg\tp50 vs pg\tops/s vs etcd\tp50 vs etcd\t")
 	for _, r := range rows {
 		errs := fmt.Sprint(r.Errors)
 		if r.Errors > 0 {
@@ -160,9 +187,9 @@ func WriteTable(w io.Writer, rows []Row) error {
 		if r.CPUMicrosPerOp > 0 {
 			cpu = fmt.Sprintf("%.0f", r.CPUMicrosPerOp)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			r.System, wl, r.Concurrency, r.Ops, r.Seconds, r.OpsPerSec,
-			r.P50Ms, r.P95Ms, r.P99Ms, r.MaxMs, errs, cpu, ratio(r.VsEtcd), ratio(r.P50VsEtcd))
+			r.P50Ms, r.P95Ms, r.P99Ms, r.MaxMs, errs, cpu, ratio(r.VsPG), ratio(r.P50VsPG), ratio(r.VsEtcd), ratio(r.P50VsEtcd))
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)

@@ -10,7 +10,8 @@ import (
 )
 
 // targetRows are the closed-loop rows whose targets are judged on the
-// median of several runs (Config.TargetRounds).
+// median of several runs (Config.TargetRounds); contend, at any number of
+// racers, is one too.
 var targetRows = []targetRow{{WConsume, 64}, {WVerify, 64}}
 
 // targetRow is a workload at a concurrency.
@@ -26,7 +27,8 @@ type targetRow struct {
 // same stage of the session: each run adds to the state a system holds,
 // and etcd, which keeps every revision, slows down as it grows.
 func (s *session) targetRounds(ctx context.Context, sides []*side, wl string, c int) error {
-	if !slices.ContainsFunc(targetRows, func(tr targetRow) bool { return tr.wl == wl && tr.c == c }) {
+	isTarget := slices.ContainsFunc(targetRows, func(tr targetRow) bool { return tr.wl == wl && tr.c == c })
+	if !isTarget && wl != WContend {
 		return nil
 	}
 	var ran []*side
@@ -46,7 +48,7 @@ func (s *session) targetRounds(ctx context.Context, sides []*side, wl string, c 
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			row, err := s.closedLoop(ctx, sd.t, sd.pool, sd.cpu(), idleCPU(sides, sd), wl, c)
+			row, err := s.runOne(ctx, sd, sides, wl, c)
 			if err != nil {
 				return err
 			}

@@ -82,6 +82,9 @@ type RunSpec struct {
 	// runs beside it, idle), read at the same moments: what the idle
 	// system takes from the shared machine during the run.
 	IdleCPU func() time.Duration
+	// NodeOf, when set, says which node a worker's next operation goes
+	// to; the result then also summarizes the latency of each node.
+	NodeOf func(w *Worker) int
 }
 
 // RunResult is what a run measured.
@@ -99,10 +102,14 @@ type RunResult struct {
 	// IdleCPU is the idle system's CPU time over the same window
 	// (RunSpec.IdleCPU), 0 when unknown.
 	IdleCPU time.Duration
+	// ByNode summarizes the latency of the operations sent to each node
+	// (RunSpec.NodeOf), nil without NodeOf.
+	ByNode map[int]Summary
 }
 
 type workerStats struct {
 	samples []time.Duration
+	byNode  map[int][]time.Duration
 	errs    map[string]int
 	first   []string
 	empty   bool
@@ -139,6 +146,10 @@ func RunLoop(ctx context.Context, spec RunSpec) (RunResult, error) {
 					measured = true
 				default:
 				}
+				node := -1
+				if spec.NodeOf != nil {
+					node = spec.NodeOf(w)
+				}
 				opCtx, opCancel := context.WithTimeout(runCtx, spec.OpTimeout)
 				t0 := time.Now()
 				err := spec.Op(opCtx, w)
@@ -165,6 +176,12 @@ func RunLoop(ctx context.Context, spec RunSpec) (RunResult, error) {
 					continue
 				}
 				st.samples = append(st.samples, d)
+				if node >= 0 {
+					if st.byNode == nil {
+						st.byNode = map[int][]time.Duration{}
+					}
+					st.byNode[node] = append(st.byNode[node], d)
+				}
 			}
 		}()
 	}
@@ -210,8 +227,12 @@ func RunLoop(ctx context.Context, spec RunSpec) (RunResult, error) {
 		res.IdleCPU = spec.IdleCPU() - idle0
 	}
 	var all []time.Duration
+	byNode := map[int][]time.Duration{}
 	for i := range stats {
 		all = append(all, stats[i].samples...)
+		for n, v := range stats[i].byNode {
+			byNode[n] = append(byNode[n], v...)
+		}
 		for k, n := range stats[i].errs {
 			res.ErrorKinds[k] += n
 			res.Errors += n
@@ -225,6 +246,12 @@ func RunLoop(ctx context.Context, spec RunSpec) (RunResult, error) {
 	}
 	res.Ops = len(all)
 	res.Latency = Summarize(all)
+	if spec.NodeOf != nil {
+		res.ByNode = map[int]Summary{}
+		for n, v := range byNode {
+			res.ByNode[n] = Summarize(v)
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("bench: run interrupted: %w", err)
 	}

@@ -38,3 +38,14 @@ type Target interface {
 type Settler interface {
 	Settle(ctx context.Context) error
 }
+
+// nodeMapper is implemented by a target that can tell which of its server
+// nodes a worker's next request goes to, so that latencies can be split
+// by node (a leader answers differently from a follower).
+type nodeMapper interface {
+	// NodeOf is the index in NodeNames of the node w's next request
+	// (at w.Seq) goes to.
+	NodeOf(w *Worker) int
+	// NodeNames names the nodes, in the order of the system's processes.
+	NodeNames() []string
+}

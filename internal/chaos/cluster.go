@@ -162,6 +162,18 @@ func (c *Cluster) Wipe(n int) error {
 // SetNodeEnv sets extra environment for node n's next start.
 func (c *Cluster) SetNodeEnv(n int, env []string) { c.runner.SetNodeEnv(n, env) }
 
+// SetNodeBinary makes node n's next start run another exactonced
+// executable on the same data dir (a rolling upgrade). Only local
+// processes support it.
+func (c *Cluster) SetNodeBinary(n int, binary string) error {
+	r, ok := c.runner.(interface{ SetNodeBinary(n int, binary string) })
+	if !ok {
+		return fmt.Errorf("node%d: this backend cannot run another binary per node", n)
+	}
+	r.SetNodeBinary(n, binary)
+	return nil
+}
+
 // testClockPath is the chaostest-only endpoint that shifts a node's clock
 // at runtime (cmd/exactonced, build tag chaostest).
 const testClockPath = "/internal/v1/test/clock"

@@ -34,7 +34,12 @@ const (
 	ClockSkew     FaultKind = "clock-skew"   // restart a node with a test-only clock offset and make it leader
 	ClockJump     FaultKind = "clock-jump"   // jump the leader's and a follower's clocks back and forth at runtime
 	ReplaceNode   FaultKind = "replace-node" // kill a follower, remove it from Raft, wipe it, start it fresh (re-added)
+	UpgradeNode   FaultKind = "upgrade-node" // stop a node not yet upgraded (SIGTERM), start the new build on its data dir: followers first, the leader last
 )
+
+// upgradeSteps is how many upgrade-node faults a schedule holds: one per
+// node of the harness's three-node cluster.
+const upgradeSteps = 3
 
 // needsPartition reports whether a fault needs a network that can cut links.
 func needsPartition(k FaultKind) bool {
@@ -47,7 +52,7 @@ func needsPartition(k FaultKind) bool {
 
 // ScenarioNames lists the scenarios in a stable order.
 func ScenarioNames() []string {
-	return []string{"none", "kill", "pause", "partition", "snapshot", "clock", "members", "mixed"}
+	return []string{"none", "kill", "pause", "partition", "snapshot", "clock", "members", "mixed", "upgrade"}
 }
 
 // ScenarioFaults returns the faults a scenario draws from.
@@ -68,6 +73,9 @@ func ScenarioFaults(name string) ([]FaultKind, bool) {
 		return []FaultKind{ClockSkew, ClockJump}, true
 	case "members":
 		return []FaultKind{ReplaceNode}, true
+	case "upgrade":
+		// A rolling upgrade from Options.Binary to Options.UpgradeBinary.
+		return []FaultKind{UpgradeNode}, true
 	case "mixed":
 		return []FaultKind{KillLeader, KillFollower, KillRandom, KillAll, RebootNode, PauseLeader, PauseRandom,
 			IsolateLeader, IsolateNode, OneWayOut, OneWayIn, SnapshotLag, ReplaceNode}, true
@@ -114,7 +122,8 @@ func NewSchedule(seed uint64, kinds []FaultKind, d time.Duration) []Fault {
 	var out []Fault
 	t := ms(3000, 5000)
 	end := d - 8*time.Second
-	for t < end {
+	upgrades := 0
+	for t < end && upgrades < upgradeSteps {
 		f := Fault{At: t, Kind: kinds[rng.IntN(len(kinds))], Pick: rng.Uint64()}
 		switch f.Kind {
 		case PauseLeader, PauseRandom:
@@ -135,6 +144,9 @@ func NewSchedule(seed uint64, kinds []FaultKind, d time.Duration) []Fault {
 			}
 		case KillAll:
 			f.Hold = ms(500, 2000)
+		case UpgradeNode:
+			f.Hold = ms(500, 2000) // the node is down while its binary is replaced
+			upgrades++
 		case IsolateLeader, IsolateNode, OneWayOut, OneWayIn:
 			f.Hold = ms(4000, 14000) // some beyond the 10s request deadline
 		default:
@@ -169,6 +181,11 @@ type Nemesis struct {
 	// Burst, when set, issues n writes through the given nodes (used by
 	// snapshot-lag).
 	Burst func(ctx context.Context, n int, nodes []int)
+	// Upgrade is the exactonced executable upgrade-node starts.
+	Upgrade string
+
+	// upgraded holds the nodes upgrade-node moved to Upgrade.
+	upgraded map[int]bool
 }
 
 // Run executes schedule (times relative to now) and returns what happened.
@@ -218,6 +235,24 @@ func (n *Nemesis) target(ctx context.Context, f Fault) (int, string) {
 			return l, "leader"
 		}
 		return random, "no leader found; random node"
+	case UpgradeNode:
+		// Followers first, the leader last, as docs/upgrade.md says.
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		l := n.Cluster.WaitLeader(lctx)
+		var fs []int
+		for i := 1; i <= nodes; i++ {
+			if i != l && !n.upgraded[i] {
+				fs = append(fs, i)
+			}
+		}
+		switch {
+		case len(fs) > 0:
+			return fs[int(f.Pick%uint64(len(fs)))], "follower"
+		case l != 0 && !n.upgraded[l]:
+			return l, "leader, upgraded last"
+		}
+		return 0, "every node runs the new build"
 	case KillFollower, SnapshotLag, ReplaceNode, ClockJump:
 		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -267,8 +302,12 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 		return ev
 	}
 	x, how := n.target(ctx, f)
-	ev.Nodes = []int{x}
 	ev.Note = how
+	if x == 0 {
+		ev.Note = "skipped: " + how
+		return ev
+	}
+	ev.Nodes = []int{x}
 	switch f.Kind {
 	case KillLeader, KillFollower, KillRandom:
 		errs = append(errs, n.Cluster.Kill(repair, x))
@@ -308,6 +347,8 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 		for i := 1; i <= n.Cluster.Nodes(); i++ {
 			errs = append(errs, n.Cluster.Start(i))
 		}
+	case UpgradeNode:
+		errs = append(errs, n.upgrade(ctx, repair, f, x, &ev)...)
 	case PauseLeader, PauseRandom:
 		errs = append(errs, n.Cluster.Pause(x))
 		n.sleep(ctx, f.Hold)
@@ -460,6 +501,67 @@ func (n *Nemesis) clockJumps(ctx context.Context, f Fault, x int, ev *FaultEvent
 
 // snapshotRestored is what the FSM logs when it restores a snapshot.
 const snapshotRestored = "restored snapshot"
+
+// upgrade replaces node x's build: a graceful stop (what a service
+// manager does), the new executable on the same data dir, then a wait
+// until the node is ready and reports the new build's version.
+func (n *Nemesis) upgrade(ctx, repair context.Context, f Fault, x int, ev *FaultEvent) []error {
+	if n.Upgrade == "" {
+		return []error{errors.New("upgrade-node: no new build to upgrade to (Options.UpgradeBinary)")}
+	}
+	before := ""
+	if st, err := n.Cluster.Status(repair, x); err == nil {
+		before = st.Version
+	}
+	errs := []error{n.Cluster.Terminate(repair, x, 10*time.Second), n.Cluster.SetNodeBinary(x, n.Upgrade)}
+	n.sleep(ctx, f.Hold)
+	errs = append(errs, n.Cluster.Start(x))
+	rctx, cancel := context.WithTimeout(repair, 60*time.Second)
+	defer cancel()
+	if err := n.Cluster.WaitReady(rctx, x); err != nil {
+		return append(errs, fmt.Errorf("upgrade-node: node%d on the new build: %w", x, err))
+	}
+	st, err := n.Cluster.Status(rctx, x)
+	if err != nil {
+		return append(errs, err)
+	}
+	if n.upgraded == nil {
+		n.upgraded = map[int]bool{}
+	}
+	n.upgraded[x] = true
+	ev.Note += fmt.Sprintf("; version %q -> %q, ready", before, st.Version)
+	if len(n.upgraded) == n.Cluster.Nodes() {
+		// What an operator checks at the end (docs/upgrade.md): every
+		// member's version, as this node's GET /v1/cluster reports them.
+		ev.Note += "; " + n.memberVersions(rctx, x, st.Version)
+	}
+	return errs
+}
+
+// memberVersions waits (up to 15 s, gossip spreads a restarted member's
+// metadata) until node x's GET /v1/cluster reports want for every member,
+// and describes what it reports.
+func (n *Nemesis) memberVersions(ctx context.Context, x int, want string) string {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st, err := n.Cluster.Status(ctx, x)
+		var got []string
+		same := err == nil && len(st.Members) == n.Cluster.Nodes()
+		if err == nil {
+			for _, m := range st.Members {
+				got = append(got, fmt.Sprintf("%s=%q", m.ID, m.Version))
+				same = same && m.Version == want
+			}
+		}
+		if same {
+			return fmt.Sprintf("every member reports %q", want)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Sprintf("members report %s (err %v)", strings.Join(got, ", "), err)
+		}
+		n.sleep(ctx, 250*time.Millisecond)
+	}
+}
 
 // countInLog counts case-insensitive occurrences of s in a log file.
 // stateRebuilt is logged by a node that discards its state file after a

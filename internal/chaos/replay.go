@@ -45,8 +45,7 @@ func ReplayLog(raftDir string, target uint64, scratch string, log *slog.Logger) 
 		return nil, fmt.Errorf("copy %s: %w", raftDir, err)
 	}
 	// The copy stands for a data dir whose raft/ is cp: the cluster
-	// package opens whichever log layout it holds (raft-wal, or a pre-WAL
-	// raft.db), read-only.
+	// package opens its log read-only.
 	store, closer, err := cluster.OpenLogStoreReadOnly(scratch)
 	if err != nil {
 		return nil, fmt.Errorf("open raft log: %w", err)
@@ -108,11 +107,25 @@ func ReplayLog(raftDir string, target uint64, scratch string, log *slog.Logger) 
 		return nil, fmt.Errorf("log holds [%d, %d], cannot replay (%d, %d] after the snapshot", first, last, rep.SnapshotIndex, target)
 	}
 	batch := make([]*raft.Log, 0, replayBatch)
-	flush := func() {
-		if len(batch) > 0 {
-			f.ApplyBatch(batch)
-			batch = batch[:0]
+	flush := func() (err error) {
+		if len(batch) == 0 {
+			return nil
 		}
+		// The FSM stops at an entry it cannot read by panicking with
+		// an *fsm.UnreadableEntryError (a node must exit there); here it
+		// is the replay's error.
+		defer func() {
+			if p := recover(); p != nil {
+				ue, ok := p.(*fsm.UnreadableEntryError)
+				if !ok {
+					panic(p)
+				}
+				err = ue
+			}
+		}()
+		f.ApplyBatch(batch)
+		batch = batch[:0]
+		return nil
 	}
 	for i := rep.SnapshotIndex + 1; i <= target; i++ {
 		l := new(raft.Log)
@@ -125,10 +138,14 @@ func ReplayLog(raftDir string, target uint64, scratch string, log *slog.Logger) 
 		batch = append(batch, l)
 		rep.Entries++
 		if len(batch) == replayBatch {
-			flush()
+			if err := flush(); err != nil {
+				return nil, err
+			}
 		}
 	}
-	flush()
+	if err := flush(); err != nil {
+		return nil, err
+	}
 	rep.Applied = f.AppliedIndex()
 	if rep.Hash, err = f.StateHash(); err != nil {
 		return nil, fmt.Errorf("replayed state hash: %w", err)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -31,6 +32,9 @@ type Options struct {
 	Duration time.Duration
 	// Binary is the exactonced executable.
 	Binary string
+	// UpgradeBinary is the executable the upgrade scenario replaces
+	// Binary with, one node at a time.
+	UpgradeBinary string
 	// WorkDir holds the nodes' data (wiped per scenario).
 	WorkDir string
 	// OutDir receives results: <OutDir>/<seed>/<scenario>/.
@@ -74,6 +78,9 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 	kinds, ok := ScenarioFaults(name)
 	if !ok {
 		return nil, fmt.Errorf("unknown scenario %q", name)
+	}
+	if slices.Contains(kinds, UpgradeNode) && o.UpgradeBinary == "" {
+		return nil, fmt.Errorf("scenario %s: no build to upgrade to (-upgrade-to)", name)
 	}
 	began := time.Now()
 	seed := ScenarioSeed(o.Seed, name)
@@ -130,7 +137,7 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 	if err != nil {
 		return nil, err
 	}
-	nem := &Nemesis{Cluster: cl, Net: o.Net, Hist: hist, Log: log, Burst: wl.Burst}
+	nem := &Nemesis{Cluster: cl, Net: o.Net, Hist: hist, Log: log, Burst: wl.Burst, Upgrade: o.UpgradeBinary}
 	wctx, stopWorkload := context.WithTimeout(ctx, o.Duration)
 	defer stopWorkload()
 	var wg sync.WaitGroup
@@ -502,6 +509,19 @@ const readBackTimeout = 5 * time.Minute
 // snapshot taken a moment before the end.
 const fullLogTrailing = "EXACTONCE_TEST_TRAILING_LOGS=10000000"
 
+// FrequentSnapshotEnv is the test-only server hooks exactonce-chaos gives
+// every node by default (Options.DefaultNodeEnv): small snapshot settings,
+// so nodes snapshot often, restarts restore snapshots and a node kept away
+// catches up by snapshot. Scenarios without snapshot faults keep a long
+// log instead (nodeEnv).
+func FrequentSnapshotEnv() []string {
+	return []string{
+		"EXACTONCE_TEST_SNAPSHOT_THRESHOLD=256",
+		"EXACTONCE_TEST_TRAILING_LOGS=128",
+		"EXACTONCE_TEST_SNAPSHOT_INTERVAL=2s",
+	}
+}
+
 // nodeEnv is a scenario's node environment: the harness defaults, the
 // scenario's override, then the user's -node-env (the last value of a key
 // wins). Scenarios whose faults need a compacted log (a node catching up by
@@ -509,7 +529,7 @@ const fullLogTrailing = "EXACTONCE_TEST_TRAILING_LOGS=10000000"
 func nodeEnv(o Options, scenario string) []string {
 	env := append([]string{}, o.DefaultNodeEnv...)
 	switch scenario {
-	case "snapshot", "members", "mixed":
+	case "snapshot", "members", "mixed", "upgrade":
 	default:
 		env = append(env, fullLogTrailing)
 	}

@@ -71,6 +71,9 @@ type proc struct {
 	paused bool
 	// env is per-node extra environment for the next start (clock offset).
 	env []string
+	// binary, when set, is the executable of the next start instead of
+	// the cluster's (a rolling upgrade).
+	binary string
 }
 
 func newProcRunner(cfg ClusterConfig) *procRunner {
@@ -157,8 +160,12 @@ func (r *procRunner) Start(_ context.Context, n int) error {
 		return fmt.Errorf("node%d log: %w", n, err)
 	}
 	defer lf.Close()
+	bin := r.cfg.Binary
+	if p.binary != "" {
+		bin = p.binary
+	}
 	// Not bound to a context: the harness kills nodes itself.
-	cmd := r.cfg.Net.Command(context.Background(), n, r.cfg.Binary, r.args(n)...)
+	cmd := r.cfg.Net.Command(context.Background(), n, bin, r.args(n)...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	// The secrets go in the environment, never on argv: any local user can
 	// read a process's command line, only its owner its environment.
@@ -283,4 +290,13 @@ func (r *procRunner) SetNodeEnv(n int, env []string) {
 	p.mu.Lock()
 	p.env = env
 	p.mu.Unlock()
+}
+
+// SetNodeBinary makes node n's next start run binary (a rolling upgrade
+// replaces one node's executable at a time).
+func (r *procRunner) SetNodeBinary(n int, binary string) {
+	p := r.nodes[n-1]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.binary = binary
 }

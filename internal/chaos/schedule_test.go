@@ -39,6 +39,27 @@ func TestScheduleIsReplayedBySeed(t *testing.T) {
 	}
 }
 
+// TestUpgradeSchedule: the upgrade scenario replaces each of the three
+// nodes once, early enough that the workload sees the whole cluster on the
+// new build.
+func TestUpgradeSchedule(t *testing.T) {
+	kinds, ok := ScenarioFaults("upgrade")
+	if !ok {
+		t.Fatal("no upgrade scenario")
+	}
+	for seed := uint64(1); seed <= 20; seed++ {
+		s := NewSchedule(ScenarioSeed(seed, "upgrade"), kinds, time.Minute)
+		if len(s) != upgradeSteps {
+			t.Fatalf("seed %d: %d faults, want %d: %v", seed, len(s), upgradeSteps, s)
+		}
+		for _, f := range s {
+			if f.Kind != UpgradeNode || f.At > 30*time.Second {
+				t.Fatalf("seed %d: fault %s: want upgrade-node faults in the first half", seed, f)
+			}
+		}
+	}
+}
+
 func TestOutcomeOfAttempts(t *testing.T) {
 	cases := []struct {
 		name     string

@@ -17,6 +17,13 @@ const missingClusterKey = "a node of a multi-node cluster (--join, or --bootstra
 	"the same on every node: --cluster-key-file PATH (a file of mode 0600), EXACTONCE_CLUSTER_KEY, or --cluster-key; " +
 	"make one with `exactonce keygen` (a key generated into each data dir would differ from node to node)"
 
+// missingRestoreKey is the message given to a node started with --restore
+// without an explicit cluster key: a key generated into the fresh data dir
+// could never be the key the backup was saved under.
+const missingRestoreKey = "--restore needs the cluster key the backup was saved under, given explicitly: --cluster-key-file PATH " +
+	"(a file of mode 0600), EXACTONCE_CLUSTER_KEY, or --cluster-key; `exactonce snapshot inspect FILE` shows the key check value it needs " +
+	"and `exactonce keygen --check-value KEYFILE` that of a key"
+
 // missingAdminToken is the message given to a node of a multi-node
 // cluster started without an explicit admin token.
 const missingAdminToken = "a node of a multi-node cluster (--join, or --bootstrap-expect above 1) needs the admin token given explicitly, " +
@@ -50,6 +57,8 @@ func (c *Config) secrets(origin func(string) string) error {
 		}
 	} else if c.MultiNode() {
 		return usagef("%s", missingClusterKey)
+	} else if c.Restore != "" {
+		return usagef("%s", missingRestoreKey)
 	}
 	if c.AdminTokenFile != "" {
 		v, err := secure.ReadSecretFile(c.AdminTokenFile)

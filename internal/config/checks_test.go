@@ -95,6 +95,8 @@ func TestContradictions(t *testing.T) {
 		{"multi-node without a key", multi, nil,
 			[]string{"--cluster-key-file", "EXACTONCE_CLUSTER_KEY", "--cluster-key", "exactonce keygen"}},
 		{"joining without a key", []string{"--join", "10.0.0.2:8400"}, nil, []string{"exactonce keygen"}},
+		{"restore without a key", []string{"--restore", "backup.snap"}, nil,
+			[]string{"--restore", "--cluster-key-file", "snapshot inspect"}},
 		{"multi-node without an admin token", cat(multi, []string{"--cluster-key", testKey}), nil,
 			[]string{"admin token", "--admin-token-file", "EXACTONCE_ADMIN_TOKEN", "differ from node to node"}},
 		{"joining without an admin token", []string{"--join", "10.0.0.2:8400", "--cluster-key-file", keyFile}, nil,

@@ -111,6 +111,10 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	SnapshotsRetain   int
+	// Restore is a backup file (`exactonce snapshot save`) this node's
+	// first start begins from; "" for none. See docs/operations.md,
+	// "Backups".
+	Restore string
 	// PprofAddr is the loopback host:port of the opt-in net/http/pprof
 	// listener; "" (the default) serves none.
 	PprofAddr string
@@ -332,6 +336,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.Int64Var(&r.snapshotThreshold, "snapshot-threshold", DefaultSnapshotThreshold, "log entries since the last snapshot that make the node take the next one (and so let it compact its Raft log)")
 	fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", DefaultSnapshotInterval, "how often the node checks whether --snapshot-threshold is reached (at least 1s)")
 	fs.IntVar(&c.SnapshotsRetain, "snapshots-retain", DefaultSnapshotsRetain, "snapshot files kept in <data-dir>/raft/snapshots, each a full copy of the state (1 to 100)")
+	fs.StringVar(&c.Restore, "restore", "", "first start of a fresh node (empty data dir) from this backup file (`exactonce snapshot save`); the other nodes join it and receive the state; needs the cluster key the backup was saved under")
 	fs.Int64Var(&c.MappedStateMiB, "mapped-state-mib", DefaultMappedStateMiB, "MiB of the state file a node keeps mapped before handing its pages back (more: faster reads and writes of a large state, more resident memory)")
 
 	if err := fs.Parse(args); err != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -441,7 +442,20 @@ func TestREADME(t *testing.T) {
 	if err := os.WriteFile(state, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sh := &shell{dir: dir, state: state, env: cleanEnv()}
+	// `make cluster` starts three more nodes: on free ports, not its
+	// defaults (scripts/cluster.sh reads these).
+	ports := func() string {
+		return fmt.Sprintf("%s %s %s", portOf(t), portOf(t), portOf(t))
+	}
+	env := append(cleanEnv(), "CLUSTER_HTTP_PORTS="+ports(), "CLUSTER_RAFT_PORTS="+ports(), "CLUSTER_GOSSIP_PORTS="+ports())
+	sh := &shell{dir: dir, state: state, env: env}
+	t.Cleanup(func() {
+		// A failure between `make cluster` and `make cluster-stop` must not
+		// leave its three nodes running.
+		stop := exec.Command("scripts/cluster.sh", "stop")
+		stop.Dir, stop.Env = dir, env
+		_ = stop.Run()
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
@@ -472,4 +486,14 @@ func TestREADME(t *testing.T) {
 		t.Fatal("no README command ran")
 	}
 	t.Logf("ran %d README commands", ran)
+}
+
+// portOf is the port of a free loopback address.
+func portOf(t *testing.T) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(testport.Free(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
 }
