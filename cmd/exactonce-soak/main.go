@@ -141,7 +141,7 @@ func soak(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		Bin: o.bin, TempBase: o.tempBase, Nodes: o.nodes,
 		HTTPPort: o.basePort, RaftPort: o.basePort + 100, GossipPort: o.basePort + 200,
 		Args: []string{"--retention", o.retention, "--log-level", "warn"},
-		Log: log,
+		Log:  log,
 	})
 	if cl != nil {
 		defer func() {
