@@ -252,6 +252,13 @@ func soak(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	for _, n := range cl.Nodes {
+		if !n.Running() {
+			// A node that died is the finding: keep its log and data.
+			o.keep = true
+			return fmt.Errorf("%s exited during the soak: see %s", n.Name, n.LogPath)
+		}
+	}
 	if err := writeCSV(o.csvPath, m, series); err != nil {
 		return err
 	}
