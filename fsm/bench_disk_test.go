@@ -138,8 +138,12 @@ func BenchmarkSnapshot1M(b *testing.B) {
 // of an hour to build on a small machine; it is not timed:
 //
 //	go test -run '^$' -bench TenMillion -benchtime 1x -timeout 3h ./fsm
-func BenchmarkTenMillion(b *testing.B) {
-	f, now := benchClientFSM(b, 10_000_000)
+func BenchmarkTenMillion(b *testing.B) { benchReadsAndSnapshot(b, 10_000_000) }
+
+// benchReadsAndSnapshot runs BenchmarkTenMillion's sub-benchmarks over n
+// actions.
+func benchReadsAndSnapshot(b *testing.B, n int) {
+	f, now := benchClientFSM(b, n)
 	reads := []struct {
 		name string
 		read func(v *View) error
