@@ -159,3 +159,17 @@ bench-go: ## Go benchmarks (apply path, handlers) COUNT times into bin/bench-go.
 benchstat: ## compare two bench-go outputs: make benchstat OLD=old.txt NEW=new.txt
 	@test -n "$(OLD)" -a -n "$(NEW)" || { echo "usage: make benchstat OLD=old.txt NEW=new.txt" >&2; exit 2; }
 	$(GO) run $(BENCHSTAT) $(OLD) $(NEW)
+
+# Soak (docs/performance.md, "Soak"): a node started from bin/exactonced
+# with a short retention under create + consume cycles for SOAK_DURATION;
+# prints elapsed time, actions, data dir, state file and RSS as it goes,
+# then writes docs/soak.csv and draws docs/soak.png. Not part of CI or
+# make test. SOAK_NODES=3 runs three nodes on loopback (ports 61100-61302).
+SOAK_DURATION  ?= 10m
+SOAK_RETENTION ?= 30s
+SOAK_NODES     ?= 1
+# SOAK_FLAGS passes more flags (go run ./cmd/exactonce-soak -h lists them).
+SOAK_FLAGS     ?=
+.PHONY: soak
+soak: build ## data dir and RSS under endless create + consume with a short retention: docs/soak.csv, docs/soak.png (SOAK_DURATION=10m SOAK_RETENTION=30s SOAK_NODES=1)
+	$(GO) run ./cmd/exactonce-soak -bin $(BIN)/exactonced -nodes $(SOAK_NODES) -duration $(SOAK_DURATION) -retention $(SOAK_RETENTION) $(SOAK_FLAGS)

@@ -35,6 +35,10 @@ var (
 	ErrRejected = errors.New("cluster: the leader refused to propose the command")
 )
 
+// DefaultSnapshotsRetain is how many snapshot files a node keeps when
+// Config.SnapshotsRetain is 0.
+const DefaultSnapshotsRetain = 2
+
 // Config configures a node.
 type Config struct {
 	NodeID  string
@@ -83,6 +87,9 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
+	// SnapshotsRetain is how many snapshot files stay on disk (default
+	// DefaultSnapshotsRetain).
+	SnapshotsRetain int
 	// ClockTick is how long the leader lets the cluster go without a new
 	// entry before it proposes a stamped no-op, so that the state
 	// machine's clock, and what it decides by time (retention's sweeps),

@@ -30,7 +30,11 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 		return fmt.Errorf("cluster: open raft log store: %w", err)
 	}
 	n.store = store
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, snapshotRetain, hlog.Named("snapshot"))
+	retain := cfg.SnapshotsRetain
+	if retain <= 0 {
+		retain = DefaultSnapshotsRetain
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, retain, hlog.Named("snapshot"))
 	if err != nil {
 		return fmt.Errorf("cluster: open snapshot store: %w", err)
 	}

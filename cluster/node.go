@@ -40,8 +40,6 @@ const (
 	maxAppendEntries = 256
 	// commitTimeout is Raft's CommitTimeout, its default (see raftConfig).
 	commitTimeout = 50 * time.Millisecond
-	// snapshotRetain is how many snapshots stay on disk.
-	snapshotRetain = 2
 )
 
 // Node is one ExactOnce cluster member: Raft, membership and read barriers.

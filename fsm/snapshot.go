@@ -177,8 +177,13 @@ func (f *FSM) StateHashAt() (hash []byte, applied uint64, err error) {
 	if f.closed {
 		return nil, 0, ErrClosed
 	}
+	return stateHashOf(f.db)
+}
+
+// stateHashOf is StateHashAt over any state file opened with bbolt.
+func stateHashOf(db *bolt.DB) (hash []byte, applied uint64, err error) {
 	h := sha256.New()
-	err = f.db.View(func(tx *bolt.Tx) error {
+	err = db.View(func(tx *bolt.Tx) error {
 		var merr error
 		if applied, _, merr = readMeta(tx); merr != nil {
 			return merr

@@ -1,7 +1,8 @@
 // Command exactonced is the ExactOnce server: one node of a Raft-replicated
 // service for one-time actions (see SPEC.md). Every flag is also an
 // environment variable EXACTONCE_<FLAG>; run with -h for the list.
-// `exactonced healthcheck` probes a running node (the image's HEALTHCHECK).
+// `exactonced healthcheck` probes a running node (the image's HEALTHCHECK);
+// `exactonced compact` rewrites a stopped node's state file densely.
 package main
 
 import (
@@ -45,7 +46,8 @@ func main() {
 // graceful shutdown, 2 for bad or contradicting flags, 3 when the cluster
 // key is not the one of the data dir or of the cluster (exitKeyMismatch),
 // 1 for any other failure. `exactonced healthcheck ...` probes a running
-// node instead (healthcheck).
+// node instead (healthcheck), `exactonced compact ...` compacts a stopped
+// node's state file (compact).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	return runWith(ctx, args, getenv, stdout, stderr, nil)
 }
@@ -55,6 +57,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 func runWith(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, raftMetrics prometheus.Gatherer) int {
 	if len(args) > 0 && args[0] == healthcheckCommand {
 		return healthcheck(ctx, args[1:], getenv, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == compactCommand {
+		return compact(args[1:], getenv, stdout, stderr)
 	}
 	cfg, err := config.Parse(args, getenv, stderr)
 	if err != nil {

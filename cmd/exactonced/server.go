@@ -205,10 +205,11 @@ func (s *server) run(ctx context.Context) error {
 		Seed:            seed,
 		Now:             cfg.Now,
 		Logger:          baseLog,
-		// Zero unless the chaos harness sets its test-only variables.
-		SnapshotThreshold: cfg.TestSnapshotThreshold,
+		// The flags, or the chaos harness's test-only variables.
+		SnapshotThreshold: orTest(cfg.SnapshotThreshold, cfg.TestSnapshotThreshold),
+		SnapshotInterval:  orTest(cfg.SnapshotInterval, cfg.TestSnapshotInterval),
+		SnapshotsRetain:   cfg.SnapshotsRetain,
 		TrailingLogs:      cfg.TestTrailingLogs,
-		SnapshotInterval:  cfg.TestSnapshotInterval,
 	})
 	if err != nil {
 		return fmt.Errorf("open cluster node: %w", err)
@@ -692,4 +693,14 @@ func withRoutes(sets ...func(r *mux.Router)) func(r *mux.Router) {
 			}
 		}
 	}
+}
+
+// orTest is v, or the test-only override t when the chaos harness set one
+// (config.TestSnapshotThresholdEnv and the like; the node logs a warning).
+func orTest[T comparable](v, t T) T {
+	var zero T
+	if t != zero {
+		return t
+	}
+	return v
 }

@@ -104,6 +104,13 @@ type Config struct {
 	// the node hands the state file's mapped pages back
 	// (fsm.Options.MappedBudget).
 	MappedStateMiB int64
+	// SnapshotThreshold is how many log entries since the last snapshot
+	// make Raft take the next one; SnapshotInterval is how often it checks;
+	// SnapshotsRetain is how many snapshot files stay in raft/snapshots
+	// (docs/operations.md, "Snapshots and disk").
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	SnapshotsRetain   int
 	// Restore is a backup file (`exactonce snapshot save`) this node's
 	// first start begins from; "" for none. See docs/operations.md,
 	// "Backups".
@@ -189,6 +196,12 @@ const (
 	DefaultMaxStaleness          = 5 * time.Second
 	// DefaultMaxActionsPerClient is httpapi.DefaultMaxActionsPerClient.
 	DefaultMaxActionsPerClient = 1_000_000
+	// DefaultSnapshotThreshold and DefaultSnapshotInterval are
+	// hashicorp/raft's defaults; DefaultSnapshotsRetain is how many
+	// snapshots a node kept before the setting existed.
+	DefaultSnapshotThreshold = 8192
+	DefaultSnapshotInterval  = 2 * time.Minute
+	DefaultSnapshotsRetain   = 2
 )
 
 // raw holds flag values before validation.
@@ -200,6 +213,9 @@ type raw struct {
 	maxTTL          string
 	retention       string
 	logLevel        string
+	// snapshotThreshold is parsed as a signed number, so that a negative
+	// value gets the flag's own message rather than a parse error.
+	snapshotThreshold int64
 	// origin names where a flag's value came from: "--flag" or its
 	// environment variable.
 	origin func(name string) string
@@ -223,7 +239,7 @@ var ErrVersion = errors.New("version requested")
 // printUsage writes the help: each flag spelled --name as in the docs,
 // with its kind of value, what it does and its default.
 func printUsage(out io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintf(out, "Usage: exactonced [flags]\n       exactonced healthcheck [flags]  (probe a running node; -h for its flags)\n\nRuns one ExactOnce node. Every flag is also an environment variable\n%s<FLAG> (upper case, - as _); a flag on the command line wins.\n\n", EnvPrefix)
+	fmt.Fprintf(out, "Usage: exactonced [flags]\n       exactonced healthcheck [flags]  (probe a running node; -h for its flags)\n       exactonced compact [--data-dir DIR]  (give a stopped node's freed state file space back)\n\nRuns one ExactOnce node. Every flag is also an environment variable\n%s<FLAG> (upper case, - as _); a flag on the command line wins.\n\n", EnvPrefix)
 	fs.VisitAll(func(f *flag.Flag) {
 		kind, zero := "", ""
 		if g, ok := f.Value.(flag.Getter); ok {
@@ -317,6 +333,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text|json")
 	fs.BoolVar(&c.AccessLog, "access-log", false, "log every client request at info (default: only failed ones; the rest at debug)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "loopback host:port for Go's profiling endpoints (/debug/pprof/), unauthenticated, so refused on any other address (default: off)")
+	fs.Int64Var(&r.snapshotThreshold, "snapshot-threshold", DefaultSnapshotThreshold, "log entries since the last snapshot that make the node take the next one (and so let it compact its Raft log)")
+	fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", DefaultSnapshotInterval, "how often the node checks whether --snapshot-threshold is reached (at least 1s)")
+	fs.IntVar(&c.SnapshotsRetain, "snapshots-retain", DefaultSnapshotsRetain, "snapshot files kept in <data-dir>/raft/snapshots, each a full copy of the state (1 to 100)")
 	fs.StringVar(&c.Restore, "restore", "", "first start of a fresh node (empty data dir) from this backup file (`exactonce snapshot save`); the other nodes join it and receive the state; needs the cluster key the backup was saved under")
 	fs.Int64Var(&c.MappedStateMiB, "mapped-state-mib", DefaultMappedStateMiB, "MiB of the state file a node keeps mapped before handing its pages back (more: faster reads and writes of a large state, more resident memory)")
 
@@ -510,6 +529,18 @@ func (c *Config) finish(r *raw) error {
 	}
 	if c.MappedStateMiB < 16 {
 		return usagef("--mapped-state-mib %d: at least 16", c.MappedStateMiB)
+	}
+	if r.snapshotThreshold < 1 {
+		return usagef("%s %d: a positive number of log entries", r.origin("snapshot-threshold"), r.snapshotThreshold)
+	}
+	c.SnapshotThreshold = uint64(r.snapshotThreshold)
+	if c.SnapshotInterval < time.Second {
+		return usagef("%s %s: at least 1s", r.origin("snapshot-interval"), c.SnapshotInterval)
+	}
+	if c.SnapshotsRetain < 1 || c.SnapshotsRetain > 100 {
+		// Raft needs the newest snapshot; more than a handful of full
+		// copies of the state is most likely a typo.
+		return usagef("%s %d: from 1 to 100 snapshot files", r.origin("snapshots-retain"), c.SnapshotsRetain)
 	}
 	if c.MaxActionsPerClient == 0 || c.MaxActionsPerClient < -1 {
 		// 0 would read as "none allowed" to some and "unlimited" to others.

@@ -39,6 +39,9 @@ func TestDefaults(t *testing.T) {
 	if c.Retention != DefaultRetention {
 		t.Errorf("Retention = %s, want %s", c.Retention, DefaultRetention)
 	}
+	if c.SnapshotThreshold != 8192 || c.SnapshotInterval != 2*time.Minute || c.SnapshotsRetain != 2 {
+		t.Errorf("snapshot settings = %d %s %d, want 8192 2m0s 2", c.SnapshotThreshold, c.SnapshotInterval, c.SnapshotsRetain)
+	}
 	c, err = Parse(nil, env(map[string]string{"EXACTONCE_MAX_ACTIONS_PER_CLIENT": "-1"}), io.Discard)
 	if err != nil || c.MaxActionsPerClient != -1 {
 		t.Errorf("EXACTONCE_MAX_ACTIONS_PER_CLIENT=-1: %v %v", c, err)
@@ -124,6 +127,13 @@ func TestRejected(t *testing.T) {
 		{"lone zero bootstrap", []string{"--bootstrap-expect", "0"}, nil, "--bootstrap-expect"},
 		{"bad bootstrap", nil, map[string]string{"EXACTONCE_BOOTSTRAP_EXPECT": "three"}, "--bootstrap-expect"},
 		{"negative bootstrap", []string{"--bootstrap-expect", "-2"}, nil, "--bootstrap-expect"},
+		{"zero snapshot threshold", []string{"--snapshot-threshold", "0"}, nil, "--snapshot-threshold 0: a positive number"},
+		{"negative snapshot threshold", nil, map[string]string{"EXACTONCE_SNAPSHOT_THRESHOLD": "-5"}, "EXACTONCE_SNAPSHOT_THRESHOLD -5"},
+		{"snapshot threshold not a number", []string{"--snapshot-threshold", "lots"}, nil, "--snapshot-threshold"},
+		{"short snapshot interval", []string{"--snapshot-interval", "10ms"}, nil, "--snapshot-interval 10ms: at least 1s"},
+		{"snapshot interval not a duration", nil, map[string]string{"EXACTONCE_SNAPSHOT_INTERVAL": "often"}, "EXACTONCE_SNAPSHOT_INTERVAL"},
+		{"no snapshot kept", []string{"--snapshots-retain", "0"}, nil, "--snapshots-retain 0: from 1 to 100"},
+		{"too many snapshots kept", []string{"--snapshots-retain", "1000"}, nil, "--snapshots-retain 1000"},
 		{"unspecified advertise", []string{"--raft-advertise", "0.0.0.0:8300"}, nil, "--raft-advertise"},
 	}
 	for _, tc := range cases {
@@ -182,6 +192,19 @@ func TestSnapshotTuningFromEnvOnly(t *testing.T) {
 		if _, err := Parse(nil, env(map[string]string{name: val}), io.Discard); err == nil {
 			t.Errorf("%s=%s accepted", name, val)
 		}
+	}
+}
+
+// TestSnapshotFlags: the snapshot settings come from their flags or
+// environment variables.
+func TestSnapshotFlags(t *testing.T) {
+	c, err := Parse([]string{"--snapshot-threshold", "100000", "--snapshot-interval", "30s"},
+		env(map[string]string{"EXACTONCE_SNAPSHOTS_RETAIN": "1"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SnapshotThreshold != 100000 || c.SnapshotInterval != 30*time.Second || c.SnapshotsRetain != 1 {
+		t.Errorf("snapshot settings = %d %s %d, want 100000 30s 1", c.SnapshotThreshold, c.SnapshotInterval, c.SnapshotsRetain)
 	}
 }
 
