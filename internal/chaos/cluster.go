@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/exactonce/exactonce/client"
+	"github.com/exactonce/exactonce/internal/faultfs"
 )
 
 // ClusterConfig describes the cluster the harness runs.
@@ -38,6 +39,8 @@ type Cluster struct {
 	runner NodeRunner
 	admin  []*client.Client
 	hc     *http.Client // plain requests (test clock)
+	// disks are the nodes' fault filesystems (MountDisks), or none.
+	disks []*faultfs.FS
 }
 
 // opTimeout bounds the node operations whose methods take no context
@@ -155,6 +158,9 @@ func (c *Cluster) StopAll(ctx context.Context, grace time.Duration) {
 func (c *Cluster) Wipe(n int) error {
 	if c.Running(n) {
 		return fmt.Errorf("wipe node%d: still running", n)
+	}
+	if c.Disk(n) != nil {
+		return c.wipeDisk(n)
 	}
 	return c.runner.Wipe(n)
 }
