@@ -8,8 +8,8 @@
 // durable state: for every file the content its last fsync made durable
 // (<Dir>/shadow, written at fsync time from the ranges written since), for
 // every directory the names its last fsync made durable. PowerLoss
-// unmounts, rebuilds the live tree from the durable state alone, and
-// mounts again at the same place. See docs/chaos.md.
+// rebuilds the live tree from the durable state alone, under the same
+// mount. See docs/chaos.md.
 package faultfs
 
 import (
@@ -85,6 +85,7 @@ type FS struct {
 	failWrite  FailMode
 	fsyncDelay time.Duration
 	stats      Stats
+	open       int // open file handles
 }
 
 // Mount prepares opts.Dir and mounts the filesystem at opts.Mountpoint.
@@ -146,10 +147,14 @@ func (f *FS) mount() error {
 		return fmt.Errorf("faultfs: %w", err)
 	}
 	root := &node{LoopbackNode: &gofs.LoopbackNode{RootData: &gofs.LoopbackRoot{Path: f.m.live, Dev: st.Dev}}, ffs: f}
-	sec := time.Second
+	// The kernel caches no names and no attributes: a power loss
+	// replaces the tree under the mount, and nothing the kernel kept
+	// from before may show through.
+	var zero time.Duration
 	server, err := gofs.Mount(f.opts.Mountpoint, root, &gofs.Options{
-		EntryTimeout: &sec,
-		AttrTimeout:  &sec,
+		EntryTimeout:    &zero,
+		AttrTimeout:     &zero,
+		NegativeTimeout: &zero,
 		MountOptions: fuse.MountOptions{
 			FsName: "faultfs",
 			Name:   "faultfs",
@@ -172,18 +177,30 @@ func (f *FS) unmount(ctx context.Context) error {
 	if f.server == nil {
 		return nil
 	}
-	var err error
-	for {
-		if err = f.server.Unmount(); err == nil {
-			break
+	// Server.Unmount returns once the serving loops have ended, which a
+	// copy of the mount in another mount namespace can prevent: bounded
+	// by ctx.
+	done := make(chan error, 1)
+	server := f.server
+	go func() {
+		var err error
+		for range 100 {
+			if err = server.Unmount(); err == nil {
+				server.Wait()
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("faultfs: unmount %s: %w", f.opts.Mountpoint, errors.Join(err, ctx.Err()))
-		case <-time.After(50 * time.Millisecond):
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("faultfs: unmount %s: %w", f.opts.Mountpoint, err)
 		}
+	case <-ctx.Done():
+		return fmt.Errorf("faultfs: unmount %s: still in use (a process holds it open, or a copy of the mount in another mount namespace does): %w", f.opts.Mountpoint, ctx.Err())
 	}
-	f.server.Wait()
 	f.server = nil
 	return nil
 }
@@ -195,31 +212,43 @@ func (f *FS) Unmount(ctx context.Context) error {
 	return f.unmount(ctx)
 }
 
-// PowerLoss simulates a power cut and a reboot: it unmounts (every process
-// using the filesystem must have exited), drops everything not made
-// durable by an fsync (writes, truncations, and names: creations,
-// removals, renames a directory fsync did not cover), and mounts the
-// durable state again at the same mountpoint. Injected faults stay as
-// they are.
+// PowerLoss simulates a power cut and a reboot: it drops everything not
+// made durable by an fsync (writes, truncations, and names: creations,
+// removals, renames a directory fsync did not cover), leaving the durable
+// state at the same mountpoint. Every process using the filesystem must
+// have exited: PowerLoss waits (bounded by ctx) until no file is open.
+// The mount stays (an unmount would wait for every copy of the mount in
+// other mount namespaces, which `ip netns exec` makes); the kernel caches
+// no names or attributes, and file pages are dropped at each open.
+// Injected faults stay as they are.
 func (f *FS) PowerLoss(ctx context.Context) (Report, error) {
 	f.life.Lock()
 	defer f.life.Unlock()
-	if err := f.unmount(ctx); err != nil {
-		return Report{}, err
+	for {
+		f.mu.Lock()
+		if f.open == 0 {
+			break // f.mu stays held
+		}
+		open := f.open
+		f.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return Report{}, fmt.Errorf("faultfs: power loss of %s: %d files still open: %w", f.opts.Mountpoint, open, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	f.mu.Lock()
+	defer f.mu.Unlock()
 	rep := f.m.report()
 	err := f.m.rebuild(f.opts.Dir)
 	if err == nil {
 		err = f.m.reset()
 	}
 	f.stats.PowerLosses++
-	f.mu.Unlock()
 	if err != nil {
 		return rep, err
 	}
 	f.log.Info("faultfs: power loss", "mountpoint", f.opts.Mountpoint, "files", rep.Files, "bytes", rep.Bytes, "dirs", rep.Dirs)
-	return rep, f.mount()
+	return rep, nil
 }
 
 // SyncAll makes the whole live tree durable, like sync(2).

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -492,5 +494,91 @@ func TestSpansMerge(t *testing.T) {
 	}
 	if s.bytes() != 51 {
 		t.Fatalf("bytes %d, want 51", s.bytes())
+	}
+}
+
+// TestPowerLossWithACopyInAnotherMountNamespace: a node started by `ip
+// netns exec` runs in a mount namespace of its own (a slave copy of the
+// mounts, kept while it runs); the power loss of another node's disk must
+// still happen, and its files be seen afresh.
+func TestPowerLossWithACopyInAnotherMountNamespace(t *testing.T) {
+	f := mountT(t)
+	if os.Geteuid() != 0 {
+		t.Skip("mount namespaces need root")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare(1) to make a mount namespace")
+	}
+	cmd := exec.Command(unshare, "--mount", "--propagation", "slave", "sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	// Wait until the namespace exists (its mounts differ from ours).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		self, err1 := os.Readlink("/proc/self/ns/mnt")
+		other, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
+		if err1 == nil && err2 == nil && self != other {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("unshare did not make a mount namespace")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p := filepath.Join(f.Mountpoint(), "f")
+	writeFile(t, p, []byte("x"), false)
+	powerLoss(t, f)
+	wantMissing(t, p)
+}
+
+// TestPowerLossWaitsForOpenFiles: a power loss of a disk still in use is
+// refused once ctx ends (the harness kills the node first).
+func TestPowerLossWaitsForOpenFiles(t *testing.T) {
+	f := mountT(t)
+	fh, err := os.Create(filepath.Join(f.Mountpoint(), "open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := f.PowerLoss(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("power loss with an open file: %v, want the deadline", err)
+	}
+	fh.Close()
+	powerLoss(t, f)
+}
+
+// TestPowerLossShowsNoStaleAttributes: a file the kernel has seen with
+// one size is seen with its durable size right after the power loss.
+func TestPowerLossShowsNoStaleAttributes(t *testing.T) {
+	f := mountT(t)
+	mnt := f.Mountpoint()
+	p := filepath.Join(mnt, "f")
+	writeFile(t, p, []byte("short"), true)
+	syncDir(t, mnt)
+	appendFile(t, p, bytes.Repeat([]byte("x"), 10000), false)
+	if st, err := os.Stat(p); err != nil || st.Size() != 10005 {
+		t.Fatalf("stat before: %v %v", st, err)
+	}
+	powerLoss(t, f)
+	st, err := os.Stat(p)
+	if err != nil || st.Size() != 5 {
+		t.Fatalf("stat after the power loss: size %d (%v), want 5", st.Size(), err)
+	}
+	wantContent(t, p, []byte("short"))
+	// A name created before and lost is free again.
+	q := filepath.Join(mnt, "new")
+	writeFile(t, q, []byte("n"), false)
+	powerLoss(t, f)
+	if fh, err := os.OpenFile(q, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644); err != nil {
+		t.Fatalf("create a name lost in the power loss: %v", err)
+	} else {
+		fh.Close()
 	}
 }

@@ -321,6 +321,7 @@ func (f *FS) newHandle(fh gofs.FileHandle) (*handle, syscall.Errno) {
 	}
 	h := &handle{lf: lf, ffs: f, fd: fd}
 	h.resolve()
+	f.open++
 	return h, 0
 }
 
@@ -357,7 +358,13 @@ func (h *handle) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResu
 }
 
 // Release implements gofs.FileReleaser.
-func (h *handle) Release(ctx context.Context) syscall.Errno { return h.lf.Release(ctx) }
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	errno := h.lf.Release(ctx)
+	h.ffs.mu.Lock()
+	h.ffs.open--
+	h.ffs.mu.Unlock()
+	return errno
+}
 
 // Flush implements gofs.FileFlusher.
 func (h *handle) Flush(ctx context.Context) syscall.Errno { return h.lf.Flush(ctx) }
