@@ -35,6 +35,16 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 		return fmt.Errorf("cluster: open snapshot store: %w", err)
 	}
 	n.snaps = snaps
+	// raft/, raft/wal/ and raft/snapshots/ are durable names only once
+	// their parent directories are fsynced: without this a power loss
+	// after the first start could take the whole log away, and the node
+	// came back empty (the chaos harness's power-loss scenario;
+	// TestRaftLogSurvivesPowerLoss).
+	for _, d := range []string{dir, cfg.DataDir} {
+		if err := syncDir(d); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+	}
 
 	if err := n.listen(); err != nil {
 		return err
