@@ -339,7 +339,7 @@ func compareStateFiles(cl *Cluster, log *slog.Logger) ([]liveState, string, []An
 	for n := 1; n <= cl.Nodes(); n++ {
 		// The server keeps its FSM in <data-dir>/state.db; fsm.Open would
 		// create a missing file, so check first.
-		path := filepath.Join(cl.DataDir(n), "state.db")
+		path := filepath.Join(cl.StoppedDataDir(n), "state.db")
 		if _, err := os.Stat(path); err != nil {
 			return nil, "state files not compared: " + err.Error(), nil
 		}
