@@ -41,6 +41,9 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	// came back empty (the chaos harness's power-loss scenario;
 	// TestRaftLogSurvivesPowerLoss).
 	for _, d := range []string{dir, cfg.DataDir} {
+		if cfg.NoSync {
+			break
+		}
 		if err := syncDir(d); err != nil {
 			return fmt.Errorf("cluster: %w", err)
 		}
@@ -294,4 +297,20 @@ func sortServers(servers []raft.Server) []raft.Server {
 	out := slices.Clone(servers)
 	slices.SortFunc(out, func(a, b raft.Server) int { return strings.Compare(string(a.ID), string(b.ID)) })
 	return out
+}
+
+// syncDir fsyncs a directory, so that the names in it are durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir %s for fsync: %w", dir, err)
+	}
+	serr := f.Sync()
+	if cerr := f.Close(); serr == nil {
+		serr = cerr
+	}
+	if serr != nil {
+		return fmt.Errorf("fsync dir %s: %w", dir, serr)
+	}
+	return nil
 }
