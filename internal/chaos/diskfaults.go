@@ -150,7 +150,8 @@ func (n *Nemesis) checkNotAhead(ctx context.Context, nodes []int) []Anomaly {
 	return out
 }
 
-// lastLogLine is the last non-empty line of a node's log, shortened.
+// lastLogLine is the node's last error-level log line (its last line when
+// it has none, e.g. a bare panic), shortened.
 func lastLogLine(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -158,6 +159,12 @@ func lastLogLine(path string) string {
 	}
 	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
 	l := string(lines[len(lines)-1])
+	for i := len(lines) - 1; i >= 0; i-- {
+		if bytes.Contains(lines[i], []byte(`"level":"ERROR"`)) {
+			l = string(lines[i])
+			break
+		}
+	}
 	if len(l) > 300 {
 		l = l[:300] + "…"
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -46,5 +48,22 @@ func TestDiskScenariosDrawTheirFaults(t *testing.T) {
 				t.Errorf("slow-fsync delay %v, want 20ms..2s", f.Delay)
 			}
 		}
+	}
+}
+
+// TestLastLogLinePrefersTheError: a node that stopped is quoted by its
+// error line, not by the last line of a panic's stack.
+func TestLastLogLinePrefersTheError(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "node1.log")
+	log := `{"level":"INFO","msg":"ready"}
+{"level":"ERROR","msg":"raft log write failed; stopping"}
+panic: boom
+	/src/cluster/parallellog.go:81 +0x1c5
+`
+	if err := os.WriteFile(p, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := lastLogLine(p); !strings.Contains(got, "raft log write failed") {
+		t.Fatalf("lastLogLine = %q, want the error line", got)
 	}
 }
