@@ -35,6 +35,9 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 		return fmt.Errorf("cluster: open snapshot store: %w", err)
 	}
 	n.snaps = snaps
+	if !cfg.NoSync {
+		n.snaps = &durableSnapshots{SnapshotStore: snaps, dir: filepath.Join(dir, "snapshots")}
+	}
 	// raft/, raft/wal/ and raft/snapshots/ are durable names only once
 	// their parent directories are fsynced: without this a power loss
 	// after the first start could take the whole log away, and the node
@@ -100,7 +103,7 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	if err != nil {
 		return err
 	}
-	r, err := raft.NewRaft(rc, gatedFSM{stateMachine: n.sm, log: n.plog, metrics: n.metrics}, logs, store, snaps, n.guard.raftTransport())
+	r, err := raft.NewRaft(rc, gatedFSM{stateMachine: n.sm, log: n.plog, metrics: n.metrics}, logs, store, n.snaps, n.guard.raftTransport())
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
