@@ -542,11 +542,12 @@ func FrequentSnapshotEnv() []string {
 // nodeEnv is a scenario's node environment: the harness defaults, the
 // scenario's override, then the user's -node-env (the last value of a key
 // wins). Scenarios whose faults need a compacted log (a node catching up by
-// snapshot, a replaced node) keep the defaults.
+// snapshot, a replaced node, a power loss that must find every snapshot
+// whole) keep the defaults.
 func nodeEnv(o Options, scenario string) []string {
 	env := append([]string{}, o.DefaultNodeEnv...)
 	switch scenario {
-	case "snapshot", "members", "mixed", "upgrade":
+	case "snapshot", "members", "mixed", "upgrade", "power-loss":
 	default:
 		env = append(env, fullLogTrailing)
 	}
