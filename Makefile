@@ -99,15 +99,18 @@ test-cluster: ## three containers: kill, partition, restart; no acknowledged wri
 # Chaos harness (docs/chaos.md): a real three-node cluster under faults,
 # checked for linearizability and exactly-once. Runs as root for network
 # namespaces (partitions); without root it falls back to loopback and skips
-# partitions. DURATION is the total workload time over the scenarios.
-DURATION  ?= 5m
+# partitions. DURATION is the total workload time over the scenarios. The
+# disk faults (power-loss) put each node's data dir on a FUSE mount
+# (internal/faultfs): /dev/fuse and fusermount3 (package fuse3), else they
+# are skipped.
+DURATION  ?= 6m
 SEED      ?= 0
-SCENARIOS ?= kill,pause,partition,snapshot,clock
-CHAOS_DEPS = if [ "$$(id -u)" = 0 ] && ! { command -v ip && command -v iptables; } >/dev/null 2>&1; then \
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables; fi
+SCENARIOS ?= kill,pause,partition,snapshot,clock,power-loss
+CHAOS_DEPS = if [ "$$(id -u)" = 0 ] && ! { command -v ip && command -v iptables && command -v fusermount3; } >/dev/null 2>&1; then \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables fuse3; fi
 
 .PHONY: chaos chaos-selftest
-chaos: ## fault injection against a 3-node cluster; fails on any anomaly (DURATION=5m SEED=n SCENARIOS=...)
+chaos: ## fault injection against a 3-node cluster; fails on any anomaly (DURATION=6m SEED=n SCENARIOS=...)
 	@$(CHAOS_DEPS)
 	$(GO) build -o $(BIN)/exactonce-chaos ./cmd/exactonce-chaos
 	$(BIN)/exactonce-chaos -seed $(SEED) -duration $(DURATION) -scenarios $(SCENARIOS) $(CHAOS_FLAGS)

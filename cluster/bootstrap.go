@@ -39,6 +39,22 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 		return fmt.Errorf("cluster: open snapshot store: %w", err)
 	}
 	n.snaps = snaps
+	if !cfg.NoSync {
+		n.snaps = &durableSnapshots{SnapshotStore: snaps, dir: filepath.Join(dir, "snapshots")}
+	}
+	// raft/, raft/wal/ and raft/snapshots/ are durable names only once
+	// their parent directories are fsynced: without this a power loss
+	// after the first start could take the whole log away, and the node
+	// came back empty (the chaos harness's power-loss scenario;
+	// TestRaftLogSurvivesPowerLoss).
+	for _, d := range []string{dir, cfg.DataDir} {
+		if cfg.NoSync {
+			break
+		}
+		if err := syncDir(d); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+	}
 
 	if err := n.listen(); err != nil {
 		return err
@@ -91,7 +107,7 @@ func (n *Node) start(ctx context.Context, trans raft.Transport) error {
 	if err != nil {
 		return err
 	}
-	r, err := raft.NewRaft(rc, gatedFSM{stateMachine: n.sm, log: n.plog, metrics: n.metrics}, logs, store, snaps, n.guard.raftTransport())
+	r, err := raft.NewRaft(rc, gatedFSM{stateMachine: n.sm, log: n.plog, metrics: n.metrics}, logs, store, n.snaps, n.guard.raftTransport())
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
@@ -288,4 +304,20 @@ func sortServers(servers []raft.Server) []raft.Server {
 	out := slices.Clone(servers)
 	slices.SortFunc(out, func(a, b raft.Server) int { return strings.Compare(string(a.ID), string(b.ID)) })
 	return out
+}
+
+// syncDir fsyncs a directory, so that the names in it are durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir %s for fsync: %w", dir, err)
+	}
+	serr := f.Sync()
+	if cerr := f.Close(); serr == nil {
+		serr = cerr
+	}
+	if serr != nil {
+		return fmt.Errorf("fsync dir %s: %w", dir, serr)
+	}
+	return nil
 }

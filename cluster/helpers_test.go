@@ -68,7 +68,10 @@ type testNode struct {
 	cfg  Config
 	fsm  *fsm.FSM
 	node *Node
-	cur  atomic.Pointer[Node]
+	// statePath, when set, is the FSM's state file (else
+	// <DataDir>/state.db).
+	statePath string
+	cur       atomic.Pointer[Node]
 }
 
 // newTestNode prepares (but does not open) a node in a fresh data dir.
@@ -94,7 +97,11 @@ func newTestNode(t testing.TB, id string) *testNode {
 // open opens the FSM and the node.
 func (tn *testNode) open() error {
 	tn.t.Helper()
-	f, err := fsm.Open(fsm.Options{Path: filepath.Join(tn.cfg.DataDir, "state.db"), NoSync: true, InitialMmapSize: 16 << 20})
+	path := tn.statePath
+	if path == "" {
+		path = filepath.Join(tn.cfg.DataDir, "state.db")
+	}
+	f, err := fsm.Open(fsm.Options{Path: path, NoSync: true, InitialMmapSize: 16 << 20})
 	if err != nil {
 		return fmt.Errorf("open fsm: %w", err)
 	}

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/exactonce/exactonce/internal/chaos"
+	"github.com/exactonce/exactonce/internal/faultfs"
 )
 
 func main() {
@@ -62,6 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	backend := fs.String("backend", "process", "process|containers: nodes as local processes (placed by -net) or as containers under docker-compose")
 	project := fs.String("project", "exactoncechaos", "-backend containers: compose project, container, network and image name prefix")
 	dockerSubnet := fs.String("docker-subnet", "172.30", "-backend containers: first two octets of the cluster (.10.0/24) and api (.20.0/24) networks")
+	faultFS := fs.String("faultfs", "auto", "auto|on|off: each node's data dir on a fault filesystem (FUSE, internal/faultfs) for the disk faults; auto: on where /dev/fuse and fusermount3 exist, with -backend process")
 	netMode := fs.String("net", "auto", "auto|netns|loopback: where nodes run (loopback cannot partition)")
 	prefix := fs.String("prefix", "eoc", "name prefix of the namespaces and links the harness creates")
 	subnet := fs.String("subnet", "10.77.0", "private /24 (first three octets) for the namespaces")
@@ -146,6 +148,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if !network.CanPartition() {
 		fmt.Fprintln(stdout, "note: this network cannot cut links (network namespaces need root); partition faults are skipped")
 	}
+	useFaultFS, err := pickFaultFS(*faultFS, *backend)
+	if err != nil {
+		fmt.Fprintf(stderr, "exactonce-chaos: %v\n", err)
+		return 2
+	}
+	if !useFaultFS {
+		fmt.Fprintln(stdout, "note: the nodes run without fault filesystems; disk faults (power-loss, disk-full, fsync-eio, slow-fsync) are skipped")
+	}
 	if *backend == "containers" {
 		fmt.Fprintf(stdout, "note: containers (compose project %s, networks %s.10.0/24 and %s.20.0/24): a partition disconnects a whole node, one-way cuts are skipped\n", *project, *dockerSubnet, *dockerSubnet)
 	}
@@ -158,7 +168,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Binary: bin, UpgradeBinary: *upgradeTo, WorkDir: *workDir, OutDir: *outDir, Net: network, DefaultNodeEnv: defaults, NodeEnv: nodeEnv,
 		Workload: chaos.WorkloadConfig{WorkersPerNode: *workers, Racers: *racers, RequestTimeout: *reqTimeout,
 			Attempts: *attempts, Think: *think, Seed: *seed},
-		CheckTimeout: *checkTimeout, Log: log, Out: stdout,
+		CheckTimeout: *checkTimeout, Log: log, Out: stdout, FaultFS: useFaultFS,
 	}
 	anomalies, failed := 0, false
 	for _, name := range names {
@@ -184,6 +194,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// pickFaultFS resolves -faultfs: "on" fails where FUSE cannot work or
+// with containers (their data dirs are bind mounts), "auto" is on where
+// it can be.
+func pickFaultFS(mode, backend string) (bool, error) {
+	switch mode {
+	case "off":
+		return false, nil
+	case "on":
+		if backend != "process" {
+			return false, fmt.Errorf("-faultfs on needs -backend process")
+		}
+		if err := faultfs.Available(); err != nil {
+			return false, fmt.Errorf("-faultfs on: %w", err)
+		}
+		return true, nil
+	case "auto":
+		return backend == "process" && faultfs.Available() == nil, nil
+	}
+	return false, fmt.Errorf("-faultfs %q: want auto, on or off", mode)
 }
 
 func scenarioNames() string { return strings.Join(chaos.ScenarioNames(), ", ") }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/exactonce/exactonce/client"
+	"github.com/exactonce/exactonce/internal/faultfs"
 )
 
 // ClusterConfig describes the cluster the harness runs.
@@ -38,6 +39,8 @@ type Cluster struct {
 	runner NodeRunner
 	admin  []*client.Client
 	hc     *http.Client // plain requests (test clock)
+	// disks are the nodes' fault filesystems (MountDisks), or none.
+	disks []*faultfs.FS
 }
 
 // opTimeout bounds the node operations whose methods take no context
@@ -97,6 +100,19 @@ func (c *Cluster) LogPath(n int) string { return c.runner.LogPath(n) }
 // DataDir is node n's data dir.
 func (c *Cluster) DataDir(n int) string { return c.runner.DataDir(n) }
 
+// StoppedDataDir is where the harness reads node n's files once the node
+// is stopped: its data dir, or, on a fault filesystem, the directory
+// behind it. The harness must not map files of its own FUSE server into
+// memory (bbolt does): a page fault served by the same process can stall
+// it for good (the garbage collector waits for the faulting thread, which
+// waits for the server).
+func (c *Cluster) StoppedDataDir(n int) string {
+	if d := c.Disk(n); d != nil {
+		return d.LiveDir()
+	}
+	return c.DataDir(n)
+}
+
 // Admin is an admin API client bound to node n.
 func (c *Cluster) Admin(n int) *client.Client { return c.admin[n-1] }
 
@@ -155,6 +171,9 @@ func (c *Cluster) StopAll(ctx context.Context, grace time.Duration) {
 func (c *Cluster) Wipe(n int) error {
 	if c.Running(n) {
 		return fmt.Errorf("wipe node%d: still running", n)
+	}
+	if c.Disk(n) != nil {
+		return c.wipeDisk(n)
 	}
 	return c.runner.Wipe(n)
 }

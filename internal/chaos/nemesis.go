@@ -35,11 +35,33 @@ const (
 	ClockJump     FaultKind = "clock-jump"   // jump the leader's and a follower's clocks back and forth at runtime
 	ReplaceNode   FaultKind = "replace-node" // kill a follower, remove it from Raft, wipe it, start it fresh (re-added)
 	UpgradeNode   FaultKind = "upgrade-node" // stop a node not yet upgraded (SIGTERM), start the new build on its data dir: followers first, the leader last
+
+	// Disk faults, through each node's fault filesystem (internal/faultfs).
+	PowerLossLeader   FaultKind = "power-loss-leader"   // SIGKILL the leader, drop its unsynced data, restart
+	PowerLossFollower FaultKind = "power-loss-follower" // the same for a follower
+	PowerLossTwo      FaultKind = "power-loss-two"      // the same for the leader and a follower at once
+	PowerLossAll      FaultKind = "power-loss-all"      // the same for every node at once
+	DiskFullLeader    FaultKind = "disk-full-leader"    // the leader's disk answers ENOSPC to writes needing space
+	DiskFullFollower  FaultKind = "disk-full-follower"  // the same on a follower
+	FsyncEIOLeader    FaultKind = "fsync-eio-leader"    // the leader's fsyncs answer EIO (once or throughout)
+
+	FsyncEIOFollower FaultKind = "fsync-eio-follower" // the same on a follower
+	SlowFsync        FaultKind = "slow-fsync"         // one node's fsyncs take 20 ms to 2 s longer
 )
 
 // upgradeSteps is how many upgrade-node faults a schedule holds: one per
 // node of the harness's three-node cluster.
 const upgradeSteps = 3
+
+// needsDisk reports whether a fault needs the nodes' fault filesystems.
+func needsDisk(k FaultKind) bool {
+	switch k {
+	case PowerLossLeader, PowerLossFollower, PowerLossTwo, PowerLossAll,
+		DiskFullLeader, DiskFullFollower, FsyncEIOLeader, FsyncEIOFollower, SlowFsync:
+		return true
+	}
+	return false
+}
 
 // needsPartition reports whether a fault needs a network that can cut links.
 func needsPartition(k FaultKind) bool {
@@ -52,7 +74,8 @@ func needsPartition(k FaultKind) bool {
 
 // ScenarioNames lists the scenarios in a stable order.
 func ScenarioNames() []string {
-	return []string{"none", "kill", "pause", "partition", "snapshot", "clock", "members", "mixed", "upgrade"}
+	return []string{"none", "kill", "pause", "partition", "snapshot", "clock", "members", "mixed", "upgrade",
+		"power-loss", "disk-full", "fsync-eio", "slow-fsync"}
 }
 
 // ScenarioFaults returns the faults a scenario draws from.
@@ -79,6 +102,15 @@ func ScenarioFaults(name string) ([]FaultKind, bool) {
 	case "mixed":
 		return []FaultKind{KillLeader, KillFollower, KillRandom, KillAll, RebootNode, PauseLeader, PauseRandom,
 			IsolateLeader, IsolateNode, OneWayOut, OneWayIn, SnapshotLag, ReplaceNode}, true
+	case "power-loss":
+		// The leader and all three drawn twice as often as the others.
+		return []FaultKind{PowerLossLeader, PowerLossFollower, PowerLossTwo, PowerLossAll, PowerLossLeader, PowerLossAll}, true
+	case "disk-full":
+		return []FaultKind{DiskFullLeader, DiskFullFollower}, true
+	case "fsync-eio":
+		return []FaultKind{FsyncEIOLeader, FsyncEIOFollower}, true
+	case "slow-fsync":
+		return []FaultKind{SlowFsync}, true
 	}
 	return nil, false
 }
@@ -95,6 +127,8 @@ type Fault struct {
 	// Jumps are the clock offsets a clock-jump fault sets in turn, on the
 	// leader (even positions) and on a follower (odd positions).
 	Jumps []time.Duration `json:"jumps,omitempty"`
+	// Delay is how much longer a slow-fsync fault makes each fsync.
+	Delay time.Duration `json:"delay,omitempty"`
 }
 
 // String renders the fault as "+<at> <kind> for <hold>".
@@ -147,6 +181,13 @@ func NewSchedule(seed uint64, kinds []FaultKind, d time.Duration) []Fault {
 		case UpgradeNode:
 			f.Hold = ms(500, 2000) // the node is down while its binary is replaced
 			upgrades++
+		case PowerLossLeader, PowerLossFollower, PowerLossTwo, PowerLossAll:
+			f.Hold = ms(500, 4000) // the time the nodes stay down
+		case DiskFullLeader, DiskFullFollower, FsyncEIOLeader, FsyncEIOFollower:
+			f.Hold = ms(3000, 10000)
+		case SlowFsync:
+			f.Hold = ms(5000, 12000)
+			f.Delay = ms(20, 2000)
 		case IsolateLeader, IsolateNode, OneWayOut, OneWayIn:
 			f.Hold = ms(4000, 14000) // some beyond the 10s request deadline
 		default:
@@ -170,6 +211,9 @@ type FaultEvent struct {
 	End   int64  `json:"end"`
 	Note  string `json:"note,omitempty"`
 	Err   string `json:"err,omitempty"`
+	// Anomalies are what the fault itself found wrong (reported with
+	// the history's).
+	Anomalies []Anomaly `json:"anomalies,omitempty"`
 }
 
 // Nemesis injects a schedule of faults into a cluster.
@@ -228,7 +272,8 @@ func (n *Nemesis) target(ctx context.Context, f Fault) (int, string) {
 	nodes := n.Cluster.Nodes()
 	random := int(f.Pick%uint64(nodes)) + 1
 	switch f.Kind {
-	case KillLeader, PauseLeader, IsolateLeader, OneWayOut, OneWayIn:
+	case KillLeader, PauseLeader, IsolateLeader, OneWayOut, OneWayIn,
+		PowerLossLeader, PowerLossTwo, DiskFullLeader, FsyncEIOLeader:
 		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		if l := n.Cluster.WaitLeader(lctx); l != 0 {
@@ -253,7 +298,8 @@ func (n *Nemesis) target(ctx context.Context, f Fault) (int, string) {
 			return l, "leader, upgraded last"
 		}
 		return 0, "every node runs the new build"
-	case KillFollower, SnapshotLag, ReplaceNode, ClockJump:
+	case KillFollower, SnapshotLag, ReplaceNode, ClockJump,
+		PowerLossFollower, DiskFullFollower, FsyncEIOFollower:
 		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		l := n.Cluster.WaitLeader(lctx)
@@ -295,6 +341,10 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 	var errs []error
 	if needsPartition(f.Kind) && !n.Net.CanPartition() {
 		ev.Note = "skipped: this network cannot cut links"
+		return ev
+	}
+	if needsDisk(f.Kind) && !n.Cluster.HasDisks() {
+		ev.Note = "skipped: the nodes run without fault filesystems (-faultfs off, no FUSE, or containers)"
 		return ev
 	}
 	if (f.Kind == OneWayOut || f.Kind == OneWayIn) && !canCutOneWay(n.Net) {
@@ -419,6 +469,10 @@ func (n *Nemesis) inject(ctx context.Context, f Fault) (ev FaultEvent) {
 		errs = append(errs, n.Cluster.Start(x))
 	case ClockJump:
 		errs = append(errs, n.clockJumps(ctx, f, x, &ev)...)
+	case PowerLossLeader, PowerLossFollower, PowerLossTwo, PowerLossAll:
+		errs = append(errs, n.powerLoss(ctx, repair, f, x, &ev)...)
+	case DiskFullLeader, DiskFullFollower, FsyncEIOLeader, FsyncEIOFollower, SlowFsync:
+		errs = append(errs, n.diskFault(ctx, repair, f, x, &ev)...)
 	case ReplaceNode:
 		errs = append(errs, n.Cluster.Kill(repair, x))
 		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)

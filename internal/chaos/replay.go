@@ -197,7 +197,7 @@ func replayNodes(cl *Cluster, live []liveState, log *slog.Logger) (string, []Ano
 			return "log replay not run: " + err.Error(), nil
 		}
 		// The replay logs nothing: its snapshot restores are not the nodes'.
-		rep, err := ReplayLog(filepath.Join(cl.DataDir(n), "raft"), live[n-1].applied, scratch, slog.New(slog.DiscardHandler))
+		rep, err := ReplayLog(filepath.Join(cl.StoppedDataDir(n), "raft"), live[n-1].applied, scratch, slog.New(slog.DiscardHandler))
 		if rerr := os.RemoveAll(scratch); rerr != nil {
 			log.Warn("remove replay scratch dir", "dir", scratch, "err", rerr)
 		}

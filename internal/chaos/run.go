@@ -45,7 +45,11 @@ type Options struct {
 	// hooks); a scenario may override it (scenarioEnv), NodeEnv overrides both.
 	DefaultNodeEnv []string
 	// NodeEnv is extra environment for every node (test hooks), from the user.
-	NodeEnv      []string
+	NodeEnv []string
+	// FaultFS puts each node's data dir on a fault filesystem of its own
+	// (internal/faultfs): needed by the disk faults, which are skipped
+	// without it.
+	FaultFS      bool
 	Workload     WorkloadConfig
 	CheckTimeout time.Duration
 	Log          *slog.Logger
@@ -93,6 +97,7 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 	}
 
 	dir := filepath.Join(o.WorkDir, name)
+	UnmountStaleDisks(dir, 3)
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("wipe %s: %w", dir, err)
 	}
@@ -110,11 +115,19 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		cl.StopAll(sctx, 10*time.Second)
+		if err := cl.UnmountDisks(sctx); err != nil {
+			log.Warn("unmount the nodes' fault filesystems", "err", err)
+		}
 		_ = o.Net.Heal(sctx)
 		if res != nil {
 			res.Elapsed = time.Since(began).Round(time.Second).String()
 		}
 	}()
+	if o.FaultFS {
+		if err := cl.MountDisks(); err != nil {
+			return nil, fmt.Errorf("fault filesystems: %w", err)
+		}
+	}
 	all := []int{1, 2, 3}
 	for _, n := range all {
 		if err := cl.Start(n); err != nil {
@@ -150,6 +163,7 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 
 	// Heal everything, wait for the cluster, then settle the history.
 	_ = o.Net.Heal(ctx)
+	cl.HealDisks()
 	for _, n := range all {
 		if cl.Paused(n) {
 			_ = cl.Resume(n)
@@ -159,6 +173,9 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 		}
 	}
 	var extra []Anomaly
+	for _, ev := range res.Faults {
+		extra = append(extra, ev.Anomalies...)
+	}
 	rctx, cancel = context.WithTimeout(ctx, 60*time.Second)
 	err = cl.WaitReady(rctx, all...)
 	cancel()
@@ -322,7 +339,7 @@ func compareStateFiles(cl *Cluster, log *slog.Logger) ([]liveState, string, []An
 	for n := 1; n <= cl.Nodes(); n++ {
 		// The server keeps its FSM in <data-dir>/state.db; fsm.Open would
 		// create a missing file, so check first.
-		path := filepath.Join(cl.DataDir(n), "state.db")
+		path := filepath.Join(cl.StoppedDataDir(n), "state.db")
 		if _, err := os.Stat(path); err != nil {
 			return nil, "state files not compared: " + err.Error(), nil
 		}
@@ -525,11 +542,12 @@ func FrequentSnapshotEnv() []string {
 // nodeEnv is a scenario's node environment: the harness defaults, the
 // scenario's override, then the user's -node-env (the last value of a key
 // wins). Scenarios whose faults need a compacted log (a node catching up by
-// snapshot, a replaced node) keep the defaults.
+// snapshot, a replaced node, a power loss that must find every snapshot
+// whole) keep the defaults.
 func nodeEnv(o Options, scenario string) []string {
 	env := append([]string{}, o.DefaultNodeEnv...)
 	switch scenario {
-	case "snapshot", "members", "mixed", "upgrade":
+	case "snapshot", "members", "mixed", "upgrade", "power-loss":
 	default:
 		env = append(env, fullLogTrailing)
 	}

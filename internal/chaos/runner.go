@@ -150,7 +150,13 @@ func (r *procRunner) Start(_ context.Context, n int) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd != nil {
-		return fmt.Errorf("node%d already running", n)
+		select {
+		case <-p.done:
+			// It exited by itself (e.g. it stopped on a failed fsync).
+			p.cmd, p.paused = nil, false
+		default:
+			return fmt.Errorf("node%d already running", n)
+		}
 	}
 	if err := os.MkdirAll(p.dataDir, 0o700); err != nil {
 		return fmt.Errorf("node%d data dir: %w", n, err)

@@ -124,6 +124,9 @@ func TestNodeEnv(t *testing.T) {
 	if got := last(nodeEnv(o, "snapshot"), "EXACTONCE_TEST_TRAILING_LOGS"); got != "128" {
 		t.Errorf("snapshot keeps trailing logs %q, want 128", got)
 	}
+	if got := last(nodeEnv(o, "power-loss"), "EXACTONCE_TEST_TRAILING_LOGS"); got != "128" {
+		t.Errorf("power-loss keeps trailing logs %q, want 128", got)
+	}
 	o.NodeEnv = append(o.NodeEnv, "EXACTONCE_TEST_TRAILING_LOGS=7")
 	if got := last(nodeEnv(o, "kill"), "EXACTONCE_TEST_TRAILING_LOGS"); got != "7" {
 		t.Errorf("user -node-env lost: %q", got)

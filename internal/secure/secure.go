@@ -161,17 +161,44 @@ func ReadSecretFile(path string) (string, error) {
 	return v, nil
 }
 
-// WriteSecretFile writes content to path with mode 0600, atomically.
+// WriteSecretFile writes content to path with mode 0600, atomically and
+// durably: the file is fsynced before it is renamed into place and its
+// directory after, so that a power loss leaves either no file or the whole
+// content, never an empty file under the final name (the node id, the
+// cluster key and its check value are read back on every start).
 func WriteSecretFile(path, content string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create dir for %s: %w", path, err)
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	_, err = f.WriteString(content)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return fmt.Errorf("write %s: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("rename %s: %w", tmp, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync dir of %s: %w", path, err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync dir of %s: %w", path, err)
 	}
 	return nil
 }
