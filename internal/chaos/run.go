@@ -123,7 +123,11 @@ func RunScenario(ctx context.Context, o Options, name string) (res *ScenarioResu
 			res.Elapsed = time.Since(began).Round(time.Second).String()
 		}
 	}()
-	if o.FaultFS {
+	// Only the scenarios that draw disk faults run on the fault
+	// filesystems: the others keep the real filesystem they have always
+	// run on, so that whatever FUSE adds (its own caching and ordering
+	// under kill -9) cannot show up as, or hide, a fault of the nodes.
+	if o.FaultFS && slices.ContainsFunc(kinds, needsDisk) {
 		if err := cl.MountDisks(); err != nil {
 			return nil, fmt.Errorf("fault filesystems: %w", err)
 		}
