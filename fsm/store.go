@@ -318,6 +318,14 @@ func (s *store) putAction(prev, next *Action) error {
 	if err := s.actions.Put([]byte(next.ID), encodeAction(next)); err != nil {
 		return fatal(fmt.Errorf("put action: %w", err))
 	}
+	if prev != nil && groupOf(prev) != groupOpen {
+		// A write over a terminal action changes none of the derived
+		// state (changeOf is zero), and the journal's net changes assume
+		// none happens (DESIGN.md, "Net changes"). No decision makes one;
+		// a build with a deliberately broken decision does (the chaos
+		// harness's self-test, chaosbug), and must not stop the node.
+		return nil
+	}
 	if prev != nil && groupOf(next) != groupOpen {
 		s.settled = append(s.settled, next.ID)
 	}
