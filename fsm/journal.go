@@ -324,19 +324,13 @@ func (s *store) applyChanges(chs []change) error {
 	return nil
 }
 
-// journal returns the client's net changes not yet folded.
+// journal returns the client's net changes not yet folded. The records
+// carry no client ids: every action they name is read, and the client's
+// kept.
 func (v *View) journal(clientID string) ([]change, error) {
-	var ws []journaled
-	seen := map[string]int{}
-	err := forEachJournalEntry(v.tx.Bucket(bucketJournal), func(_ []byte, _ int64, rec []journaled) error {
-		for _, w := range rec {
-			if i, ok := seen[w.id]; ok {
-				ws[i].created = ws[i].created || w.created
-				continue
-			}
-			seen[w.id] = len(ws)
-			ws = append(ws, w)
-		}
+	j := newJournalState()
+	err := forEachJournalEntry(v.tx.Bucket(bucketJournal), func(_ []byte, t int64, rec []journaled) error {
+		j.add(t, rec)
 		return nil
 	})
 	if err != nil {
@@ -344,7 +338,7 @@ func (v *View) journal(clientID string) ([]change, error) {
 	}
 	actions := v.tx.Bucket(bucketActions)
 	var out []change
-	for _, w := range ws {
+	for _, w := range j.actions {
 		c, err := netChange(actions, w)
 		if err != nil {
 			return nil, err
